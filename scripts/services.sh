@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL, Redis and RabbitMQ answer on loopback: install them with
+# apt-get where missing, start them where stopped, then wait until they accept connections.
+set -euo pipefail
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local name="$1" port="$2" tries=0
+    until port_open "$port"; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 120 ]; then
+            echo "!! $name did not open 127.0.0.1:$port within 60s" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+# PostgreSQL 15, trust auth on loopback.
+if ! port_open 5432; then
+    if ! ls /etc/postgresql >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+        echo "==> installing PostgreSQL"
+        apt_install postgresql
+    fi
+    echo "==> starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+wait_port PostgreSQL 5432
+
+# Redis 7.
+if ! port_open 6379; then
+    command -v redis-server >/dev/null 2>&1 || { echo "==> installing Redis"; apt_install redis-server; }
+    echo "==> starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+wait_port Redis 6379
+
+# RabbitMQ.
+if ! port_open 5672; then
+    command -v rabbitmq-server >/dev/null 2>&1 || { echo "==> installing RabbitMQ"; apt_install rabbitmq-server; }
+    echo "==> starting RabbitMQ"
+    rabbitmq-server -detached || true
+fi
+wait_port RabbitMQ 5672
+echo "==> services up: PostgreSQL :5432, Redis :6379, RabbitMQ :5672"

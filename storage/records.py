@@ -1,0 +1,87 @@
+"""Rows as the storage layer hands them out. Timestamps are Unix epoch milliseconds (UTC)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class NewUser(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    external_id: str | None = None
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    created_at: int
+
+
+class UserRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    external_id: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+    locale: str | None
+    timezone: str | None
+    created_at: int
+    last_seq: int
+    """Highest seq ever assigned to this user's notifications (0 = none yet)."""
+    ack_seq: int
+    """Highest seq the user's clients acknowledged (cumulative)."""
+
+
+class NewDevice(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    kind: str
+    """`webpush`, `fcm` or `apns`; validated at the edge."""
+    address: str
+    """What identifies the device at its provider: the web push endpoint or the FCM/APNs token."""
+    details: dict[str, str]
+    """Kind-specific extras: web push keys (`p256dh`, `auth`), APNs `topic`."""
+    created_at: int
+
+
+class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    kind: str
+    address: str
+    details: dict[str, str]
+    created_at: int
+
+
+class NewNotification(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    title: str | None = None
+    body: str | None = None
+    data: dict[str, Any] | None = None
+    category: str | None = None
+    priority: str = "normal"
+    created_at: int
+
+
+class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    user_id: str
+    seq: int
+    title: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    category: str | None
+    priority: str
+    created_at: int
+
+
+class ApiKeyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    """Hex SHA-256 of the secret key; the key itself is never stored."""
+    created_at: int
+    revoked_at: int | None = None

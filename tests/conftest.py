@@ -1,0 +1,59 @@
+"""Fixtures shared by every suite: real services, and a guard against blocking calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests import services
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test."""
+    yield from services.fresh_postgres_database()
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A fresh, empty RabbitMQ vhost for this test."""
+    yield from services.fresh_rabbitmq_vhost()
+
+
+class _SlowCallbackRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.slow: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing") and " took " in message:
+            self.slow.append(message)
+
+
+# A callback that holds the loop longer than this is a blocking call (a sync DB query,
+# a sleep, a big computation). Generous, because the CI machine is shared and noisy.
+BLOCKING_THRESHOLD_SECONDS = 0.5
+
+
+@pytest.fixture(autouse=True)
+async def fail_on_blocking_calls(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail any test during which one event-loop step ran longer than the threshold.
+
+    Uses asyncio's debug mode, which times every callback and logs the slow ones.
+    """
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = BLOCKING_THRESHOLD_SECONDS
+    recorder = _SlowCallbackRecorder()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(recorder)
+    try:
+        yield
+    finally:
+        asyncio_logger.removeHandler(recorder)
+    if recorder.slow and request.node.get_closest_marker("blocks_on_purpose") is None:
+        pytest.fail("event loop was blocked:\n" + "\n".join(recorder.slow))
