@@ -39,8 +39,11 @@ class Bus(Protocol):
     - Messages for one user published by one node are handed to the handler in publish
       order.
     - The handler is awaited for one message at a time; a message is acknowledged only
-      after the handler returned. If the handler raises, or the node stops before the
-      handler returned, the message is delivered again (at-least-once).
+      after the handler returned. If the handler raises, it is called again with the
+      same message, before any later one, after a short wait; after a few attempts the
+      message is dead-lettered (logged and dropped) so that one bad message cannot stall
+      the node. If the node stops before the handler returned, the message is delivered
+      again (at-least-once; with RabbitMQ, to the next bus with the same `node_id`).
     - A node receives at least the messages of the users it watches; it may receive
       others (same shard), which the handler ignores.
     """
@@ -71,6 +74,9 @@ class Bus(Protocol):
     async def close(self) -> None:
         """Stop consuming (unacknowledged messages go back to the broker), then disconnect.
 
-        Idempotent. Waits for the handler call in progress to finish.
+        Idempotent. Waits for the handler call in progress to finish, for up to the
+        backend's `close_grace` (10 s by default); past it the call is cancelled and its
+        message is not acknowledged. Messages the in-process backend still holds are
+        dropped (the database is the truth).
         """
         ...

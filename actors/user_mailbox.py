@@ -1,0 +1,160 @@
+"""The per-user mailbox actor: owns one user's sockets on this node and writes that
+user's notifications to each of them, in `seq` order, without duplicates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+import msgspec
+
+from actors.connection import Connection
+from actors.runtime import Actor, ActorSystem
+from actors.transport import CloseCode
+
+
+class Attach(msgspec.Struct, frozen=True):
+    """A socket of the user authenticated on this node: deliver to it from now on."""
+
+    connection: Connection
+
+
+class Detach(msgspec.Struct, frozen=True):
+    """A socket of the user ended (its handler returned): forget it."""
+
+    connection: Connection
+
+
+class Deliver(msgspec.Struct, frozen=True):
+    """A notification for the user, as the frame every socket receives (encoded once)."""
+
+    seq: int
+    frame: bytes
+
+
+class CloseAll(msgspec.Struct, frozen=True):
+    """Close every socket of the user, e.g. because the user was deleted."""
+
+    code: CloseCode
+    reason: str
+
+
+UserMessage = Attach | Detach | Deliver | CloseAll
+
+RESET_REASON = "server-side reset: reconnect and resume"
+GOING_AWAY_REASON = "server going away: reconnect and resume"
+
+
+@dataclass
+class UserMailboxStats:
+    """Counters shared by all the mailboxes of one system, for metrics."""
+
+    duplicates_ignored: int = 0
+    """`Deliver`s whose seq was not above the highest one delivered (bus redelivery)."""
+    connections_dropped: int = 0
+    """Sockets forgotten because `offer` refused a frame (slow consumer or closed)."""
+
+
+class UserMailbox(Actor[UserMessage]):
+    """One user's mailbox on this node, keyed by user id.
+
+    Holds the user's attached `Connection`s. A `Deliver` offers the same bytes object to
+    each of them; a connection that refuses it (slow consumer, or closed) is forgotten —
+    it is being closed and its client will resume. The highest delivered seq is kept so
+    that a redelivered (at-least-once) `Deliver` is ignored. Idle only without sockets.
+    """
+
+    def __init__(self, user_id: str, stats: UserMailboxStats | None = None) -> None:
+        self.user_id = user_id
+        self.stats = UserMailboxStats() if stats is None else stats
+        self._connections: set[Connection] = set()
+        self._highest_seq: int | None = None
+
+    @property
+    def connections(self) -> frozenset[Connection]:
+        """The attached connections (a snapshot)."""
+        return frozenset(self._connections)
+
+    @property
+    def highest_seq(self) -> int | None:
+        """The highest seq delivered so far, None before the first `Deliver`."""
+        return self._highest_seq
+
+    async def on_receive(self, message: UserMessage) -> None:
+        """Apply one message; see the message classes."""
+        match message:
+            case Deliver(seq=seq, frame=frame):
+                self._deliver(seq, frame)
+            case Attach(connection=connection):
+                # A socket may close between its handshake and this message.
+                if not connection.closed:
+                    self._connections.add(connection)
+            case Detach(connection=connection):
+                self._connections.discard(connection)
+            case CloseAll(code=code, reason=reason):
+                self._close_all(code, reason)
+            case _:
+                assert_never(message)
+
+    def _deliver(self, seq: int, frame: bytes) -> None:
+        if self._highest_seq is not None and seq <= self._highest_seq:
+            self.stats.duplicates_ignored += 1
+            return
+        # The same bytes object for every socket: encoded once upstream, never per socket.
+        refused = [connection for connection in self._connections if not connection.offer(frame)]
+        if refused:
+            self._connections.difference_update(refused)
+            self.stats.connections_dropped += len(refused)
+        # Only now: if the fan-out raised, the retried Deliver must not look like a
+        # duplicate. (A socket offered before the failure may then get the frame twice;
+        # its client sees the same seq again, which beats a silent gap.)
+        self._highest_seq = seq
+
+    def _close_all(self, code: CloseCode, reason: str) -> None:
+        for connection in self._connections:
+            connection.close_soon(code, reason)
+        self._connections.clear()
+
+    async def on_restart(self) -> None:
+        """Keep the sockets (clients must not notice a retried message); only forget the
+        ones that closed meanwhile."""
+        self._forget_closed_connections()
+
+    async def on_dead_letter(self, message: UserMessage) -> None:
+        """A message was given up on, so a socket may have missed a frame or never been
+        attached: close the user's sockets with RECONNECT so their clients resume from
+        their ack cursor (the store has every frame)."""
+        if isinstance(message, Attach | Detach):
+            message.connection.close_soon(CloseCode.RECONNECT, RESET_REASON)
+        self._close_all(CloseCode.RECONNECT, RESET_REASON)
+
+    async def on_idle(self) -> bool:
+        """Idle only without sockets. Closed ones are forgotten first, so that a lost
+        `Detach` cannot keep the actor alive for ever."""
+        self._forget_closed_connections()
+        return not self._connections
+
+    async def on_stop(self) -> None:
+        """The node is stopping: tell the remaining clients to reconnect (elsewhere)."""
+        self._close_all(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+
+    def _forget_closed_connections(self) -> None:
+        self._connections = {c for c in self._connections if not c.closed}
+
+
+def user_mailbox_system(
+    *,
+    mailbox_size: int,
+    idle_timeout: float,
+    max_attempts: int = 3,
+    stats: UserMailboxStats | None = None,
+) -> ActorSystem[str, UserMessage]:
+    """An actor system of `UserMailbox`es keyed by user id, all counting into `stats`."""
+    shared_stats = UserMailboxStats() if stats is None else stats
+    return ActorSystem(
+        lambda user_id: UserMailbox(user_id, shared_stats),
+        mailbox_size=mailbox_size,
+        idle_timeout=idle_timeout,
+        max_attempts=max_attempts,
+        name="user-mailbox",
+    )

@@ -1,0 +1,9 @@
+"""`python -m pushd` is the `pushd` command."""
+
+from __future__ import annotations
+
+import sys
+
+from pushd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""The HTTP API: the route table, its handlers, errors and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from pushd.api import notifications, tokens, users
+from pushd.api.openapi import build_openapi
+from pushd.api.routing import Reply, Route, add_routes
+from pushd.api.schemas import ComponentHealth, Health
+from pushd.appkeys import BUS, STORAGE
+from storage import StorageError
+
+__all__ = ["ROUTES", "add_routes", "build_openapi"]
+
+VERSION = "0.1.0"
+
+
+async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
+    """200 when storage answers and the bus is connected, else 503 naming the culprit."""
+    storage_health = ComponentHealth(ok=True, backend=request.app[STORAGE].__class__.__name__)
+    try:
+        await request.app[STORAGE].ping()
+    except StorageError as exc:
+        storage_health = ComponentHealth(ok=False, backend=storage_health.backend, error=str(exc))
+    bus = request.app[BUS]
+    bus_ok = await bus.healthy()
+    bus_health = ComponentHealth(
+        ok=bus_ok, backend=bus.__class__.__name__, error=None if bus_ok else "bus not connected"
+    )
+    ok = storage_health.ok and bus_health.ok
+    return Reply(
+        200 if ok else 503,
+        Health("ok" if ok else "unavailable", storage_health, bus_health),
+        {} if ok else {"Retry-After": "5"},
+    )
+
+
+_openapi_cache: dict[str, object] = {}
+
+
+async def openapi(_request: web.Request, _body: None, _query: None) -> Reply:
+    if "doc" not in _openapi_cache:
+        _openapi_cache["doc"] = build_openapi(ROUTES, version=VERSION)
+    return Reply(200, _openapi_cache["doc"])
+
+
+ROUTES: list[Route] = [
+    Route(
+        "GET",
+        "/api/healthcheck",
+        healthcheck,
+        "Storage and bus health",
+        {200: Health, 503: Health},
+        public=True,
+        tag="system",
+    ),
+    Route(
+        "GET",
+        "/api/openapi.json",
+        openapi,
+        "This OpenAPI document",
+        {200: dict[str, Any]},
+        tag="system",
+    ),
+    *users.ROUTES,
+    *tokens.ROUTES,
+    *notifications.ROUTES,
+]

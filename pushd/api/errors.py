@@ -1,0 +1,152 @@
+"""The one catalogue of API errors. Every error a client can see has a stable `code`,
+an HTTP status, a message that says what to fix and, for bad input, the `field` path.
+
+Body: `{"error": {"code": "...", "message": "...", "field": "..."}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from enum import Enum
+
+import msgspec
+from aiohttp import web
+
+from storage import StorageUnavailableError
+
+log = logging.getLogger("pushd.api")
+
+
+class ErrorCode(Enum):
+    """(status, code). The code strings are API: never rename one."""
+
+    INVALID_JSON = (400, "invalid_json")
+    INVALID_QUERY = (400, "invalid_query")
+    UNAUTHORIZED = (401, "unauthorized")
+    NOT_FOUND = (404, "not_found")
+    ROUTE_NOT_FOUND = (404, "route_not_found")
+    METHOD_NOT_ALLOWED = (405, "method_not_allowed")
+    CONFLICT = (409, "conflict")
+    PAYLOAD_TOO_LARGE = (413, "payload_too_large")
+    UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
+    VALIDATION_FAILED = (422, "validation_failed")
+    STORAGE_UNAVAILABLE = (503, "storage_unavailable")
+    INTERNAL = (500, "internal_error")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def code(self) -> str:
+        return self.value[1]
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """What every non-2xx response of the API carries."""
+
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Raised by handlers; turned into an `ErrorBody` response by the middleware."""
+
+    def __init__(
+        self,
+        kind: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+def validation_error(message: str, field: str) -> ApiError:
+    """A 422 for one bad field."""
+    return ApiError(ErrorCode.VALIDATION_FAILED, message, field=field)
+
+
+_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
+_MISSING_FIELD = re.compile(r"Object missing required field `(?P<key>[^`]+)`")
+
+
+def from_msgspec(error: msgspec.ValidationError) -> ApiError:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.items[0].x`" into a 422 whose
+    `field` is `items[0].x`."""
+    match = _AT_PATH.match(str(error))
+    assert match is not None  # the pattern accepts any string
+    what, path = match["what"], (match["path"] or "").lstrip(".")
+    for pattern, template in (
+        (_UNKNOWN_FIELD, "unknown field `{key}`: remove it (see /api/openapi.json)"),
+        (_MISSING_FIELD, "missing required field `{key}`"),
+    ):
+        found = pattern.match(what)
+        if found:
+            key = found["key"]
+            field = f"{path}.{key}" if path else key
+            return validation_error(template.format(key=key), field)
+    return validation_error(what, path or "$")
+
+
+def error_response(error: ApiError) -> web.Response:
+    body = ErrorBody(ErrorDetail(error.kind.code, error.message, error.field))
+    return web.Response(
+        status=error.kind.status,
+        body=msgspec.json.encode(body),
+        content_type="application/json",
+        headers=error.headers,
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_EXCEPTIONS: dict[int, tuple[ErrorCode, str]] = {
+    404: (ErrorCode.ROUTE_NOT_FOUND, "no such route: see /api/openapi.json for the API"),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "this route does not accept that method"),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "request body too large"),
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as a JSON `ErrorBody`; bad input is never a 500."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except StorageUnavailableError as exc:
+        log.warning("storage unavailable during %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            ApiError(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                "storage is unavailable; nothing was changed. Retry later.",
+                headers={"Retry-After": "5"},
+            )
+        )
+    except web.HTTPException as exc:
+        if exc.status in _HTTP_EXCEPTIONS:
+            kind, message = _HTTP_EXCEPTIONS[exc.status]
+            if exc.status == 413:
+                message = f"{message}: {exc.text}"
+            allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            return error_response(ApiError(kind, message, headers=allow))
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(
+            ApiError(ErrorCode.INTERNAL, "internal error; the server log has the details")
+        )

@@ -1,0 +1,99 @@
+"""API keys: `Authorization: Bearer <key>` on every route but the health check.
+
+Keys are random (`pk_` + 43 URL-safe characters) and stored only as their SHA-256: a key
+has 256 bits of entropy, so a fast hash is enough (slow hashes are for passwords).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from aiohttp import web
+
+from pushd.api.errors import ApiError, ErrorCode
+from pushd.ids import new_id, now_ms
+from storage import Storage
+from storage.records import ApiKeyRecord
+
+KEY_PREFIX = "pk_"
+
+API_KEY: web.RequestKey[ApiKeyRecord] = web.RequestKey("api_key", ApiKeyRecord)
+"""The verified key of the request (who is calling), set by `authenticate`."""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class ApiKeyVerifier:
+    """Checks bearer keys against storage, remembering verified keys for `cache_ttl`
+    seconds so that a busy client does not cost a query per request."""
+
+    def __init__(self, storage: Storage, *, cache_ttl: float) -> None:
+        self._storage = storage
+        self._cache_ttl = cache_ttl
+        self._verified: dict[str, tuple[ApiKeyRecord, float]] = {}
+
+    async def verify(self, key: str) -> ApiKeyRecord | None:
+        """The live key record for this secret, or None if unknown or revoked."""
+        digest = hash_key(key)
+        cached = self._verified.get(digest)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self._cache_ttl:
+            return cached[0]
+        record = await self._storage.find_api_key(digest)
+        if record is None or record.revoked_at is not None:
+            self._verified.pop(digest, None)
+            return None
+        if len(self._verified) > 10_000:  # bounded: forget everything rather than grow
+            self._verified.clear()
+        self._verified[digest] = (record, now)
+        return record
+
+    async def authenticate(self, request: web.Request) -> None:
+        """Raise a 401 unless the request carries a live API key."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                ErrorCode.UNAUTHORIZED,
+                "send an API key as `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": 'Bearer realm="pushd"'},
+            )
+        record = await self.verify(key.strip())
+        if record is None:
+            raise ApiError(
+                ErrorCode.UNAUTHORIZED,
+                "unknown or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer realm="pushd", error="invalid_token"'},
+            )
+        request[API_KEY] = record
+
+
+async def bootstrap_admin_key(storage: Storage, given: str | None) -> str | None:
+    """Make sure an admin key exists. Returns a newly generated key (to print once), or None.
+
+    `given` (from PUSHD_ADMIN_KEY) is registered if its hash is not known yet; otherwise a
+    key is generated only when the database holds no key at all.
+    """
+    if given:
+        if await storage.find_api_key(hash_key(given)) is None:
+            await storage.create_api_key(_admin_record(given, "bootstrap (PUSHD_ADMIN_KEY)"))
+        return None
+    if await storage.count_api_keys() > 0:
+        return None
+    key = generate_key()
+    await storage.create_api_key(_admin_record(key, "bootstrap"))
+    return key
+
+
+def _admin_record(key: str, name: str) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=new_id("key"), name=name, role="admin", key_hash=hash_key(key), created_at=now_ms()
+    )

@@ -1,0 +1,114 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec types."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from pushd.api.errors import ErrorBody
+from pushd.api.routing import Route
+
+_ERRORS_BY_CONDITION = {
+    "auth": {401: "Missing, unknown or revoked API key"},
+    "body": {
+        400: "Body is not JSON",
+        413: "Body too large",
+        415: "Not JSON",
+        422: "A field is invalid",
+    },
+    "query": {400: "A query parameter is invalid"},
+    "path": {404: "Not found"},
+    "always": {503: "Storage unavailable: retry after `Retry-After` seconds"},
+}
+
+
+def _conditions(route: Route) -> list[str]:
+    conditions = ["always"]
+    if not route.public:
+        conditions.append("auth")
+    if route.body is not None:
+        conditions.append("body")
+    if route.query is not None:
+        conditions.append("query")
+    if route.path_params:
+        conditions.append("path")
+    return conditions
+
+
+def _parameters(route: Route, components: dict[str, Any]) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.path_params
+    ]
+    if route.query is not None:
+        query_schema = components[route.query.__name__]
+        required = set(query_schema.get("required", []))
+        parameters += [
+            {"name": name, "in": "query", "required": name in required, "schema": schema}
+            for name, schema in query_schema["properties"].items()
+        ]
+    return parameters
+
+
+def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "parameters": _parameters(route, components),
+        "responses": {},
+    }
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": route.body_required,
+            "content": {"application/json": {"schema": by_type[route.body]}},
+        }
+    for status, body_type in route.responses.items():
+        response: dict[str, Any] = {"description": route.summary}
+        if body_type is not None:
+            response["content"] = {"application/json": {"schema": by_type[body_type]}}
+        operation["responses"][str(status)] = response
+    error_content = {"application/json": {"schema": by_type[ErrorBody]}}
+    for condition in _conditions(route):
+        for status, description in _ERRORS_BY_CONDITION[condition].items():
+            operation["responses"].setdefault(
+                str(status), {"description": description, "content": error_content}
+            )
+    if route.public:
+        operation["security"] = []
+    return operation
+
+
+def build_openapi(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
+    """Describe every route: parameters, request body, success and error responses."""
+    types: list[Any] = [ErrorBody]
+    for route in routes:
+        types.extend(t for t in (route.body, route.query) if t is not None)
+        types.extend(t for t in route.responses.values() if t is not None)
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    by_type = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(
+            route, by_type, components
+        )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pushd",
+            "version": version,
+            "description": "Self-hosted notification server. Real-time delivery is over the "
+            "WebSocket at /ws, described in docs/protocol.md.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }

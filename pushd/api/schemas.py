@@ -1,0 +1,274 @@
+"""Request and response bodies of the HTTP API. The OpenAPI document is generated from
+these types, and requests are decoded with them, so the two cannot disagree."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from storage.records import DeviceRecord, NotificationRecord, UserRecord
+
+Meta = msgspec.Meta
+
+ExternalId = Annotated[
+    str, Meta(min_length=1, max_length=255, description="The application's own id for the user.")
+]
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Email = Annotated[
+    str,
+    Meta(
+        max_length=320,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="An e-mail address (local@domain.tld).",
+    ),
+]
+Phone = Annotated[
+    str,
+    Meta(pattern=r"^\+[1-9][0-9]{1,14}$", description="E.164: + then up to 15 digits."),
+]
+Locale = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        max_length=35,
+        description="BCP 47 language tag, e.g. `en` or `pt-BR`.",
+    ),
+]
+TimeZone = Annotated[
+    str, Meta(min_length=1, max_length=64, description="IANA time zone, e.g. `Europe/Paris`.")
+]
+Category = Annotated[
+    str,
+    Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Lower-case slug, 1-64 chars."),
+]
+Priority = Literal["low", "normal", "high", "critical"]
+Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16, max_length=200)]
+
+_TIMEZONES: frozenset[str] | None = None
+
+
+def is_known_timezone(name: str) -> bool:
+    """Whether `name` is an IANA zone this machine's tz database knows."""
+    global _TIMEZONES  # noqa: PLW0603 - read the tz database once, lazily
+    if _TIMEZONES is None:
+        _TIMEZONES = frozenset(zoneinfo.available_timezones())
+    return name in _TIMEZONES
+
+
+def from_ms(millis: int) -> datetime:
+    """Storage keeps epoch milliseconds; the API speaks RFC 3339."""
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+# users -------------------------------------------------------------------------------
+
+
+class CreateUser(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A new user. Every field is optional; `external_id` must be unique when given."""
+
+    external_id: ExternalId | None = None
+    name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    locale: Locale | None = None
+    timezone: TimeZone | None = None
+
+
+class User(msgspec.Struct, kw_only=True):
+    id: str
+    external_id: str | None
+    name: str | None
+    email: str | None
+    phone: str | None
+    locale: str | None
+    timezone: str | None
+    created_at: datetime
+    last_seq: Annotated[int, Meta(description="Seq of the user's newest notification.")]
+
+    @classmethod
+    def of(cls, record: UserRecord) -> User:
+        return cls(
+            id=record.id,
+            external_id=record.external_id,
+            name=record.name,
+            email=record.email,
+            phone=record.phone,
+            locale=record.locale,
+            timezone=record.timezone,
+            created_at=from_ms(record.created_at),
+            last_seq=record.last_seq,
+        )
+
+
+class UserPage(msgspec.Struct):
+    items: list[User]
+    next_cursor: Annotated[
+        str | None, Meta(description="Pass as `cursor` for the next page; null at the end.")
+    ]
+
+
+# devices -----------------------------------------------------------------------------
+
+
+class WebPushKeys(msgspec.Struct, forbid_unknown_fields=True):
+    p256dh: Base64Url
+    auth: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16, max_length=64)]
+
+
+class WebPushDevice(msgspec.Struct, tag="webpush", tag_field="kind", forbid_unknown_fields=True):
+    """A browser's push subscription (`PushSubscription.toJSON()`)."""
+
+    endpoint: Annotated[str, Meta(pattern=r"^https://[^\s]+$", max_length=2048)]
+    keys: WebPushKeys
+
+
+class FcmDevice(msgspec.Struct, tag="fcm", tag_field="kind", forbid_unknown_fields=True):
+    """An Android/iOS app registered with Firebase Cloud Messaging."""
+
+    token: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_:\-.]+$", min_length=16, max_length=4096)]
+
+
+class ApnsDevice(msgspec.Struct, tag="apns", tag_field="kind", forbid_unknown_fields=True):
+    """An Apple device token (hex), with the app's bundle id as `topic`."""
+
+    token: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64,200}$")]
+    topic: Annotated[str, Meta(min_length=1, max_length=255)] | None = None
+
+
+CreateDevice = WebPushDevice | FcmDevice | ApnsDevice
+
+
+class Device(msgspec.Struct, kw_only=True, omit_defaults=True):
+    id: str
+    user_id: str
+    kind: Literal["webpush", "fcm", "apns"]
+    endpoint: str | None = None
+    keys: WebPushKeys | None = None
+    token: str | None = None
+    topic: str | None = None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: DeviceRecord) -> Device:
+        kind: Any = record.kind
+        device = cls(
+            id=record.id, user_id=record.user_id, kind=kind, created_at=from_ms(record.created_at)
+        )
+        if record.kind == "webpush":
+            device.endpoint = record.address
+            device.keys = WebPushKeys(record.details["p256dh"], record.details["auth"])
+        else:
+            device.token = record.address
+            device.topic = record.details.get("topic")
+        return device
+
+
+def device_address_and_details(device: CreateDevice) -> tuple[str, dict[str, str]]:
+    """Split a device into what identifies it at its provider and the kind's extras."""
+    match device:
+        case WebPushDevice(endpoint=endpoint, keys=keys):
+            return endpoint, {"p256dh": keys.p256dh, "auth": keys.auth}
+        case ApnsDevice(token=token, topic=topic):
+            return token, ({"topic": topic} if topic else {})
+        case FcmDevice(token=token):
+            return token, {}
+
+
+class DeviceList(msgspec.Struct):
+    items: list[Device]
+
+
+# notifications -----------------------------------------------------------------------
+
+
+class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Send now to one user, named by `user_id` or by `external_id` (exactly one).
+    At least one of `title` and `body` is required."""
+
+    user_id: str | None = None
+    external_id: ExternalId | None = None
+    title: Annotated[str, Meta(max_length=1024)] | None = None
+    body: Annotated[str, Meta(max_length=16384)] | None = None
+    data: (
+        Annotated[
+            dict[str, Any], Meta(description="Free-form JSON object handed to the client as is.")
+        ]
+        | None
+    ) = None
+    category: Category | None = None
+    priority: Priority = "normal"
+
+
+class NotificationAccepted(msgspec.Struct, kw_only=True):
+    """The notification is committed to storage; delivery proceeds asynchronously."""
+
+    id: str
+    user_id: str
+    seq: int
+    created_at: datetime
+
+
+class Notification(msgspec.Struct, kw_only=True):
+    id: str
+    user_id: str
+    seq: int
+    title: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    category: str | None
+    priority: Priority
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: NotificationRecord) -> Notification:
+        priority: Any = record.priority
+        return cls(
+            id=record.id,
+            user_id=record.user_id,
+            seq=record.seq,
+            title=record.title,
+            body=record.body,
+            data=record.data,
+            category=record.category,
+            priority=priority,
+            created_at=from_ms(record.created_at),
+        )
+
+
+class NotificationPage(msgspec.Struct):
+    items: list[Notification]
+    next_cursor: Annotated[
+        str | None, Meta(description="Pass as `cursor` for the next (older) page; null at the end.")
+    ]
+
+
+# tokens ------------------------------------------------------------------------------
+
+
+class IssueToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    ttl: (
+        Annotated[int, Meta(ge=1, description="Lifetime in seconds (default from config).")] | None
+    ) = None
+
+
+class TokenIssued(msgspec.Struct):
+    token: str
+    expires_at: datetime
+
+
+# health ------------------------------------------------------------------------------
+
+
+class ComponentHealth(msgspec.Struct, omit_defaults=True):
+    ok: bool
+    backend: str
+    error: str | None = None
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok", "unavailable"]
+    storage: ComponentHealth
+    bus: ComponentHealth

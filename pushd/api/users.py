@@ -1,0 +1,167 @@
+"""Users and their devices."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from pushd.api.errors import ApiError, ErrorCode, validation_error
+from pushd.api.routing import Reply, Route
+from pushd.api.schemas import (
+    CreateDevice,
+    CreateUser,
+    Device,
+    DeviceList,
+    User,
+    UserPage,
+    device_address_and_details,
+    is_known_timezone,
+)
+from pushd.appkeys import STORAGE
+from pushd.ids import new_id, now_ms
+from storage import ConflictError, Storage, UnknownUserError
+from storage.records import NewDevice, NewUser, UserRecord
+
+
+class PageQuery(msgspec.Struct):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    cursor: str | None = None
+
+
+async def load_user(storage: Storage, user_id: str) -> UserRecord:
+    """The user or a 404 naming the id."""
+    user = await storage.get_user(user_id)
+    if user is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field="userId")
+    return user
+
+
+async def create_user(request: web.Request, body: CreateUser, _query: None) -> Reply:
+    if body.timezone is not None and not is_known_timezone(body.timezone):
+        raise validation_error(
+            f"unknown time zone {body.timezone!r}: use an IANA name such as Europe/Paris",
+            "timezone",
+        )
+    new_user = NewUser(
+        id=new_id("usr"),
+        external_id=body.external_id,
+        name=body.name,
+        email=body.email,
+        phone=body.phone,
+        locale=body.locale,
+        timezone=body.timezone,
+        created_at=now_ms(),
+    )
+    try:
+        user = await request.app[STORAGE].create_user(new_user)
+    except ConflictError as exc:
+        raise ApiError(
+            ErrorCode.CONFLICT,
+            f"a user with this {exc.field} already exists: choose another one",
+            field=exc.field,
+        ) from None
+    return Reply(201, User.of(user), {"Location": f"/api/users/{user.id}"})
+
+
+async def list_users(request: web.Request, _body: None, query: PageQuery) -> Reply:
+    users = await request.app[STORAGE].list_users(after_id=query.cursor, limit=query.limit + 1)
+    more = len(users) > query.limit
+    users = users[: query.limit]
+    next_cursor = users[-1].id if more and users else None
+    return Reply(200, UserPage([User.of(u) for u in users], next_cursor))
+
+
+async def get_user(request: web.Request, _body: None, _query: None) -> Reply:
+    user = await load_user(request.app[STORAGE], request.match_info["userId"])
+    return Reply(200, User.of(user))
+
+
+async def add_device(request: web.Request, body: CreateDevice, _query: None) -> Reply:
+    storage = request.app[STORAGE]
+    user_id = request.match_info["userId"]
+    address, details = device_address_and_details(body)
+    kind = msgspec.inspect.type_info(type(body))
+    assert isinstance(kind, msgspec.inspect.StructType)
+    device = NewDevice(
+        id=new_id("dev"),
+        user_id=user_id,
+        kind=str(kind.tag),
+        address=address,
+        details=details,
+        created_at=now_ms(),
+    )
+    try:
+        record, created = await storage.upsert_device(device)
+    except UnknownUserError:
+        raise ApiError(
+            ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field="userId"
+        ) from None
+    location = {"Location": f"/api/users/{user_id}/devices/{record.id}"}
+    return Reply(201 if created else 200, Device.of(record), location)
+
+
+async def list_devices(request: web.Request, _body: None, _query: None) -> Reply:
+    storage = request.app[STORAGE]
+    user = await load_user(storage, request.match_info["userId"])
+    return Reply(200, DeviceList([Device.of(d) for d in await storage.list_devices(user.id)]))
+
+
+async def delete_device(request: web.Request, _body: None, _query: None) -> Reply:
+    user_id, device_id = request.match_info["userId"], request.match_info["deviceId"]
+    if not await request.app[STORAGE].delete_device(user_id, device_id):
+        raise ApiError(
+            ErrorCode.NOT_FOUND,
+            f"user {user_id!r} has no device {device_id!r}",
+            field="deviceId",
+        )
+    return Reply(204)
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/users",
+        create_user,
+        "Create a user",
+        {201: User},
+        body=CreateUser,
+        tag="users",
+    ),
+    Route(
+        "GET",
+        "/api/users",
+        list_users,
+        "List users (oldest first)",
+        {200: UserPage},
+        query=PageQuery,
+        tag="users",
+    ),
+    Route("GET", "/api/users/{userId}", get_user, "Get a user", {200: User}, tag="users"),
+    Route(
+        "POST",
+        "/api/users/{userId}/devices",
+        add_device,
+        "Register a device (201 new, 200 already registered)",
+        {201: Device, 200: Device},
+        body=CreateDevice,
+        tag="devices",
+    ),
+    Route(
+        "GET",
+        "/api/users/{userId}/devices",
+        list_devices,
+        "List a user's devices",
+        {200: DeviceList},
+        tag="devices",
+    ),
+    Route(
+        "DELETE",
+        "/api/users/{userId}/devices/{deviceId}",
+        delete_device,
+        "Remove a device",
+        {204: None},
+        tag="devices",
+    ),
+]

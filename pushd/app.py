@@ -1,0 +1,150 @@
+"""The aiohttp application: components started as `cleanup_ctx` generators in dependency
+order (storage, mailbox actors, bus, ingest) and torn down in reverse, after the sockets
+were closed with 1001."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from actors.transport import CloseCode
+from actors.user_mailbox import user_mailbox_system
+from pushd import api
+from pushd.api.errors import error_middleware
+from pushd.api.keys import ApiKeyVerifier, bootstrap_admin_key
+from pushd.appkeys import (
+    API_KEYS,
+    BUS,
+    CONFIG,
+    INGEST,
+    MAILBOXES,
+    METRICS,
+    SOCKETS,
+    STORAGE,
+    TOKENS,
+)
+from pushd.bus import open_bus
+from pushd.config import Config
+from pushd.ingest import NotificationIngest
+from pushd.metrics import Metrics
+from pushd.realtime.consumer import MailboxFeeder
+from pushd.realtime.sockets import OpenSockets
+from pushd.realtime.ws import websocket
+from pushd.tokens import TokenSigner
+from storage import open_storage
+
+log = logging.getLogger("pushd")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What this process is, decided before the app is built."""
+
+    node_id: str
+    admin_key: str | None = None
+    """PUSHD_ADMIN_KEY: registered as an admin key on start."""
+    announce_admin_key: Callable[[str], None] | None = None
+    """Called once with a key generated on first start (no key given, none stored)."""
+
+
+IDENTITY: web.AppKey[Identity] = web.AppKey("identity", Identity)
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    config, identity = app[CONFIG], app[IDENTITY]
+    storage = await open_storage(config.storage_url, pool_size=config.storage.pool_size)
+    try:
+        version = await storage.migrate()
+        log.info("storage ready: %s (schema version %d)", type(storage).__name__, version)
+        generated = await bootstrap_admin_key(storage, identity.admin_key)
+        if generated is not None and identity.announce_admin_key is not None:
+            identity.announce_admin_key(generated)
+        app[STORAGE] = storage
+        app[API_KEYS] = ApiKeyVerifier(storage, cache_ttl=config.auth.api_key_cache_ttl)
+        yield
+    finally:
+        await storage.close()
+
+
+async def _mailboxes_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    mailboxes = user_mailbox_system(
+        mailbox_size=config.actors.mailbox_size,
+        idle_timeout=config.actors.idle_timeout,
+        max_attempts=config.actors.max_attempts,
+    )
+    app[MAILBOXES] = mailboxes
+    yield
+    await mailboxes.stop(timeout=config.server.shutdown_timeout / 2)
+
+
+async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    bus = open_bus(
+        config.bus.url,
+        node_id=app[IDENTITY].node_id,
+        prefetch=config.bus.prefetch,
+        shards=config.bus.shards,
+    )
+    await bus.start(MailboxFeeder(app[MAILBOXES], app[METRICS]))
+    app[BUS] = bus
+    try:
+        yield
+    finally:
+        await bus.close()  # stop consuming: unacknowledged messages go back to the broker
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    ingest = NotificationIngest(
+        app[STORAGE],
+        app[BUS],
+        max_batch=config.ingest.max_batch,
+        queue_size=config.ingest.queue_size,
+    )
+    await ingest.start()
+    app[INGEST] = ingest
+    yield
+    await ingest.close()  # commit and publish what was already accepted
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[SOCKETS].close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
+
+
+async def _authenticate(request: web.Request) -> None:
+    await request.app[API_KEYS].authenticate(request)
+
+
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    await _authenticate(request)
+    metrics = request.app[METRICS]
+    metrics.actors.set({}, len(request.app[MAILBOXES]))
+    return await metrics.handle(request)
+
+
+def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.Application:
+    """The whole server as one aiohttp app (not started: run it with an AppRunner)."""
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes, middlewares=[error_middleware]
+    )
+    app[CONFIG] = config
+    app[IDENTITY] = identity
+    app[METRICS] = Metrics()
+    app[SOCKETS] = OpenSockets()
+    app[TOKENS] = TokenSigner(
+        token_secret,
+        issuer=config.auth.token_issuer,
+        audience=config.auth.token_audience,
+        default_ttl=config.auth.token_ttl,
+        max_ttl=config.auth.token_max_ttl,
+    )
+    app.cleanup_ctx.extend([_storage_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx])
+    app.on_shutdown.append(_close_sockets)
+    api.add_routes(app, api.ROUTES, _authenticate)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/metrics", _metrics)
+    return app

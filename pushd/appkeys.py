@@ -1,0 +1,29 @@
+"""Typed keys under which the application keeps its components (aiohttp `AppKey`s)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from actors.runtime import ActorSystem
+    from actors.user_mailbox import UserMessage
+    from pushd.api.keys import ApiKeyVerifier
+    from pushd.bus import Bus
+    from pushd.config import Config
+    from pushd.ingest import NotificationIngest
+    from pushd.metrics import Metrics
+    from pushd.realtime.sockets import OpenSockets
+    from pushd.tokens import TokenSigner
+    from storage import Storage
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+BUS: web.AppKey[Bus] = web.AppKey("bus")
+MAILBOXES: web.AppKey[ActorSystem[str, UserMessage]] = web.AppKey("mailboxes")
+INGEST: web.AppKey[NotificationIngest] = web.AppKey("ingest")
+TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
+API_KEYS: web.AppKey[ApiKeyVerifier] = web.AppKey("api_keys")
+SOCKETS: web.AppKey[OpenSockets] = web.AppKey("sockets")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -1,0 +1,153 @@
+"""The `pushd` command: `serve` runs the server, `migrate` upgrades the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from pushd import datadir
+from pushd.app import Identity, build_app
+from pushd.config import Config, ConfigError, load_config
+from storage import StorageError, open_storage
+
+log = logging.getLogger("pushd")
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+EXIT_FORCED_SHUTDOWN = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushd", description="Self-hosted notification server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config", help="TOML file (default: $PUSHD_CONFIG, else built-in defaults)"
+        )
+        sub.add_argument("--data-dir", help="where the SQLite file, node id and secrets live")
+        sub.add_argument("--storage-url", help="sqlite:///path.db or postgresql://user@host/db")
+        sub.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+    serve = commands.add_parser("serve", help="run the HTTP + WebSocket server")
+    common(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8080; 0 picks a free one)")
+    serve.add_argument("--bus-url", help="memory:// or amqp://user:pass@host:5672/vhost")
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date and exit")
+    common(migrate)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    flags = {
+        ("server", "host"): getattr(args, "host", None),
+        ("server", "port"): getattr(args, "port", None),
+        ("server", "data_dir"): args.data_dir,
+        ("storage", "url"): args.storage_url,
+        ("bus", "url"): getattr(args, "bus_url", None),
+        ("log", "level"): args.log_level,
+    }
+    overrides: dict[str, dict[str, Any]] = {}
+    for (section, key), value in flags.items():
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+async def _serve(config: Config) -> int:
+    admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
+
+    def announce(key: str) -> None:
+        _print(f"admin API key (shown once, store it now): {key}")
+
+    identity = Identity(datadir.node_id(config), admin_key, announce)
+    app = build_app(config, identity=identity, token_secret=datadir.token_secret(config))
+    # Handlers go in before anything can announce readiness: a supervisor that sends
+    # SIGTERM right after seeing "listening" must get a clean shutdown, not a kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=config.server.shutdown_timeout / 2
+    )
+    try:
+        await runner.setup()
+    except StorageError as exc:
+        _print(f"pushd: cannot start: {exc}")
+        return EXIT_STARTUP
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        _print(f"pushd: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}")
+        await runner.cleanup()
+        return EXIT_STARTUP
+    storage_kind, bus_kind = config.storage_url.split(":", 1)[0], config.bus.url.split(":", 1)[0]
+    for host, port, *_ in runner.addresses:
+        _print(
+            f"pushd listening on http://{host}:{port} (storage: {storage_kind}, bus: {bus_kind})"
+        )
+
+    await stop.wait()
+    _print("pushd: shutting down")
+    try:
+        await asyncio.wait_for(runner.cleanup(), timeout=config.server.shutdown_timeout)
+    except TimeoutError:
+        _print(
+            f"pushd: shutdown took longer than {config.server.shutdown_timeout}s; stopped anyway"
+        )
+        return EXIT_FORCED_SHUTDOWN
+    _print("pushd: stopped")
+    return 0
+
+
+async def _migrate(config: Config) -> int:
+    storage = await open_storage(config.storage_url, pool_size=1)
+    try:
+        before = await storage.schema_version()
+        after = await storage.migrate()
+    finally:
+        await storage.close()
+    _print(
+        f"schema version {before} -> {after}"
+        if after != before
+        else f"schema already at version {after}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pushd` console script."""
+    args = _parser().parse_args(argv)
+    config_path = args.config or os.environ.get("PUSHD_CONFIG")
+    try:
+        config = load_config(config_path, overrides=_flag_overrides(args))
+    except ConfigError as exc:
+        _print(f"pushd: config error: {exc}")
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=config.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(config))
+        return asyncio.run(_migrate(config))
+    except StorageError as exc:
+        _print(f"pushd: {exc}")
+        return EXIT_STARTUP

@@ -1,0 +1,1 @@
+"""Real-time delivery to clients: the WebSocket endpoint and the bus consumer."""

@@ -1,0 +1,207 @@
+"""UserMailbox: fan-out of one frame object, duplicates, attach/detach, idle, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from actors.connection import Connection
+from actors.runtime import ActorSystem
+from actors.transport import CloseCode
+from actors.user_mailbox import (
+    Attach,
+    CloseAll,
+    Deliver,
+    Detach,
+    UserMailbox,
+    UserMailboxStats,
+    UserMessage,
+    user_mailbox_system,
+)
+from tests.actors.doubles import FakeSocket, closed, connect, eventually, writers_running
+
+IDLE = 0.05
+
+Mailboxes = ActorSystem[str, UserMessage]
+
+
+@pytest.fixture
+def stats() -> UserMailboxStats:
+    return UserMailboxStats()
+
+
+@pytest.fixture
+async def mailboxes(stats: UserMailboxStats) -> AsyncIterator[Mailboxes]:
+    """A user mailbox system, stopped after the test."""
+    system = user_mailbox_system(mailbox_size=8, idle_timeout=IDLE, stats=stats)
+    yield system
+    await system.stop(timeout=1)
+
+
+async def test_one_frame_object_reaches_every_socket() -> None:
+    """Guards "encode once": every socket must get the very bytes object delivered."""
+    mailbox = UserMailbox("u1")
+    pairs = [connect(connection_id=f"c{n}") for n in range(3)]
+    frame = b'{"type":"notification","seq":1}'
+    async with writers_running(*(connection for connection, _ in pairs)):
+        for connection, _ in pairs:
+            await mailbox.on_receive(Attach(connection))
+        await mailbox.on_receive(Deliver(seq=1, frame=frame))
+        await eventually(lambda: all(socket.frames for _, socket in pairs))
+    for _, socket in pairs:
+        assert len(socket.frames) == 1
+        assert socket.frames[0] is frame
+
+
+async def test_a_slow_socket_is_dropped_while_a_fast_one_gets_every_frame(
+    mailboxes: Mailboxes, stats: UserMailboxStats
+) -> None:
+    slow, slow_socket = connect(queue_size=2, connection_id="slow")
+    fast, fast_socket = connect(queue_size=32, connection_id="fast")
+    slow_socket.stall()
+    frames = [f'{{"seq":{seq}}}'.encode() for seq in range(1, 21)]
+    async with writers_running(slow, fast):
+        await mailboxes.tell("u1", Attach(slow))
+        await mailboxes.tell("u1", Attach(fast))
+        for seq, frame in enumerate(frames, start=1):
+            await mailboxes.tell("u1", Deliver(seq, frame))
+        await closed(slow)
+        await eventually(lambda: len(fast_socket.frames) == len(frames))
+
+    assert fast_socket.frames == frames
+    assert slow_socket.close_code == CloseCode.SLOW_CONSUMER
+    assert stats.connections_dropped == 1
+
+
+async def test_a_redelivered_seq_is_ignored() -> None:
+    mailbox = UserMailbox("u1")
+    connection, socket = connect()
+    async with writers_running(connection):
+        await mailbox.on_receive(Attach(connection))
+        for seq in (1, 2, 2, 1, 3):
+            await mailbox.on_receive(Deliver(seq, f"frame {seq}".encode()))
+        await eventually(lambda: len(socket.frames) == 3)
+    assert socket.frames == [b"frame 1", b"frame 2", b"frame 3"]
+    assert mailbox.stats.duplicates_ignored == 2
+    assert mailbox.highest_seq == 3
+
+
+async def test_a_detached_socket_gets_nothing_more() -> None:
+    mailbox = UserMailbox("u1")
+    (staying, staying_socket), (leaving, leaving_socket) = connect(), connect()
+    async with writers_running(staying, leaving):
+        await mailbox.on_receive(Attach(staying))
+        await mailbox.on_receive(Attach(leaving))
+        await mailbox.on_receive(Deliver(1, b"1"))
+        await mailbox.on_receive(Detach(leaving))
+        await mailbox.on_receive(Deliver(2, b"2"))
+        await eventually(lambda: len(staying_socket.frames) == 2)
+    assert leaving_socket.frames == [b"1"]
+    assert mailbox.connections == {staying}
+
+
+async def test_an_already_closed_socket_is_not_attached() -> None:
+    mailbox = UserMailbox("u1")
+    connection, _ = connect()
+    connection.close_soon(CloseCode.NORMAL, "client left during the handshake")
+    await mailbox.on_receive(Attach(connection))
+    assert mailbox.connections == frozenset()
+
+
+async def test_close_all_closes_every_socket_with_the_code() -> None:
+    mailbox = UserMailbox("u1")
+    pairs = [connect(connection_id=f"c{n}") for n in range(2)]
+    async with writers_running(*(connection for connection, _ in pairs)):
+        for connection, _ in pairs:
+            await mailbox.on_receive(Attach(connection))
+        await mailbox.on_receive(CloseAll(CloseCode.USER_UNKNOWN, "user deleted"))
+    assert [socket.close_code for _, socket in pairs] == [CloseCode.USER_UNKNOWN] * 2
+    assert mailbox.connections == frozenset()
+    assert await mailbox.on_idle()
+
+
+async def test_the_mailbox_is_idle_only_without_sockets(mailboxes: Mailboxes) -> None:
+    connection, _ = connect()
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        await asyncio.sleep(IDLE * 3)
+        assert mailboxes.get("u1")
+
+        await mailboxes.tell("u1", Detach(connection))
+        await eventually(lambda: not mailboxes.get("u1"))
+
+
+async def test_a_socket_that_closed_without_detach_does_not_keep_the_mailbox_alive(
+    mailboxes: Mailboxes,
+) -> None:
+    """Guards against a lost Detach pinning an actor (and its memory) for ever."""
+    connection, socket = connect()
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        socket.vanish()
+        connection.offer(b"x")
+        await closed(connection)
+        await eventually(lambda: not mailboxes.get("u1"))
+
+
+async def test_stopping_the_system_tells_clients_to_go_elsewhere(mailboxes: Mailboxes) -> None:
+    connection, socket = connect()
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        await mailboxes.tell("u1", Deliver(1, b"1"))
+        await eventually(lambda: socket.frames == [b"1"])
+        await mailboxes.stop(timeout=1)
+        await closed(connection)
+    assert socket.close_code == CloseCode.GOING_AWAY
+    assert not mailboxes.get("u1")
+
+
+class FailsOnce(Connection):
+    """A connection whose first `offer` raises, as a bug in it would."""
+
+    failed = False
+
+    def offer(self, frame: bytes) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("bug")
+        return super().offer(frame)
+
+
+class AlwaysFails(Connection):
+    """A connection whose `offer` always raises."""
+
+    def offer(self, frame: bytes) -> bool:
+        raise RuntimeError("bug")
+
+
+async def test_a_deliver_that_failed_is_retried_not_taken_for_a_duplicate(
+    mailboxes: Mailboxes,
+) -> None:
+    """Guards against recording the seq before the fan-out: the retry of a failed
+    Deliver would then be ignored as a duplicate and the frame silently lost."""
+    socket = FakeSocket()
+    connection = FailsOnce(socket, queue_size=4, connection_id="flaky")
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        await mailboxes.tell("u1", Deliver(1, b"1"))
+        await mailboxes.tell("u1", Deliver(2, b"2"))
+        await eventually(lambda: len(socket.frames) == 2)
+    assert socket.frames == [b"1", b"2"]
+    assert (mailboxes.restarts, mailboxes.dead_letters) == (1, 0)
+
+
+async def test_a_dead_lettered_deliver_asks_the_users_clients_to_resume(
+    mailboxes: Mailboxes,
+) -> None:
+    broken = AlwaysFails(FakeSocket(), queue_size=4, connection_id="broken")
+    healthy, healthy_socket = connect(connection_id="healthy")
+    async with writers_running(broken, healthy):
+        await mailboxes.tell("u1", Attach(healthy))
+        await mailboxes.tell("u1", Attach(broken))
+        await mailboxes.tell("u1", Deliver(1, b"1"))
+        await closed(healthy)
+    assert mailboxes.dead_letters == 1
+    assert healthy_socket.close_code == CloseCode.RECONNECT

@@ -1,0 +1,64 @@
+"""A whole pushd app (SQLite in tmp_path, in-process bus) behind a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from pushd.app import Identity, build_app
+from pushd.config import load_config
+
+ADMIN_KEY = "pk_test_admin_key_for_functional_tests_0123456789"
+TOKEN_SECRET = "functional-test-token-secret-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def make_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeClient:
+    """Build and start an app; keyword arguments override config sections."""
+
+    async def make(**sections: dict[str, Any]) -> TestClient[Any, Any]:
+        overrides: dict[str, dict[str, Any]] = {"server": {"data_dir": str(tmp_path)}}
+        for section, values in sections.items():
+            overrides.setdefault(section, {}).update(values)
+        config = load_config(None, environ={}, overrides=overrides)
+        identity = Identity("test-node", admin_key=ADMIN_KEY)
+        app = build_app(config, identity=identity, token_secret=TOKEN_SECRET)
+        return await aiohttp_client(app)
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, Any]:
+    return await make_client()
+
+
+async def create_user(client: TestClient[Any, Any], **fields: Any) -> dict[str, Any]:
+    response = await client.post("/api/users", json=fields, headers=AUTH)
+    assert response.status == 201, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def send(client: TestClient[Any, Any], user_id: str, **fields: Any) -> dict[str, Any]:
+    payload = {"user_id": user_id, "title": "hello", **fields}
+    response = await client.post("/api/notifications", json=payload, headers=AUTH)
+    assert response.status == 202, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def user_token(client: TestClient[Any, Any], user_id: str, **body: Any) -> str:
+    response = await client.post(f"/api/users/{user_id}/tokens", json=body or None, headers=AUTH)
+    assert response.status == 201, await response.text()
+    token: str = (await response.json())["token"]
+    return token
