@@ -22,6 +22,8 @@ class Storage(Protocol):
 
     All methods are coroutines and never block the event loop. Any failure to reach the
     database surfaces as `StorageUnavailableError`; nothing else from a driver leaks out.
+    Calls after `close()` raise `StorageUnavailableError` too. A negative `limit` raises
+    `ValueError`.
     """
 
     async def migrate(self) -> int:
@@ -74,7 +76,8 @@ class Storage(Protocol):
 
         A device with the same (user_id, kind, address) already registered is returned
         instead (its `details` replaced by the new ones), with `created=False`: clients
-        re-register their push token on every start. Raises `UnknownUserError`.
+        re-register their push token on every start. Raises `UnknownUserError`, and
+        `ConflictError(field="id")` if another device already has this id.
         """
         ...
 
@@ -97,7 +100,8 @@ class Storage(Protocol):
         Each gets the next `seq` of its user: strictly increasing per user, gap-free, in
         batch order, and correct under concurrent writers from several processes (the
         user's `last_seq` is incremented under a row lock). Either every row is committed
-        or none is. Raises `UnknownUserError` (nothing written) if a user does not exist.
+        or none is. Raises `UnknownUserError` (nothing written) if a user does not exist,
+        `ConflictError(field="id")` (nothing written) if a notification id is already taken.
         """
         ...
 
@@ -127,7 +131,8 @@ class Storage(Protocol):
     # API keys ----------------------------------------------------------------------
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
-        """Store a key record. Raises `ConflictError(field="key_hash")` on a duplicate hash."""
+        """Store a key record. Raises `ConflictError(field="key_hash")` on a duplicate hash,
+        `ConflictError(field="id")` on a duplicate id."""
         ...
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:

@@ -1,0 +1,108 @@
+"""The `Storage` methods that are one plain statement, written once for both backends.
+
+A backend supplies three primitives (read one row, read all rows, run one write in a
+transaction, each translating its driver's errors) plus what needs its own SQL or
+transaction handling: lifecycle, migrations, the upsert, the seq assignment and acks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from storage import _sql
+from storage.records import ApiKeyRecord, DeviceRecord, NewUser, NotificationRecord, UserRecord
+
+
+class SqlStorageBase(ABC):
+    """Single-statement `Storage` methods over a backend's three primitives."""
+
+    @abstractmethod
+    async def _fetch_one(self, sql: str, *params: Any) -> Any:
+        """The first row of a read (`$1` placeholders), or None."""
+
+    @abstractmethod
+    async def _fetch_all(self, sql: str, *params: Any) -> list[Any]:
+        """Every row of a read (`$1` placeholders)."""
+
+    @abstractmethod
+    async def _write_one(self, sql: str, *params: Any) -> Any:
+        """Run one write in its own transaction; its first RETURNING row, or None.
+
+        A uniqueness violation raises `ConflictError` naming the column.
+        """
+
+    async def ping(self) -> None:
+        """See `Storage.ping`."""
+        await self._fetch_one("SELECT 1")
+
+    async def create_user(self, user: NewUser) -> UserRecord:
+        """See `Storage.create_user`."""
+        row = await self._write_one(_sql.INSERT_USER, *_sql.user_params(user))
+        return _sql.user_from_row(row)
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """See `Storage.get_user`."""
+        row = await self._fetch_one(_sql.GET_USER, user_id)
+        return None if row is None else _sql.user_from_row(row)
+
+    async def get_user_by_external_id(self, external_id: str) -> UserRecord | None:
+        """See `Storage.get_user_by_external_id`."""
+        row = await self._fetch_one(_sql.GET_USER_BY_EXTERNAL_ID, external_id)
+        return None if row is None else _sql.user_from_row(row)
+
+    async def list_users(self, *, after_id: str | None, limit: int) -> list[UserRecord]:
+        """See `Storage.list_users`."""
+        _sql.check_limit(limit)
+        if after_id is None:
+            rows = await self._fetch_all(_sql.LIST_USERS_FIRST, limit)
+        else:
+            rows = await self._fetch_all(_sql.LIST_USERS_AFTER, after_id, limit)
+        return [_sql.user_from_row(row) for row in rows]
+
+    async def list_devices(self, user_id: str) -> list[DeviceRecord]:
+        """See `Storage.list_devices`."""
+        rows = await self._fetch_all(_sql.LIST_DEVICES, user_id)
+        return [_sql.device_from_row(row) for row in rows]
+
+    async def delete_device(self, user_id: str, device_id: str) -> bool:
+        """See `Storage.delete_device`."""
+        return await self._write_one(_sql.DELETE_DEVICE, device_id, user_id) is not None
+
+    async def get_notification(self, notification_id: str) -> NotificationRecord | None:
+        """See `Storage.get_notification`."""
+        row = await self._fetch_one(_sql.GET_NOTIFICATION, notification_id)
+        return None if row is None else _sql.notification_from_row(row)
+
+    async def list_notifications(
+        self, user_id: str, *, before_seq: int | None, limit: int
+    ) -> list[NotificationRecord]:
+        """See `Storage.list_notifications`."""
+        _sql.check_limit(limit)
+        if before_seq is None:
+            rows = await self._fetch_all(_sql.LIST_NOTIFICATIONS_LATEST, user_id, limit)
+        else:
+            rows = await self._fetch_all(_sql.LIST_NOTIFICATIONS_BEFORE, user_id, before_seq, limit)
+        return [_sql.notification_from_row(row) for row in rows]
+
+    async def notifications_after(
+        self, user_id: str, *, after_seq: int, limit: int
+    ) -> list[NotificationRecord]:
+        """See `Storage.notifications_after`."""
+        _sql.check_limit(limit)
+        rows = await self._fetch_all(_sql.NOTIFICATIONS_AFTER, user_id, after_seq, limit)
+        return [_sql.notification_from_row(row) for row in rows]
+
+    async def create_api_key(self, key: ApiKeyRecord) -> None:
+        """See `Storage.create_api_key`."""
+        await self._write_one(_sql.INSERT_API_KEY, *_sql.api_key_params(key))
+
+    async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        """See `Storage.find_api_key`."""
+        row = await self._fetch_one(_sql.FIND_API_KEY, key_hash)
+        return None if row is None else _sql.api_key_from_row(row)
+
+    async def count_api_keys(self) -> int:
+        """See `Storage.count_api_keys`."""
+        count: int = (await self._fetch_one(_sql.COUNT_API_KEYS))[0]
+        return count

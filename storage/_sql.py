@@ -1,0 +1,286 @@
+"""What the SQLite and PostgreSQL backends share: SQL text, row <-> record mapping, JSON
+encoding and the seq assignment of `insert_notifications`.
+
+SQL is written once with PostgreSQL's `$1` placeholders; `sqlite_placeholders` turns
+them into SQLite's equivalent `?1`. Rows are read by position, in the order of the
+`*_COLUMNS` lists, which every SELECT and RETURNING here uses.
+"""
+
+# S608 (SQL built from strings): every query here is assembled at import time from the
+# constants of this module only; values always travel as parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from functools import cache
+from typing import Any, Protocol
+
+import msgspec
+
+from storage.errors import ConflictError, UnknownUserError
+from storage.records import (
+    ApiKeyRecord,
+    DeviceRecord,
+    NewDevice,
+    NewNotification,
+    NewUser,
+    NotificationRecord,
+    UserRecord,
+)
+
+
+class Row(Protocol):
+    """A result row of either driver (sqlite3 tuple, asyncpg Record), read by position."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+# Built once: msgspec encoders/decoders are cheap to reuse and costly to rebuild per row.
+_json_encoder = msgspec.json.Encoder()
+_details_decoder = msgspec.json.Decoder(dict[str, str])
+_data_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode_json(value: object) -> str:
+    """JSON text for a TEXT column."""
+    return _json_encoder.encode(value).decode()
+
+
+def now_ms() -> int:
+    """The current time as Unix epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@cache
+def sqlite_placeholders(sql: str) -> str:
+    """`$1` -> `?1`: SQLite would read `$1` as a *named* parameter."""
+    return re.sub(r"\$(\d+)", r"?\1", sql)
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a negative limit: SQLite reads it as 'no limit', PostgreSQL as an error."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+
+
+def conflict(table: str, field: str) -> ConflictError:
+    """The error for a uniqueness violation on `table.field`."""
+    return ConflictError(
+        f"{table}.{field} must be unique and another row already has this value",
+        field=field,
+    )
+
+
+# users ---------------------------------------------------------------------------------
+
+USER_COLUMNS = (
+    "id, external_id, name, email, phone, locale, timezone, created_at, last_seq, ack_seq"
+)
+INSERT_USER = (
+    "INSERT INTO users (id, external_id, name, email, phone, locale, timezone, created_at) "
+    f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
+)
+GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+GET_USER_BY_EXTERNAL_ID = f"SELECT {USER_COLUMNS} FROM users WHERE external_id = $1"
+LIST_USERS_FIRST = f"SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1"
+LIST_USERS_AFTER = f"SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+
+
+def user_params(user: NewUser) -> tuple[Any, ...]:
+    """Parameters of INSERT_USER."""
+    return (
+        user.id,
+        user.external_id,
+        user.name,
+        user.email,
+        user.phone,
+        user.locale,
+        user.timezone,
+        user.created_at,
+    )
+
+
+def user_from_row(row: Row) -> UserRecord:
+    """A row of USER_COLUMNS."""
+    return UserRecord(
+        id=row[0],
+        external_id=row[1],
+        name=row[2],
+        email=row[3],
+        phone=row[4],
+        locale=row[5],
+        timezone=row[6],
+        created_at=row[7],
+        last_seq=row[8],
+        ack_seq=row[9],
+    )
+
+
+# devices -------------------------------------------------------------------------------
+
+DEVICE_COLUMNS = "id, user_id, kind, address, details, created_at"
+# upsert_device runs these two in one transaction: the insert tells by returning a row
+# whether it created one, which a single INSERT ... ON CONFLICT DO UPDATE cannot tell
+# portably.
+INSERT_DEVICE = (
+    f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+    f"ON CONFLICT (user_id, kind, address) DO NOTHING RETURNING {DEVICE_COLUMNS}"
+)
+REPLACE_DEVICE_DETAILS = (
+    "UPDATE devices SET details = $4 WHERE user_id = $1 AND kind = $2 AND address = $3 "
+    f"RETURNING {DEVICE_COLUMNS}"
+)
+LIST_DEVICES = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = $1 ORDER BY created_at, id"
+DELETE_DEVICE = "DELETE FROM devices WHERE id = $1 AND user_id = $2 RETURNING id"
+
+
+def device_params(device: NewDevice) -> tuple[Any, ...]:
+    """Parameters of INSERT_DEVICE."""
+    return (
+        device.id,
+        device.user_id,
+        device.kind,
+        device.address,
+        encode_json(device.details),
+        device.created_at,
+    )
+
+
+def replace_details_params(device: NewDevice) -> tuple[Any, ...]:
+    """Parameters of REPLACE_DEVICE_DETAILS."""
+    return (device.user_id, device.kind, device.address, encode_json(device.details))
+
+
+def device_from_row(row: Row) -> DeviceRecord:
+    """A row of DEVICE_COLUMNS."""
+    return DeviceRecord(
+        id=row[0],
+        user_id=row[1],
+        kind=row[2],
+        address=row[3],
+        details=_details_decoder.decode(row[4]),
+        created_at=row[5],
+    )
+
+
+# notifications -------------------------------------------------------------------------
+
+NOTIFICATION_COLUMNS = "id, user_id, seq, title, body, data, category, priority, created_at"
+GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
+LIST_NOTIFICATIONS_LATEST = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 "
+    "ORDER BY seq DESC LIMIT $2"
+)
+LIST_NOTIFICATIONS_BEFORE = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq < $2 "
+    "ORDER BY seq DESC LIMIT $3"
+)
+NOTIFICATIONS_AFTER = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq > $2 "
+    "ORDER BY seq LIMIT $3"
+)
+
+
+def notification_params(record: NotificationRecord) -> tuple[Any, ...]:
+    """One notification as values in NOTIFICATION_COLUMNS order."""
+    return (
+        record.id,
+        record.user_id,
+        record.seq,
+        record.title,
+        record.body,
+        None if record.data is None else encode_json(record.data),
+        record.category,
+        record.priority,
+        record.created_at,
+    )
+
+
+def notification_from_row(row: Row) -> NotificationRecord:
+    """A row of NOTIFICATION_COLUMNS."""
+    data = row[5]
+    return NotificationRecord(
+        id=row[0],
+        user_id=row[1],
+        seq=row[2],
+        title=row[3],
+        body=row[4],
+        data=None if data is None else _data_decoder.decode(data),
+        category=row[6],
+        priority=row[7],
+        created_at=row[8],
+    )
+
+
+def count_per_user(batch: Sequence[NewNotification]) -> dict[str, int]:
+    """How many notifications each user gets, users in id order.
+
+    Id order is the order rows are locked in, so that two writers whose batches share
+    users cannot each hold a lock the other waits for.
+    """
+    counts = Counter(notification.user_id for notification in batch)
+    return {user_id: counts[user_id] for user_id in sorted(counts)}
+
+
+def assign_seqs(
+    batch: Sequence[NewNotification],
+    counts: Mapping[str, int],
+    last_seqs: Mapping[str, int],
+) -> list[NotificationRecord]:
+    """The batch's records, in batch order, with their seqs.
+
+    `last_seqs` holds each user's `last_seq` after it was raised by `counts[user]`
+    under the row lock, so the user's seqs are the `counts[user]` values ending there.
+    A user missing from `last_seqs` does not exist: `UnknownUserError`, and the caller's
+    transaction rolls back.
+    """
+    for notification in batch:
+        if notification.user_id not in last_seqs:
+            raise UnknownUserError(notification.user_id)
+    seq = {user_id: last_seqs[user_id] - count for user_id, count in counts.items()}
+    records = []
+    for notification in batch:
+        seq[notification.user_id] += 1
+        records.append(
+            NotificationRecord(
+                id=notification.id,
+                user_id=notification.user_id,
+                seq=seq[notification.user_id],
+                title=notification.title,
+                body=notification.body,
+                data=notification.data,
+                category=notification.category,
+                priority=notification.priority,
+                created_at=notification.created_at,
+            )
+        )
+    return records
+
+
+# API keys ------------------------------------------------------------------------------
+
+API_KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at"
+INSERT_API_KEY = f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+FIND_API_KEY = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+COUNT_API_KEYS = "SELECT count(*) FROM api_keys"
+
+
+def api_key_params(key: ApiKeyRecord) -> tuple[Any, ...]:
+    """Parameters of INSERT_API_KEY."""
+    return (key.id, key.name, key.role, key.key_hash, key.created_at, key.revoked_at)
+
+
+def api_key_from_row(row: Row) -> ApiKeyRecord:
+    """A row of API_KEY_COLUMNS."""
+    return ApiKeyRecord(
+        id=row[0],
+        name=row[1],
+        role=row[2],
+        key_hash=row[3],
+        created_at=row[4],
+        revoked_at=row[5],
+    )

@@ -1,0 +1,288 @@
+"""The PostgreSQL backend (cluster shape), on an asyncpg connection pool.
+
+Every driver error is translated on its way out: failures to reach or keep the server
+become `StorageUnavailableError` naming host:port and the likely fix, uniqueness
+violations `ConflictError`, anything else a plain `StorageError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from storage import _sql, migrations
+from storage._base import SqlStorageBase
+from storage.errors import (
+    StorageError,
+    StorageUnavailableError,
+    UnknownUserError,
+    UnsupportedStorageUrlError,
+)
+from storage.records import DeviceRecord, NewDevice, NewNotification, NotificationRecord
+
+_CONNECT_TIMEOUT_S = 5.0
+_COMMAND_TIMEOUT_S = 30.0  # a server that stops answering must not hang requests forever
+_ACQUIRE_TIMEOUT_S = 30.0
+_CLOSE_TIMEOUT_S = 10.0
+# Any fixed key works; this one is "pushd" in ASCII, to recognise it in pg_locks.
+_MIGRATION_LOCK_KEY = 0x7075736864
+
+# What each failure to reach the server most likely means, most specific first.
+_UNAVAILABLE_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        asyncpg.TooManyConnectionsError,
+        "the server has no connection slot left: lower storage.pool_size on the nodes "
+        "or raise max_connections",
+    ),
+    (
+        asyncpg.CannotConnectNowError,
+        "the server is starting up or shutting down: retry in a moment",
+    ),
+    (asyncpg.AdminShutdownError, "the server is shutting down: retry in a moment"),
+    (asyncpg.CrashShutdownError, "the server is restarting after a crash: retry in a moment"),
+    (
+        asyncpg.InvalidCatalogNameError,
+        "the database does not exist: create it, or fix its name in storage.url",
+    ),
+    (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        "the server refused the credentials: check the user and password in storage.url "
+        "and the server's pg_hba.conf",
+    ),
+    (
+        asyncpg.PostgresConnectionError,
+        "the connection was lost: retry, and check the server's log",
+    ),
+    (
+        TimeoutError,
+        "the server did not answer in time: check the network and the server's load",
+    ),
+    (
+        OSError,
+        "no server answers there: check that PostgreSQL is running and listening on that "
+        "address, and that storage.url is right",
+    ),
+)
+# PostgreSQL's default names for the UNIQUE and PRIMARY KEY constraints of 0001.
+_UNIQUE_CONSTRAINT_FIELDS = {
+    "users_pkey": "id",
+    "users_external_id_key": "external_id",
+    "devices_pkey": "id",
+    "notifications_pkey": "id",
+    "api_keys_pkey": "id",
+    "api_keys_key_hash_key": "key_hash",
+}
+
+
+def _update_users_in_id_order(assignment: str, returning: str = "") -> str:
+    # One statement for a whole {user id: value} mapping ($1 ids, $2 values). An UPDATE
+    # locks rows in whatever order its join yields them, so two nodes whose batches share
+    # users could deadlock; the sub-select locks them first in id order (its row locks
+    # are taken above its sort), so concurrent writers queue instead.
+    # S608: both arguments are constants of this module; values travel as $1 and $2.
+    return (
+        f"UPDATE users SET {assignment} FROM ("  # noqa: S608
+        "SELECT users.id, wanted.value FROM users "
+        "JOIN unnest($1::text[], $2::bigint[]) AS wanted(id, value) ON users.id = wanted.id "
+        "ORDER BY users.id FOR UPDATE OF users"
+        f") AS given WHERE users.id = given.id {returning}"
+    )
+
+
+_BUMP_LAST_SEQS = _update_users_in_id_order(
+    "last_seq = users.last_seq + given.value", "RETURNING users.id, users.last_seq"
+)
+_ADVANCE_ACK_SEQS = _update_users_in_id_order("ack_seq = GREATEST(users.ack_seq, given.value)")
+# One statement for the whole batch: each column travels as one array.
+_INSERT_NOTIFICATIONS = (
+    f"INSERT INTO notifications ({_sql.NOTIFICATION_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
+    "$1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], "
+    "$8::text[], $9::bigint[])"
+)
+_HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
+
+
+def _where(url: str) -> str:
+    # host:port only: the URL may hold a password, which must not reach the logs.
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        return "the address in storage.url"
+
+
+def _translate(exc: Exception, where: str) -> StorageError:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        constraint = exc.constraint_name or ""
+        field = _UNIQUE_CONSTRAINT_FIELDS.get(constraint, constraint)
+        return _sql.conflict(exc.table_name or "?", field)
+    for kind, cause in _UNAVAILABLE_CAUSES:
+        if isinstance(exc, kind):
+            return StorageUnavailableError(
+                f"cannot use PostgreSQL at {where}: {cause} ({type(exc).__name__}: {exc})"
+            )
+    if isinstance(exc, asyncpg.InternalClientError) or (
+        isinstance(exc, asyncpg.InterfaceError) and "clos" in str(exc)
+    ):
+        # "connection is closed", "pool is closing", or the protocol state asyncpg is
+        # left in when the server ends a session under it (pg_terminate_backend,
+        # failover): the link is gone, not the query wrong.
+        return StorageUnavailableError(
+            f"cannot use PostgreSQL at {where}: the connection broke ({exc}); retry"
+        )
+    return StorageError(
+        f"PostgreSQL at {where} rejected the operation: {type(exc).__name__}: {exc}"
+    )
+
+
+# What asyncpg (and the socket under it) raise; all of it is translated.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+class PostgresStorage(SqlStorageBase):
+    """`Storage` on PostgreSQL, shared by every node of a cluster."""
+
+    def __init__(self, pool: asyncpg.Pool, where: str) -> None:
+        self._pool = pool
+        self._where = where
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int) -> PostgresStorage:
+        """Connect a pool of up to `pool_size` connections (one at once, to fail fast)."""
+        where = _where(url)
+        try:
+            # The outer bound covers what the connect timeout does not (several
+            # addresses for one host name, the server-side startup).
+            async with asyncio.timeout(2 * _CONNECT_TIMEOUT_S):
+                pool = await asyncpg.create_pool(
+                    url,
+                    min_size=1,
+                    max_size=pool_size,
+                    timeout=_CONNECT_TIMEOUT_S,
+                    command_timeout=_COMMAND_TIMEOUT_S,
+                    server_settings={"application_name": "pushd"},
+                )
+        except ValueError as exc:
+            # A malformed URL (bad port, unknown sslmode) or pool size: no server involved.
+            raise UnsupportedStorageUrlError(
+                f"storage.url or storage.pool_size is not usable for PostgreSQL: {exc}"
+            ) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc, where) from exc
+        return cls(pool, where)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        if self._closed:
+            raise StorageUnavailableError(f"the PostgreSQL storage at {self._where} is closed")
+        try:
+            async with self._pool.acquire(timeout=_ACQUIRE_TIMEOUT_S) as connection:
+                yield connection
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc, self._where) from exc
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        async with self._connection() as connection, connection.transaction():
+            yield connection
+
+    async def _fetch_one(self, sql: str, *params: Any) -> Any:
+        async with self._connection() as connection:
+            return await connection.fetchrow(sql, *params)
+
+    async def _fetch_all(self, sql: str, *params: Any) -> list[Any]:
+        async with self._connection() as connection:
+            return await connection.fetch(sql, *params)
+
+    async def _write_one(self, sql: str, *params: Any) -> Any:
+        # A single statement outside a transaction block commits on its own.
+        return await self._fetch_one(sql, *params)
+
+    async def migrate(self) -> int:
+        """See `Storage.migrate`; a transaction-scoped advisory lock serialises nodes."""
+        async with self._connection() as connection:
+            while True:
+                async with connection.transaction():
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY
+                    )
+                    await connection.execute(migrations.CREATE_VERSION_TABLE)
+                    current: int = await connection.fetchval(migrations.CURRENT_VERSION)
+                    migration = migrations.next_migration(current)
+                    if migration is None:
+                        return current
+                    await connection.execute(migration.sql_for("postgresql"))
+                    await connection.execute(
+                        migrations.RECORD_VERSION, migration.version, _sql.now_ms()
+                    )
+
+    async def schema_version(self) -> int:
+        """See `Storage.schema_version`."""
+        if not await self._fetch_value(_HAS_VERSION_TABLE):
+            return 0
+        version: int = await self._fetch_value(migrations.CURRENT_VERSION)
+        return version
+
+    async def _fetch_value(self, sql: str) -> Any:
+        row = await self._fetch_one(sql)
+        return row[0]
+
+    async def close(self) -> None:
+        """See `Storage.close`: waits for borrowed connections, then forces the rest."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
+        except (TimeoutError, *_DRIVER_ERRORS):
+            # A connection still busy (or a server gone) must not make shutdown hang.
+            self._pool.terminate()
+
+    async def upsert_device(self, device: NewDevice) -> tuple[DeviceRecord, bool]:
+        """See `Storage.upsert_device`."""
+        async with self._transaction() as connection:
+            while True:
+                try:
+                    row = await connection.fetchrow(_sql.INSERT_DEVICE, *_sql.device_params(device))
+                except asyncpg.ForeignKeyViolationError as exc:
+                    raise UnknownUserError(device.user_id) from exc
+                if row is not None:
+                    return _sql.device_from_row(row), True
+                params = _sql.replace_details_params(device)
+                row = await connection.fetchrow(_sql.REPLACE_DEVICE_DETAILS, *params)
+                if row is not None:
+                    return _sql.device_from_row(row), False
+                # Deleted by another node between the two statements: insert it again.
+
+    async def insert_notifications(
+        self, batch: Sequence[NewNotification]
+    ) -> list[NotificationRecord]:
+        """See `Storage.insert_notifications`: two statements whatever the batch size."""
+        if not batch:
+            return []
+        counts = _sql.count_per_user(batch)
+        async with self._transaction() as connection:
+            bumped = await connection.fetch(_BUMP_LAST_SEQS, list(counts), list(counts.values()))
+            records = _sql.assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
+            columns = zip(*map(_sql.notification_params, records), strict=True)
+            await connection.execute(_INSERT_NOTIFICATIONS, *map(list, columns))
+        return records
+
+    async def advance_ack_seqs(self, acks: Mapping[str, int]) -> None:
+        """See `Storage.advance_ack_seqs`."""
+        if acks:
+            async with self._connection() as connection:
+                await connection.execute(_ADVANCE_ACK_SEQS, list(acks), list(acks.values()))

@@ -1,0 +1,311 @@
+"""The SQLite backend: the embedded default, one file and no server.
+
+Every call runs on ONE dedicated worker thread that owns the only connection: the
+event loop never waits on SQLite, and the single thread serialises this process's
+access without a lock. Each storage call is one job on that thread and a write job is
+a whole `BEGIN IMMEDIATE ... COMMIT`, so a caller cancelled mid-call can never leave a
+transaction open. Other processes on the same file are kept out by SQLite's own write
+lock, waited for up to `busy_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from storage import _sql, migrations
+from storage._base import SqlStorageBase
+from storage.errors import (
+    StorageError,
+    StorageUnavailableError,
+    UnknownUserError,
+    UnsupportedStorageUrlError,
+)
+from storage.records import DeviceRecord, NewDevice, NewNotification, NotificationRecord
+
+T = TypeVar("T")
+
+_URL_PREFIX = "sqlite:///"
+# Long enough to queue behind another process's group commit, short enough that a
+# stuck writer shows up as StorageUnavailableError instead of a hung request.
+_BUSY_TIMEOUT_MS = 5_000
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",  # readers never wait for the writer
+    # FULL: a commit is fsynced before it returns, so a 202 survives a power cut, not
+    # only a process crash (NORMAL's guarantee). The server group-commits many
+    # notifications per transaction, so the fsync is paid per batch, not per request.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",  # off by default in SQLite, per connection
+    f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+)
+# Errors that say the database cannot be used right now rather than that a statement is
+# wrong: retrying later (or fixing the disk) can make them go away.
+_UNAVAILABLE_ERRORS = {
+    "SQLITE_BUSY": "another connection held the write lock longer than busy_timeout",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_CANTOPEN": "the file cannot be opened: check the path and its permissions",
+    "SQLITE_READONLY": "the file is read-only: check its permissions",
+    "SQLITE_PERM": "access was denied: check the file's permissions",
+    "SQLITE_FULL": "the disk is full: free some space",
+    "SQLITE_IOERR": "the disk reported an I/O error",
+    "SQLITE_CORRUPT": "the file is corrupt: restore a backup",
+    "SQLITE_NOTADB": "the file is not a SQLite database: check the path",
+}
+
+# The json_each() forms of PostgreSQL's unnest(): one statement for a whole mapping.
+# BEGIN IMMEDIATE already serialises writers, so no lock order is needed here.
+_BUMP_LAST_SEQS = (
+    "UPDATE users SET last_seq = last_seq + given.value FROM json_each(?1) AS given "
+    "WHERE users.id = given.key RETURNING users.id, users.last_seq"
+)
+_ADVANCE_ACK_SEQS = (
+    "UPDATE users SET ack_seq = max(ack_seq, given.value) FROM json_each(?1) AS given "
+    "WHERE users.id = given.key"
+)
+_INSERT_NOTIFICATION = (
+    f"INSERT INTO notifications ({_sql.NOTIFICATION_COLUMNS}) "  # noqa: S608 (constant columns)
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+)
+_HAS_VERSION_TABLE = "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'"
+
+
+def _path_from_url(url: str) -> str:
+    # "sqlite:///" then the path as written: sqlite:///pushd.db is relative to the
+    # working directory, sqlite:////var/lib/pushd/pushd.db is absolute.
+    if not url.lower().startswith(_URL_PREFIX) or len(url) == len(_URL_PREFIX):
+        raise UnsupportedStorageUrlError(
+            f"storage.url {url!r} is not a SQLite URL: write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    return url[len(_URL_PREFIX) :]
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: the sqlite3 module opens no transaction behind our back;
+    # each write job says BEGIN IMMEDIATE itself.
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        for pragma in _PRAGMAS:
+            connection.execute(pragma)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+@contextmanager
+def _write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+    # then writes can fail with SQLITE_BUSY without waiting when another process wrote
+    # in between, which would break seq assignment under concurrent writers.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        # SQLite rolls back by itself after some errors (a full disk); a failed COMMIT
+        # leaves the transaction open, and the next BEGIN would fail on it.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _split_statements(script: str) -> list[str]:
+    # sqlite3 runs one statement per execute(), and executescript() would COMMIT the
+    # migration's transaction first; SQLite's own tokenizer finds the boundaries.
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if pending.strip():
+        statements.append(pending)
+    return statements
+
+
+def _fetch_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    # fetchall() even for one row: a half-read statement would keep the transaction
+    # busy and make its COMMIT fail.
+    return connection.execute(_sql.sqlite_placeholders(sql), params).fetchall()
+
+
+def _fetch_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    rows = _fetch_all(connection, sql, params)
+    return rows[0] if rows else None
+
+
+def _integrity_error(exc: sqlite3.IntegrityError) -> StorageError:
+    if exc.sqlite_errorname not in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+        return StorageError(f"SQLite refused a row: {exc}")
+    # The message names the columns: "UNIQUE constraint failed: users.external_id".
+    columns = str(exc).partition(": ")[2]
+    table, _, field = columns.split(",")[0].strip().partition(".")
+    return _sql.conflict(table, field)
+
+
+def _migrate(connection: sqlite3.Connection) -> int:
+    while True:
+        with _write_transaction(connection):
+            connection.execute(migrations.CREATE_VERSION_TABLE)
+            current: int = _fetch_one(connection, migrations.CURRENT_VERSION, ())[0]
+            migration = migrations.next_migration(current)
+            if migration is None:
+                return current
+            for statement in _split_statements(migration.sql_for("sqlite")):
+                connection.execute(statement)
+            _fetch_all(connection, migrations.RECORD_VERSION, (migration.version, _sql.now_ms()))
+
+
+def _schema_version(connection: sqlite3.Connection) -> int:
+    if not _fetch_one(connection, _HAS_VERSION_TABLE, ())[0]:
+        return 0
+    version: int = _fetch_one(connection, migrations.CURRENT_VERSION, ())[0]
+    return version
+
+
+def _write_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    with _write_transaction(connection):
+        try:
+            return _fetch_one(connection, sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from exc
+
+
+def _upsert_device(connection: sqlite3.Connection, device: NewDevice) -> tuple[Any, bool]:
+    with _write_transaction(connection):
+        try:
+            row = _fetch_one(connection, _sql.INSERT_DEVICE, _sql.device_params(device))
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
+                raise UnknownUserError(device.user_id) from exc
+            raise _integrity_error(exc) from exc
+        if row is not None:
+            return row, True
+        # The write lock is held, so the conflicting row is still there.
+        params = _sql.replace_details_params(device)
+        return _fetch_one(connection, _sql.REPLACE_DEVICE_DETAILS, params), False
+
+
+def _insert_notifications(
+    connection: sqlite3.Connection, batch: Sequence[NewNotification]
+) -> list[NotificationRecord]:
+    counts = _sql.count_per_user(batch)
+    with _write_transaction(connection):
+        bumped = connection.execute(_BUMP_LAST_SEQS, (_sql.encode_json(counts),)).fetchall()
+        records = _sql.assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
+        try:
+            connection.executemany(_INSERT_NOTIFICATION, map(_sql.notification_params, records))
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from exc
+    return records
+
+
+def _advance_ack_seqs(connection: sqlite3.Connection, acks: Mapping[str, int]) -> None:
+    with _write_transaction(connection):
+        connection.execute(_ADVANCE_ACK_SEQS, (_sql.encode_json(acks),))
+
+
+class SqliteStorage(SqlStorageBase):
+    """`Storage` on a SQLite file, for a single node (the embedded shape)."""
+
+    def __init__(
+        self, path: str, worker: ThreadPoolExecutor, connection: sqlite3.Connection
+    ) -> None:
+        self._path = path
+        self._worker = worker
+        # Only ever used on the worker thread (sqlite3 checks it); None once closed.
+        self._connection: sqlite3.Connection | None = connection
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int) -> SqliteStorage:
+        """Open (creating it and its folder if needed) the file named by the URL.
+
+        `pool_size` is ignored: one connection on one thread serves every call.
+        """
+        path = _path_from_url(url)
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pushd-sqlite")
+        try:
+            connection = await asyncio.get_running_loop().run_in_executor(worker, _connect, path)
+        except (sqlite3.Error, OSError) as exc:
+            worker.shutdown(wait=False)
+            raise StorageUnavailableError(
+                f"cannot open the SQLite database {path!r}: {exc}. Check that its folder "
+                "is writable by pushd and that storage.url names the right file."
+            ) from exc
+        except BaseException:
+            worker.shutdown(wait=False)
+            raise
+        return cls(path, worker, connection)
+
+    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._connection
+        if connection is None:
+            raise StorageUnavailableError(f"the SQLite storage {self._path!r} is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, job, connection)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.Error) -> StorageError:
+        # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) share their primary's cause.
+        code = getattr(exc, "sqlite_errorname", "")
+        for primary, cause in _UNAVAILABLE_ERRORS.items():
+            if code == primary or code.startswith(primary + "_"):
+                return StorageUnavailableError(f"SQLite database {self._path!r}: {cause} ({exc})")
+        return StorageError(f"SQLite database {self._path!r} rejected a statement: {exc}")
+
+    async def _fetch_one(self, sql: str, *params: Any) -> Any:
+        return await self._run(lambda connection: _fetch_one(connection, sql, params))
+
+    async def _fetch_all(self, sql: str, *params: Any) -> list[Any]:
+        return await self._run(lambda connection: _fetch_all(connection, sql, params))
+
+    async def _write_one(self, sql: str, *params: Any) -> Any:
+        return await self._run(lambda connection: _write_one(connection, sql, params))
+
+    async def migrate(self) -> int:
+        """See `Storage.migrate`; BEGIN IMMEDIATE serialises migrating processes."""
+        return await self._run(_migrate)
+
+    async def schema_version(self) -> int:
+        """See `Storage.schema_version`."""
+        return await self._run(_schema_version)
+
+    async def close(self) -> None:
+        """See `Storage.close`. Jobs queued before it still run: the worker is FIFO."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._worker, connection.close)
+        finally:
+            # The thread is idle now (or finishing a job): let it exit without joining.
+            self._worker.shutdown(wait=False)
+
+    async def upsert_device(self, device: NewDevice) -> tuple[DeviceRecord, bool]:
+        """See `Storage.upsert_device`."""
+        row, created = await self._run(lambda connection: _upsert_device(connection, device))
+        return _sql.device_from_row(row), created
+
+    async def insert_notifications(
+        self, batch: Sequence[NewNotification]
+    ) -> list[NotificationRecord]:
+        """See `Storage.insert_notifications`; BEGIN IMMEDIATE is the row lock here."""
+        if not batch:
+            return []
+        rows = tuple(batch)  # the caller may reuse its list while the worker reads this
+        return await self._run(lambda connection: _insert_notifications(connection, rows))
+
+    async def advance_ack_seqs(self, acks: Mapping[str, int]) -> None:
+        """See `Storage.advance_ack_seqs`."""
+        if acks:
+            await self._run(lambda connection: _advance_ack_seqs(connection, dict(acks)))

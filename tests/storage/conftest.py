@@ -1,0 +1,96 @@
+"""The storage backend matrix and helpers that reach under the `Storage` seam.
+
+`BACKENDS` is data: the `storage_url` fixture is parametrized by it, so every test that
+takes `storage_url` or `storage` runs once per backend (the alisaifee/limits way).
+Adding a backend means adding a param here, and the whole contract suite runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from storage import Storage, open_storage
+from storage._sql import sqlite_placeholders
+from storage.records import NewNotification, NewUser
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql"),
+]
+
+CREATED_AT = 1_700_000_000_000
+
+
+@pytest.fixture(params=BACKENDS)
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pushd.db'}"
+    # Asked for here only, so that the SQLite runs need no PostgreSQL server; when
+    # the server is down this fixture fails the test (it never skips).
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Storage]:
+    """A storage instance on `url`, closed afterwards (not migrated)."""
+    store = await open_storage(url, pool_size=4)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def storage(storage_url: str) -> AsyncIterator[Storage]:
+    """A migrated storage instance of each backend in turn."""
+    async with opened(storage_url) as store:
+        await store.migrate()
+        yield store
+
+
+async def raw_sql(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement (`$1` placeholders) on the database behind `url`, bypassing
+    the storage layer."""
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+
+        def run() -> list[tuple[Any, ...]]:
+            with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+                return connection.execute(sqlite_placeholders(sql), params).fetchall()
+
+        # Off the loop like the backend itself: the blocking guard watches tests too.
+        return await asyncio.to_thread(run)
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        return [tuple(row) for row in await connection.fetch(sql, *params)]
+    finally:
+        await connection.close()
+
+
+async def table_names(url: str) -> set[str]:
+    """The tables that exist in the database behind `url`."""
+    if url.startswith("sqlite:"):
+        rows = await raw_sql(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = await raw_sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {row[0] for row in rows}
+
+
+def user(user_id: str, **fields: Any) -> NewUser:
+    """A new user with only the required fields set, unless given."""
+    return NewUser(id=user_id, created_at=CREATED_AT, **fields)
+
+
+def note(notification_id: str, user_id: str, **fields: Any) -> NewNotification:
+    """A new notification with only the required fields set, unless given."""
+    return NewNotification(id=notification_id, user_id=user_id, created_at=CREATED_AT, **fields)
