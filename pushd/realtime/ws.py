@@ -8,12 +8,14 @@ ends, both end, and the actor forgets the connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from actors.connection import Connection
+from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
 from pushd.appkeys import BUS, CONFIG, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
@@ -129,7 +131,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await writer
         finally:
             metrics.connections.dec({})
-            await mailboxes.tell(user.id, Detach(connection))
+            # During shutdown the actor system may already be stopped; its on_stop has
+            # then closed this connection anyway.
+            with contextlib.suppress(ActorSystemStoppedError):
+                await mailboxes.tell(user.id, Detach(connection))
             await bus.unwatch_user(user.id)
     finally:
         sockets.discard(ws)
