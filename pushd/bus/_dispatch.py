@@ -28,6 +28,17 @@ DEFAULT_CLOSE_GRACE_SECONDS = 10.0
 T = TypeVar("T")
 
 
+def cancelled_from_outside() -> bool:
+    """Whether the current task was asked to stop.
+
+    Tells our own cancellation from a CancelledError that a library or a handler let
+    escape for its own reasons (aiormq fails pending futures with one when a channel
+    closes); the latter must not silently end a loop that keeps the bus alive.
+    """
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 class Outcome(enum.Enum):
     """How the handler ended with one message."""
 
@@ -43,7 +54,9 @@ async def call_handler(
     for attempt in range(1, HANDLER_ATTEMPTS + 1):
         try:
             await handler(message)
-        except Exception:
+        except (Exception, asyncio.CancelledError):
+            if cancelled_from_outside():
+                raise
             log.exception(
                 "bus handler raised for user %r seq %d (attempt %d of %d)",
                 message.user_id,
@@ -92,7 +105,9 @@ class Dispatcher(Generic[T]):
             self._busy = True
             try:
                 await self._process(item)
-            except Exception:
+            except (Exception, asyncio.CancelledError):
+                if cancelled_from_outside():
+                    raise
                 # A bug in processing must not silently stop all consumption.
                 log.exception("%s failed to process an item; continuing", self._name)
             finally:

@@ -49,7 +49,11 @@ class Bus(Protocol):
     """
 
     async def start(self, handler: MessageHandler) -> None:
-        """Connect and start consuming for this node, calling `handler` per message."""
+        """Connect and start consuming for this node, calling `handler` per message.
+
+        A broker that cannot be reached does not make this fail: the bus keeps
+        reconnecting in the background, and `healthy()` says when it is back.
+        """
         ...
 
     async def publish(self, messages: Sequence[BusMessage]) -> None:
@@ -60,6 +64,7 @@ class Bus(Protocol):
         """Route this user's messages to this node from now on (reference-counted).
 
         When it returns, any message published afterwards for this user reaches this node.
+        Raises `BusUnavailableError` (and keeps no reference) if the broker cannot be told.
         """
         ...
 

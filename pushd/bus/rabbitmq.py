@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import zlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,12 +17,13 @@ import aiormq
 import msgspec
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
+from pushd.bus._bindings import ShardBindings, routing_key, shard_of
 from pushd.bus._dispatch import (
     DEFAULT_CLOSE_GRACE_SECONDS,
     Dispatcher,
     Outcome,
-    WatchRefs,
     call_handler,
+    cancelled_from_outside,
 )
 from pushd.bus.protocol import BusError, BusMessage, BusUnavailableError, MessageHandler
 
@@ -41,15 +41,6 @@ RECONNECT_MAX_DELAY_SECONDS = 10.0
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)
-
-
-def shard_of(user_id: str, shards: int) -> int:
-    """The shard a user's messages are routed by (stable across nodes and restarts)."""
-    return zlib.crc32(user_id.encode()) % shards
-
-
-def _routing_key(shard: int) -> str:
-    return f"user.{shard}"
 
 
 @dataclass
@@ -89,13 +80,14 @@ class RabbitBus:
         # ever break: nack with requeue (the broker keeps it, order may suffer).
         self._deliveries: asyncio.Queue[DeliveredMessage] = asyncio.Queue(prefetch)
         self._dispatcher = Dispatcher(self._deliveries, self._deliver, f"bus-dispatch-{node_id}")
-        self._watched = WatchRefs()
-        self._shard_users: dict[int, int] = {}  # shard -> watched users in it
-        self._bound: set[int] = set()  # confirmed bound on the current link
-        self._stale: set[int] = set()  # may be bound on the broker; checked on reconcile
-        # Callers of watch/unwatch waiting for the reconciler, by shard.
-        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
-        self._wanted_changed = asyncio.Event()
+        # Acks are sent cumulatively (multiple=True): once the buffer runs dry, or every
+        # `_ack_every` messages, well inside the prefetch window so the broker keeps
+        # sending. A crash loses at most these acks, which means duplicates, not loss.
+        self._ack_every = max(1, prefetch // 4)
+        self._handled_unacked: tuple[AbstractChannel, int] | None = None
+        self._bindings = ShardBindings(
+            self._queue_name, EXCHANGE, shards, rpc_timeout=BROKER_TIMEOUT_SECONDS
+        )
         self._supervisor: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._started = False
@@ -117,10 +109,12 @@ class RabbitBus:
         self._dispatcher.start()
         try:
             self._link = await self._open_link()
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if cancelled_from_outside():
+                raise
             log.warning("%s; retrying in the background", self._describe_failure(exc))
         self._supervisor = asyncio.create_task(self._supervise(), name="bus-supervisor")
-        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="bus-bindings")
+        self._reconciler = asyncio.create_task(self._bindings.run(), name="bus-bindings")
 
     async def healthy(self) -> bool:
         """True while connected and consuming."""
@@ -137,6 +131,7 @@ class RabbitBus:
             await self._closed.wait()
             return
         self._closing = True
+        self._bindings.stop()  # the reconciler returns after the RPC in progress
         try:
             await _cancel_and_wait(self._supervisor)
             link = self._link
@@ -146,18 +141,21 @@ class RabbitBus:
                     link.consumer.basic_cancel(link.consumer_tag, timeout=BROKER_TIMEOUT_SECONDS),
                 )
             await self._dispatcher.stop(self._close_grace)
+            await self._flush_acks()
+            if self._reconciler is not None:
+                # Cancelling an aiormq RPC would close the channel the unbinds need.
+                await asyncio.wait({self._reconciler}, timeout=BROKER_TIMEOUT_SECONDS)
             await _cancel_and_wait(self._reconciler)
-            self._fail_waiters(BusUnavailableError("the bus is closing"))
             if link is not None and not link.lost.is_set():
                 # A clean stop removes this node's routes, so publishers do not fill a
                 # queue nobody reads.
-                for shard in []:
+                for shard in sorted(self._bindings.bound_shards()):
                     await _best_effort(
                         f"unbind shard {shard}",
                         link.consumer.queue_unbind(
                             self._queue_name,
                             EXCHANGE,
-                            _routing_key(shard),
+                            routing_key(shard),
                             timeout=BROKER_TIMEOUT_SECONDS,
                         ),
                     )
@@ -198,7 +196,7 @@ class RabbitBus:
         confirmation = await channel.basic_publish(
             _encoder.encode(message),
             exchange=EXCHANGE,
-            routing_key=_routing_key(shard_of(message.user_id, self._shards)),
+            routing_key=routing_key(shard_of(message.user_id, self._shards)),
             properties=aiormq.spec.Basic.Properties(delivery_mode=2),
             timeout=BROKER_TIMEOUT_SECONDS,
             # Do not hold the channel lock until the frame is on the wire: the confirm
@@ -215,20 +213,7 @@ class RabbitBus:
 
         Raises `BusUnavailableError` when disconnected (the reference is not kept).
         """
-        shard = shard_of(user_id, self._shards)
-        if self._watched.acquire(user_id):
-            self._shard_users[shard] = self._shard_users.get(shard, 0) + 1
-        if shard in self._bound:
-            return
-        try:
-            if not await self.healthy():
-                raise BusUnavailableError(
-                    f"cannot watch user {user_id!r}: the bus is not connected to RabbitMQ"
-                )
-            self._wanted_changed.set()
-        except BaseException:
-            self._drop_watch(user_id, shard)
-            raise
+        await self._bindings.watch(user_id)
 
     async def unwatch_user(self, user_id: str) -> None:
         """Drop one reference; at zero, unbind the shard if no other watched user needs it.
@@ -236,97 +221,7 @@ class RabbitBus:
         Never raises: when the broker cannot be told, the binding is removed on the next
         connection (or expires with the queue).
         """
-        shard = shard_of(user_id, self._shards)
-        if self._drop_watch(user_id, shard) and await self.healthy():
-            try:
-                await self._bindings_settled(shard)
-            except BusUnavailableError as exc:
-                log.info("bus: shard %d stays bound for now (%s)", shard, exc)
-
-    def _drop_watch(self, user_id: str, shard: int) -> bool:
-        """Drop a reference; True if the shard is no longer wanted."""
-        if not self._watched.release(user_id):
-            return False
-        remaining = self._shard_users[shard] - 1
-        if remaining:
-            self._shard_users[shard] = remaining
-            return False
-        del self._shard_users[shard]
-        self._wanted_changed.set()
-        return True
-
-    async def _bindings_settled(self, shard: int) -> None:
-        """Wait until the reconciler made the shard's binding match what is watched."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(shard, []).append(waiter)
-        self._wanted_changed.set()
-        # A caller that is cancelled abandons only this wait: the RPC runs in the
-        # reconciler, because cancelling an aiormq RPC closes the whole channel.
-        await waiter
-
-    def _settled(self, shard: int) -> bool:
-        if shard in self._shard_users:
-            return shard in self._bound
-        return shard not in self._bound and shard not in self._stale
-
-    async def _reconcile_forever(self) -> None:
-        """Make the broker's bindings match the watched shards; one RPC at a time."""
-        while True:
-            await self._wanted_changed.wait()
-            self._wanted_changed.clear()
-            link = self._link
-            if link is None or link.lost.is_set():
-                self._fail_waiters(BusUnavailableError("the RabbitMQ connection was lost"))
-                continue
-            try:
-                await self._reconcile(link)
-            except Exception as exc:
-                # The channel is closed by now, so the supervisor reconnects and asks
-                # for another reconcile.
-                log.warning("bus: could not update shard bindings: %r", exc)
-                self._fail_waiters(BusUnavailableError(f"binding failed: {exc!r}"))
-
-    async def _reconcile(self, link: _Link) -> None:
-        for shard in sorted(set(self._shard_users) - self._bound):
-            if shard not in self._shard_users:
-                continue  # unwatched during an earlier RPC of this pass
-            await link.consumer.queue_bind(
-                self._queue_name, EXCHANGE, _routing_key(shard), timeout=BROKER_TIMEOUT_SECONDS
-            )
-            if link is not self._link:
-                return  # reconnected meanwhile: the new link starts over
-            self._bound.add(shard)
-            self._stale.discard(shard)
-            self._wake_settled(shard)
-        for shard in sorted((self._bound | self._stale) - set(self._shard_users)):
-            if shard in self._shard_users:
-                continue  # watched again during an earlier RPC of this pass
-            # Not "bound" from now on, so that a watch_user arriving during the unbind
-            # waits for the bind that follows instead of returning at once.
-            self._bound.discard(shard)
-            self._stale.add(shard)
-            await link.consumer.queue_unbind(
-                self._queue_name, EXCHANGE, _routing_key(shard), timeout=BROKER_TIMEOUT_SECONDS
-            )
-            if link is not self._link:
-                return
-            self._stale.discard(shard)
-        for shard in list(self._waiters):
-            self._wake_settled(shard)
-
-    def _wake_settled(self, shard: int) -> None:
-        # A shard changed again meanwhile keeps its waiters: its change set the event.
-        if self._settled(shard):
-            for waiter in self._waiters.pop(shard, []):
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def _fail_waiters(self, error: BusUnavailableError) -> None:
-        waiters, self._waiters = self._waiters, {}
-        for shard_waiters in waiters.values():
-            for waiter in shard_waiters:
-                if not waiter.done():
-                    waiter.set_exception(error)
+        await self._bindings.unwatch(user_id)
 
     # -- connection ------------------------------------------------------------------
 
@@ -367,7 +262,7 @@ class RabbitBus:
         except BaseException:
             await _best_effort("close a half-open connection", connection.close())
             raise
-        self._wanted_changed.set()  # bind what is watched on the new link
+        self._bindings.attach(consumer)
         log.info("bus of node %r connected to RabbitMQ", self._node_id)
         return link
 
@@ -381,12 +276,7 @@ class RabbitBus:
                 await link.lost.wait()
                 log.warning("bus of node %r lost its RabbitMQ connection", self._node_id)
                 self._link = None
-                # The bindings may have outlived the connection, or not (queue expired):
-                # the next link binds everything watched again (idempotent) and unbinds
-                # the rest.
-                self._stale |= self._bound
-                self._bound.clear()
-                self._wanted_changed.set()  # fails the watchers waiting for a bind
+                self._bindings.detach()
                 self._purge_deliveries()
                 await _close_link(link)
             delay = min(RECONNECT_MAX_DELAY_SECONDS, RECONNECT_FIRST_DELAY_SECONDS * 2**attempt)
@@ -395,7 +285,9 @@ class RabbitBus:
             attempt += 1
             try:
                 self._link = await self._open_link()
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if cancelled_from_outside():
+                    raise
                 log.warning("%s; retrying", self._describe_failure(exc))
 
     def _purge_deliveries(self) -> None:
@@ -426,20 +318,23 @@ class RabbitBus:
         channel = delivery.channel
         if channel.is_closed:
             return  # its link is gone: the broker delivers it again
+        tag = _tag(delivery)
         try:
             message = _decoder.decode(delivery.body)
         except msgspec.DecodeError as exc:
             log.error("bus: dropping an undecodable message (%s)", exc)
-            await _best_effort("reject", channel.basic_nack(_tag(delivery), requeue=False))
+            await self._flush_acks()  # a cumulative ack must not cover the rejected one
+            await _best_effort("reject", channel.basic_nack(tag, requeue=False))
             return
         assert self._handler is not None  # the dispatcher runs only after start
-        await channel.basic_ack(_tag(delivery))
         outcome = await call_handler(self._handler, message, self._dispatcher.stopping)
-        if outcome is Outcome.HANDLED and False:
-            # wait=False: the frame is queued in order before any later Channel.Close,
-            # so waiting for the socket write would only slow the dispatcher down.
-            await _best_effort("ack", channel.basic_ack(_tag(delivery), wait=False))
-        elif outcome is Outcome.DEAD_LETTERED:
+        if outcome is Outcome.HANDLED:
+            self._handled_unacked = (channel, tag)
+            if self._deliveries.empty() or tag % self._ack_every == 0:
+                await self._flush_acks()
+            return
+        await self._flush_acks()
+        if outcome is Outcome.DEAD_LETTERED:
             # Requeueing a message the handler always rejects would loop on it forever.
             # Without requeue the broker drops it, or routes it to a dead-letter
             # exchange if an operator policy sets one.
@@ -448,8 +343,19 @@ class RabbitBus:
                 message.user_id,
                 message.seq,
             )
-            await _best_effort("dead-letter", channel.basic_nack(_tag(delivery), requeue=False))
+            await _best_effort("dead-letter", channel.basic_nack(tag, requeue=False))
         # ABANDONED: left unacknowledged; closing the channel returns it to the queue.
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge every handled message not acknowledged yet, in one frame."""
+        if self._handled_unacked is None:
+            return
+        channel, tag = self._handled_unacked
+        self._handled_unacked = None
+        if not channel.is_closed:  # else its messages come again on the next link
+            # wait=False: the frame is queued in order before any later Channel.Close,
+            # so waiting for the socket write would only slow the dispatcher down.
+            await _best_effort("ack", channel.basic_ack(tag, multiple=True, wait=False))
 
 
 def _tag(delivery: DeliveredMessage) -> int:
@@ -461,8 +367,13 @@ def _tag(delivery: DeliveredMessage) -> int:
 async def _best_effort(what: str, operation: Awaitable[object]) -> None:
     """Await a broker operation whose failure only means the broker cleans up itself."""
     try:
-        await asyncio.wait_for(operation, BROKER_TIMEOUT_SECONDS)
-    except (aiormq.AMQPError, OSError, TimeoutError, RuntimeError) as exc:
+        # A bound even on acks: with the connection's writer gone, aiormq's bounded
+        # write queue would otherwise block the dispatcher forever.
+        async with asyncio.timeout(BROKER_TIMEOUT_SECONDS):
+            await operation
+    except (Exception, asyncio.CancelledError) as exc:
+        if cancelled_from_outside():
+            raise
         log.info("bus: could not %s (%r); the broker will redeliver or expire it", what, exc)
 
 
