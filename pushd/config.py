@@ -35,6 +35,7 @@ class ServerConfig(_Section):
     shutdown_timeout: PositiveFloat = 10.0
     max_body_bytes: Positive = 1_048_576
     node_id: str = ""
+    uvloop: bool = True
 
 
 class StorageConfig(_Section):
@@ -72,6 +73,7 @@ class IngestConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    access: bool = False
 
 
 class Config(_Section):

@@ -120,14 +120,14 @@ class NotificationIngest:
         try:
             records = await self._storage.insert_notifications([n for n, _ in live])
         except UnknownUserError as exc:
-            if len(live) == 1:
-                _settle(live[0][1], exc)
-                return []
-            # One deleted user must not fail its neighbours: commit them one by one.
-            committed: list[NotificationRecord] = []
-            for pending in live:
-                committed.extend(await self._commit([pending]))
-            return committed
+            # Fail that user's notifications only and commit the rest of the batch.
+            rest = []
+            for notification, future in live:
+                if notification.user_id == exc.user_id:
+                    _settle(future, exc)
+                else:
+                    rest.append((notification, future))
+            return await self._commit(rest)
         except StorageError as exc:
             for _, future in live:
                 _settle(future, exc)

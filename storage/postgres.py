@@ -151,6 +151,12 @@ _DRIVER_ERRORS = (
 )
 
 
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset query (RESET ALL, UNLISTEN *, …) on every pool release: it
+    costs a round trip per query, and pushd sets no session state (its advisory locks
+    are transaction-scoped)."""
+
+
 class PostgresStorage(SqlStorageBase):
     """`Storage` on PostgreSQL, shared by every node of a cluster."""
 
@@ -174,6 +180,7 @@ class PostgresStorage(SqlStorageBase):
                     timeout=_CONNECT_TIMEOUT_S,
                     command_timeout=_COMMAND_TIMEOUT_S,
                     server_settings={"application_name": "pushd"},
+                    reset=_keep_session,
                 )
         except ValueError as exc:
             # A malformed URL (bad port, unknown sslmode) or pool size: no server involved.

@@ -40,7 +40,10 @@ RECONNECT_FIRST_DELAY_SECONDS = 0.25
 RECONNECT_MAX_DELAY_SECONDS = 10.0
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(BusMessage)
+# One AMQP message carries every BusMessage of one publish call for one shard, in order:
+# under load the ingest publishes batches of hundreds, and per-AMQP-message costs
+# (framing, confirms, acks, routing) are what bounded the bus, not the bytes.
+_decoder = msgspec.msgpack.Decoder(list[BusMessage])
 
 
 @dataclass
@@ -178,25 +181,33 @@ class RabbitBus:
             raise BusUnavailableError(
                 f"bus of node {self._node_id!r} is not connected to RabbitMQ; retry later"
             )
-        # One task per message so that confirms are awaited together; the tasks queue
+        packets: dict[int, list[BusMessage]] = {}
+        for message in messages:
+            packets.setdefault(shard_of(message.user_id, self._shards), []).append(message)
+        # One task per packet so that confirms are awaited together; the tasks queue
         # on the channel lock in creation order, which keeps publish order. gather
         # with return_exceptions waits for all of them, so none outlives this call.
         results = await asyncio.gather(
-            *(self._publish_one(link.publisher, message) for message in messages),
+            *(
+                self._publish_one(link.publisher, shard, packet)
+                for shard, packet in packets.items()
+            ),
             return_exceptions=True,
         )
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
             raise BusUnavailableError(
-                f"RabbitMQ did not confirm {len(failures)} of {len(messages)} messages "
+                f"RabbitMQ did not confirm {len(failures)} of {len(packets)} packets "
                 f"({failures[0]!r}); they may be published again"
             ) from failures[0]
 
-    async def _publish_one(self, channel: aiormq.Channel, message: BusMessage) -> None:
+    async def _publish_one(
+        self, channel: aiormq.Channel, shard: int, packet: list[BusMessage]
+    ) -> None:
         confirmation = await channel.basic_publish(
-            _encoder.encode(message),
+            _encoder.encode(packet),
             exchange=EXCHANGE,
-            routing_key=routing_key(shard_of(message.user_id, self._shards)),
+            routing_key=routing_key(shard),
             properties=aiormq.spec.Basic.Properties(delivery_mode=2),
             timeout=BROKER_TIMEOUT_SECONDS,
             # Do not hold the channel lock until the frame is on the wire: the confirm
@@ -320,31 +331,36 @@ class RabbitBus:
             return  # its link is gone: the broker delivers it again
         tag = _tag(delivery)
         try:
-            message = _decoder.decode(delivery.body)
+            packet = _decoder.decode(delivery.body)
         except msgspec.DecodeError as exc:
             log.error("bus: dropping an undecodable message (%s)", exc)
             await self._flush_acks()  # a cumulative ack must not cover the rejected one
             await _best_effort("reject", channel.basic_nack(tag, requeue=False))
             return
         assert self._handler is not None  # the dispatcher runs only after start
-        outcome = await call_handler(self._handler, message, self._dispatcher.stopping)
-        if outcome is Outcome.HANDLED:
-            self._handled_unacked = (channel, tag)
-            if self._deliveries.empty() or tag % self._ack_every == 0:
+        for index, message in enumerate(packet):
+            if index and self._dispatcher.stopping.is_set():
+                # Stop between messages: the packet stays unacknowledged and returns to
+                # the queue whole; the next bus of this node skips nothing.
                 await self._flush_acks()
-            return
-        await self._flush_acks()
-        if outcome is Outcome.DEAD_LETTERED:
-            # Requeueing a message the handler always rejects would loop on it forever.
-            # Without requeue the broker drops it, or routes it to a dead-letter
-            # exchange if an operator policy sets one.
-            log.error(
-                "dead-lettered bus message for user %r seq %d: the handler kept raising",
-                message.user_id,
-                message.seq,
-            )
-            await _best_effort("dead-letter", channel.basic_nack(tag, requeue=False))
-        # ABANDONED: left unacknowledged; closing the channel returns it to the queue.
+                return
+            outcome = await call_handler(self._handler, message, self._dispatcher.stopping)
+            if outcome is Outcome.ABANDONED:
+                # Left unacknowledged: closing the channel returns the packet to the
+                # queue; messages of it already handled come again (at-least-once).
+                await self._flush_acks()
+                return
+            if outcome is Outcome.DEAD_LETTERED:
+                # Requeueing a message the handler always rejects would loop on it
+                # forever: it is logged and skipped, its packet neighbours go on.
+                log.error(
+                    "dead-lettered bus message for user %r seq %d: the handler kept raising",
+                    message.user_id,
+                    message.seq,
+                )
+        self._handled_unacked = (channel, tag)
+        if self._deliveries.empty() or tag % self._ack_every == 0:
+            await self._flush_acks()
 
     async def _flush_acks(self) -> None:
         """Acknowledge every handled message not acknowledged yet, in one frame."""

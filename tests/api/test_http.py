@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -309,3 +310,20 @@ async def test_openapi_describes_exactly_the_served_routes(client: Client) -> No
     assert "422" in send_op["responses"]
     schema_ref = send_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert schema_ref.rsplit("/", 1)[-1] in doc["components"]["schemas"]
+
+
+async def test_unknown_recipient_does_not_fail_its_batch_neighbours(client: Client) -> None:
+    """The committer checks recipients inside the batch insert: one unknown user_id among
+    concurrent requests must get its 404 while every other request still gets 202."""
+    user = await create_user(client)
+
+    async def post(user_id: str) -> int:
+        body = {"user_id": user_id, "title": "t"}
+        response = await client.post("/api/notifications", json=body, headers=AUTH)
+        return response.status
+
+    targets = [user["id"] if i % 3 else "usr_missing" for i in range(60)]
+    statuses = await asyncio.gather(*(post(t) for t in targets))
+    assert statuses == [202 if t == user["id"] else 404 for t in targets]
+    last_seq = (await (await client.get(f"/api/users/{user['id']}", headers=AUTH)).json())["last_seq"]
+    assert last_seq == targets.count(user["id"])
