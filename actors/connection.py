@@ -37,8 +37,9 @@ class Connection:
         self._outbox: deque[bytes] = deque()
         self._outbox_not_empty = asyncio.Event()
         self._close_request: tuple[CloseCode, str] | None = None
-        self._send_deadline: asyncio.Timeout | None = None
-        """Set while a send is in flight, so that a close can interrupt it."""
+        self._sending_task: asyncio.Task[None] | None = None
+        """The writer task while a send is in flight, so that a close can interrupt it."""
+        self._interrupted = False
         self._writer_done = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -78,10 +79,11 @@ class Connection:
         self._close_request = (code, reason)
         self._outbox.clear()
         self._outbox_not_empty.set()
-        if self._send_deadline is not None:
+        if self._sending_task is not None and not self._interrupted:
             # A client that stopped reading blocks `send` for good: interrupt it, or the
             # slow consumer would never be disconnected.
-            self._send_deadline.reschedule(asyncio.get_running_loop().time())
+            self._interrupted = True
+            self._sending_task.cancel()
 
     async def wait_closed(self) -> None:
         """Return once the writer finished: the socket was closed or the peer is gone."""
@@ -112,12 +114,15 @@ class Connection:
                 await self._outbox_not_empty.wait()
                 continue
             frame = self._outbox.popleft()
+            # No asyncio.timeout per frame (it showed in profiles): close_soon cancels
+            # this task instead, and only that cancellation is swallowed here.
+            self._sending_task = asyncio.current_task()
             try:
-                async with asyncio.timeout(None) as self._send_deadline:
-                    await self._transport.send(frame)
-            except TimeoutError:
-                if self._close_request is None:
-                    raise  # the transport's own timeout, not our interruption
+                await self._transport.send(frame)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._interrupted or task is None or task.uncancel() > 0:
+                    raise  # cancelled from outside (the edge's TaskGroup), not by us
                 return
             finally:
-                self._send_deadline = None
+                self._sending_task = None

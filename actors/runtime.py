@@ -81,6 +81,8 @@ class Actor(Generic[M]):
 class _Control(enum.Enum):
     WAKE = enum.auto()
     """Makes an actor waiting on an empty mailbox look again at whether it should stop."""
+    IDLE_DUE = enum.auto()
+    """The mailbox may have stayed empty for the idle timeout: ask about passivation."""
 
 
 @dataclass(eq=False)
@@ -101,6 +103,11 @@ class _ActorCell(Generic[M]):
     """The system is stopping: finish the mailbox, then stop."""
     discarded: bool = False
     """The actor was cancelled; what reaches its mailbox now is dropped."""
+    idle_since: float = 0.0
+    """Loop time at which the actor last found its mailbox empty."""
+    idle_timer: asyncio.TimerHandle | None = None
+    """At most one per actor and idle period (not one per message: that cost showed
+    in profiles with thousands of busy actors)."""
 
     def is_drained(self) -> bool:
         return self.mailbox.empty() and self.pending_tells == 0
@@ -301,6 +308,9 @@ class ActorSystem(Generic[K, M]):
             except Exception:
                 logger.exception("actor %s[%r]: on_stop raised", self.name, key)
         finally:
+            if cell.idle_timer is not None:
+                cell.idle_timer.cancel()
+                cell.idle_timer = None
             if self._cells.get(key) is cell:
                 del self._cells[key]
             if self._stopping.get(key) is cell:
@@ -336,25 +346,42 @@ class ActorSystem(Generic[K, M]):
         happens between the last look at the mailbox and that move, so no tell is lost.
         """
         mailbox = cell.mailbox
+        loop = asyncio.get_running_loop()
         while True:
             if cell.draining and cell.is_drained():
                 break
             try:
-                # get_nowait first: a busy actor then never arms an idle timer.
                 item = mailbox.get_nowait()
             except asyncio.QueueEmpty:
-                try:
-                    async with asyncio.timeout(self._idle_timeout):
-                        item = await mailbox.get()
-                except TimeoutError:
-                    if not cell.draining and await self._agrees_to_passivate(key, cell):
-                        self.actors_passivated += 1
-                        break
-                    continue
+                cell.idle_since = loop.time()
+                if cell.idle_timer is None:
+                    cell.idle_timer = loop.call_at(
+                        cell.idle_since + self._idle_timeout, self._idle_due, cell
+                    )
+                item = await mailbox.get()
+            if item is _Control.IDLE_DUE:
+                if not cell.draining and await self._agrees_to_passivate(key, cell):
+                    self.actors_passivated += 1
+                    break
+                continue
             if not isinstance(item, _Control):
                 await self._handle(key, cell.actor, item)
         del self._cells[key]
         self._stopping[key] = cell
+
+    def _idle_due(self, cell: _ActorCell[M]) -> None:
+        """Timer callback: the actor may have been idle for `idle_timeout`."""
+        cell.idle_timer = None
+        if not cell.mailbox.empty():
+            return  # busy: it re-arms the timer when its mailbox runs dry again
+        due = cell.idle_since + self._idle_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:
+            # The mailbox ran dry again after the timer was armed: wait for the rest.
+            cell.idle_timer = loop.call_at(due, self._idle_due, cell)
+            return
+        # An empty mailbox is never full, so this cannot raise.
+        cell.mailbox.put_nowait(_Control.IDLE_DUE)
 
     async def _agrees_to_passivate(self, key: K, cell: _ActorCell[M]) -> bool:
         if not cell.is_drained():

@@ -3,7 +3,7 @@ milliseconds, 80 random bits), so ids sort by creation time and say what they na
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -17,10 +17,30 @@ def _base32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+class _RandomPool:
+    """Cryptographic random bits read from the OS 4 KiB at a time: one getrandom()
+    system call per 400 ids instead of one per id (it showed in profiles under load)."""
+
+    _CHUNK = 4000  # a multiple of the 10 bytes one id takes
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._offset = 0
+
+    def take80(self) -> int:
+        if self._offset >= len(self._buffer):
+            self._buffer, self._offset = os.urandom(self._CHUNK), 0
+        start, self._offset = self._offset, self._offset + 10
+        return int.from_bytes(self._buffer[start : self._offset], "big")
+
+
+_random = _RandomPool()
+
+
 def new_id(prefix: str) -> str:
     """`usr_01jb…`: sortable by creation time, unguessable, URL-safe."""
     millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_base32(millis, 10)}{_base32(secrets.randbits(80), 16)}"
+    return f"{prefix}_{_base32(millis, 10)}{_base32(_random.take80(), 16)}"
 
 
 def now_ms() -> int:
