@@ -226,6 +226,21 @@ def count_per_user(batch: Sequence[NewNotification]) -> dict[str, int]:
     return {user_id: counts[user_id] for user_id in sorted(counts)}
 
 
+def with_seq(notification: NewNotification, seq: int) -> NotificationRecord:
+    """The record of a notification committed with this seq."""
+    return NotificationRecord(
+        id=notification.id,
+        user_id=notification.user_id,
+        seq=seq,
+        title=notification.title,
+        body=notification.body,
+        data=notification.data,
+        category=notification.category,
+        priority=notification.priority,
+        created_at=notification.created_at,
+    )
+
+
 def assign_seqs(
     batch: Sequence[NewNotification],
     counts: Mapping[str, int],
@@ -245,19 +260,7 @@ def assign_seqs(
     records = []
     for notification in batch:
         seq[notification.user_id] += 1
-        records.append(
-            NotificationRecord(
-                id=notification.id,
-                user_id=notification.user_id,
-                seq=seq[notification.user_id],
-                title=notification.title,
-                body=notification.body,
-                data=notification.data,
-                category=notification.category,
-                priority=notification.priority,
-                created_at=notification.created_at,
-            )
-        )
+        records.append(with_seq(notification, seq[notification.user_id]))
     return records
 
 
