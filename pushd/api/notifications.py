@@ -17,7 +17,7 @@ from pushd.api.schemas import (
     from_ms,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import INGEST, STORAGE
+from pushd.appkeys import INGEST, METRICS, STORAGE
 from pushd.ids import new_id, now_ms
 from storage import UnknownUserError
 from storage.records import NewNotification
@@ -64,6 +64,7 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         raise ApiError(
             ErrorCode.NOT_FOUND, f"user {user_id!r} was deleted", field="user_id"
         ) from None
+    request.app[METRICS].accepted.inc({})
     accepted = NotificationAccepted(
         id=record.id, user_id=record.user_id, seq=record.seq, created_at=from_ms(record.created_at)
     )

@@ -325,5 +325,19 @@ async def test_unknown_recipient_does_not_fail_its_batch_neighbours(client: Clie
     targets = [user["id"] if i % 3 else "usr_missing" for i in range(60)]
     statuses = await asyncio.gather(*(post(t) for t in targets))
     assert statuses == [202 if t == user["id"] else 404 for t in targets]
-    last_seq = (await (await client.get(f"/api/users/{user['id']}", headers=AUTH)).json())["last_seq"]
+    last_seq = (await (await client.get(f"/api/users/{user['id']}", headers=AUTH)).json())[
+        "last_seq"
+    ]
     assert last_seq == targets.count(user["id"])
+
+
+async def test_metrics_need_a_key_and_count_what_happened(client: Client) -> None:
+    assert (await client.get("/metrics")).status == 401
+    user = await create_user(client)
+    for _ in range(3):
+        await send(client, user["id"])
+    response = await client.get("/metrics", headers=AUTH)
+    assert response.status == 200
+    text = await response.text()
+    assert "pushd_notifications_accepted_total 3" in text
+    assert "pushd_websocket_connections" in text
