@@ -15,6 +15,7 @@ from actors.user_mailbox import user_mailbox_system
 from pushd import api
 from pushd.api.errors import error_middleware
 from pushd.api.keys import ApiKeyVerifier, bootstrap_admin_key
+from pushd.api.stats import console
 from pushd.appkeys import (
     API_KEYS,
     BUS,
@@ -147,4 +148,5 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
     api.add_routes(app, api.ROUTES, _authenticate)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/console", console)
     return app

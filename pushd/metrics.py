@@ -30,6 +30,15 @@ class Metrics:
             "pushd_mailbox_actors", "Live per-user mailbox actors.", registry=self.registry
         )
 
+    @staticmethod
+    def total(counter: Counter) -> int:
+        """A label-less counter's value (0 before its first increment)."""
+        try:
+            value = counter.get({})
+        except KeyError:
+            return 0
+        return int(value) if isinstance(value, int | float) else 0
+
     async def handle(self, request: web.Request) -> web.Response:
         body, headers = render(self.registry, request.headers.getall("Accept", []))
         return web.Response(body=body, headers=headers)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd.api import notifications, tokens, users
+from pushd.api import notifications, stats, tokens, users
 from pushd.api.openapi import build_openapi
 from pushd.api.routing import Reply, Route, add_routes
 from pushd.api.schemas import ComponentHealth, Health
@@ -68,4 +68,5 @@ ROUTES: list[Route] = [
     *users.ROUTES,
     *tokens.ROUTES,
     *notifications.ROUTES,
+    *stats.ROUTES,
 ]

@@ -341,3 +341,16 @@ async def test_metrics_need_a_key_and_count_what_happened(client: Client) -> Non
     text = await response.text()
     assert "pushd_notifications_accepted_total 3" in text
     assert "pushd_websocket_connections" in text
+
+
+async def test_stats_and_console(client: Client) -> None:
+    assert (await client.get("/api/stats")).status == 401
+    user = await create_user(client)
+    await send(client, user["id"])
+    stats = await (await client.get("/api/stats", headers=AUTH)).json()
+    assert stats["notifications_accepted"] == 1
+    assert stats["notifications_committed"] == 1
+    assert stats["bus_healthy"] is True
+    page = await client.get("/console")
+    assert page.status == 200
+    assert "/api/stats" in await page.text()

@@ -1,0 +1,70 @@
+"""Live figures for operators: `GET /api/stats` (JSON) and the `/console` page that
+polls it."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+import msgspec
+from aiohttp import web
+
+from pushd.api.routing import Reply, Route
+from pushd.appkeys import BUS, INGEST, MAILBOXES, METRICS, SOCKETS
+
+_STARTED = time.monotonic()
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    """Counters since this process started, and gauges of now."""
+
+    uptime_seconds: float
+    notifications_accepted: int
+    notifications_committed: int
+    commit_batches: int
+    bus_published: int
+    bus_publish_failures: int
+    frames_handed_to_mailboxes: int
+    websockets_open: int
+    mailbox_actors: int
+    bus_healthy: bool
+
+
+async def stats(request: web.Request, _body: None, _query: None) -> Reply:
+    app = request.app
+    metrics, ingest = app[METRICS], app[INGEST]
+    return Reply(
+        200,
+        Stats(
+            uptime_seconds=round(time.monotonic() - _STARTED, 3),
+            notifications_accepted=metrics.total(metrics.accepted),
+            notifications_committed=ingest.committed,
+            commit_batches=ingest.batches,
+            bus_published=ingest.published,
+            bus_publish_failures=ingest.publish_failures,
+            frames_handed_to_mailboxes=metrics.total(metrics.delivered),
+            websockets_open=len(app[SOCKETS]),
+            mailbox_actors=len(app[MAILBOXES]),
+            bus_healthy=await app[BUS].healthy(),
+        ),
+    )
+
+
+_CONSOLE = resources.files("pushd").joinpath("console.html").read_bytes()
+
+
+async def console(_request: web.Request) -> web.Response:
+    """The operator console: a static page; the figures need an API key it asks for."""
+    return web.Response(body=_CONSOLE, content_type="text/html")
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/api/stats",
+        stats,
+        "Live counters and gauges of this process",
+        {200: Stats},
+        tag="system",
+    ),
+]
