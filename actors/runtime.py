@@ -219,7 +219,10 @@ class ActorSystem(Generic[K, M]):
                 ) from cell.start_error
             # Overflow policy: wait for space. The caller is the bus consumer, whose
             # prefetch bounds what it holds, so waiting pushes back to the broker.
-            await cell.mailbox.put(message)
+            try:
+                cell.mailbox.put_nowait(message)  # the common case, without a suspension
+            except asyncio.QueueFull:
+                await cell.mailbox.put(message)
             if cell.discarded:
                 raise ActorSystemStoppedError(
                     f"actor system {self.name!r} stopped: {key!r} was cancelled at the "

@@ -3,18 +3,14 @@ milliseconds, 80 random bits), so ids sort by creation time and say what they na
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def _base32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+# RFC 4648 base32 (C code) re-lettered to Crockford's lower-case alphabet, which sorts
+# in the same order as the numbers it encodes.
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 
 
 class _RandomPool:
@@ -27,11 +23,11 @@ class _RandomPool:
         self._buffer = b""
         self._offset = 0
 
-    def take80(self) -> int:
+    def take80(self) -> bytes:
         if self._offset >= len(self._buffer):
             self._buffer, self._offset = os.urandom(self._CHUNK), 0
         start, self._offset = self._offset, self._offset + 10
-        return int.from_bytes(self._buffer[start : self._offset], "big")
+        return self._buffer[start : self._offset]
 
 
 _random = _RandomPool()
@@ -39,8 +35,10 @@ _random = _RandomPool()
 
 def new_id(prefix: str) -> str:
     """`usr_01jb…`: sortable by creation time, unguessable, URL-safe."""
-    millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_base32(millis, 10)}{_base32(_random.take80(), 16)}"
+    # 6 bytes of milliseconds + 10 random bytes = 128 bits = 26 base32 characters
+    # (the last carries 3 padding bits, always 0).
+    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + _random.take80()
+    return f"{prefix}_{base64.b32encode(raw).translate(_TO_CROCKFORD)[:26].decode()}"
 
 
 def now_ms() -> int:

@@ -97,7 +97,10 @@ class NotificationIngest:
         database cannot be written (nothing was accepted).
         """
         future: asyncio.Future[NotificationRecord] = asyncio.get_running_loop().create_future()
-        await self._incoming.put((notification, future))
+        try:
+            self._incoming.put_nowait((notification, future))  # the common case: no await
+        except asyncio.QueueFull:
+            await self._incoming.put((notification, future))
         return await future
 
     async def _commit_loop(self) -> None:

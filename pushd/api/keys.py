@@ -42,18 +42,19 @@ class ApiKeyVerifier:
 
     async def verify(self, key: str) -> ApiKeyRecord | None:
         """The live key record for this secret, or None if unknown or revoked."""
-        digest = hash_key(key)
-        cached = self._verified.get(digest)
+        # Keyed by the key itself, not its hash: a dict hit is cheaper than SHA-256 on
+        # every request, and this process holds the key in memory while serving anyway.
+        cached = self._verified.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[1] < self._cache_ttl:
             return cached[0]
-        record = await self._storage.find_api_key(digest)
+        record = await self._storage.find_api_key(hash_key(key))
         if record is None or record.revoked_at is not None:
-            self._verified.pop(digest, None)
+            self._verified.pop(key, None)
             return None
         if len(self._verified) > 10_000:  # bounded: forget everything rather than grow
             self._verified.clear()
-        self._verified[digest] = (record, now)
+        self._verified[key] = (record, now)
         return record
 
     async def authenticate(self, request: web.Request) -> None:
