@@ -38,3 +38,8 @@ def new_id(prefix: str) -> str:
     # 48 bits of milliseconds + 80 random bits, shifted to 130 bits = 26 characters.
     value = (((time.time_ns() // 1_000_000) << 80) | _random.take80()) << 2
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+def now_ms() -> int:
+    """Wall-clock time in Unix epoch milliseconds, the unit storage keeps."""
+    return time.time_ns() // 1_000_000

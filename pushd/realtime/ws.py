@@ -19,6 +19,7 @@ from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
 from pushd.appkeys import BUS, CONFIG, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
+from pushd.bus import BusError
 from pushd.ids import new_id
 from pushd.realtime.frames import (
     AckFrame,
@@ -32,6 +33,8 @@ from pushd.realtime.frames import (
 )
 from pushd.realtime.sockets import WebSocketTransport
 from pushd.tokens import TokenError, TokenExpiredError
+from storage import StorageError
+from storage.records import UserRecord
 
 log = logging.getLogger("pushd.ws")
 
@@ -92,50 +95,67 @@ async def _read_frames(ws: web.WebSocketResponse, connection: Connection) -> Non
                 )
 
 
+async def _serve(request: web.Request, ws: web.WebSocketResponse, user: UserRecord) -> None:
+    """Attach the socket to the user's mailbox actor and run its reader and writer."""
+    config, metrics = request.app[CONFIG], request.app[METRICS]
+    connection = Connection(
+        WebSocketTransport(ws),
+        queue_size=config.actors.socket_queue_size,
+        connection_id=new_id("con"),
+    )
+    welcome = WelcomeFrame(
+        user_id=user.id,
+        connection_id=connection.connection_id,
+        last_seq=user.last_seq,
+        ack_seq=user.ack_seq,
+    )
+    connection.offer(frame_encoder.encode(welcome))
+    bus, mailboxes = request.app[BUS], request.app[MAILBOXES]
+    try:
+        await bus.watch_user(user.id)
+    except BusError:
+        await ws.close(code=CloseCode.RECONNECT, message=b"bus unavailable: reconnect later")
+        return
+    metrics.connections.inc({})
+    try:
+        await mailboxes.tell(user.id, Attach(connection))
+        async with asyncio.TaskGroup() as tasks:
+            writer = tasks.create_task(connection.run_writer())
+            await _read_frames(ws, connection)
+            connection.close_soon(CloseCode.NORMAL, "")
+            await writer
+    except ActorSystemStoppedError:
+        await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down: reconnect")
+    finally:
+        metrics.connections.dec({})
+        # During shutdown the actor system may already be stopped; its on_stop has
+        # then closed this connection anyway.
+        with contextlib.suppress(ActorSystemStoppedError):
+            await mailboxes.tell(user.id, Detach(connection))
+        await bus.unwatch_user(user.id)
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade, authenticate, then stream the user's notifications until either side closes."""
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_FRAME_BYTES)
     await ws.prepare(request)
-    sockets, metrics = request.app[SOCKETS], request.app[METRICS]
+    sockets = request.app[SOCKETS]
     sockets.add(ws)
     try:
         user_id = await _authenticate(request, ws)
         if user_id is None:
             return ws
-        user = await request.app[STORAGE].get_user(user_id)
+        try:
+            user = await request.app[STORAGE].get_user(user_id)
+        except StorageError:
+            await ws.close(
+                code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
+            )
+            return ws
         if user is None:
             await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
             return ws
-        config = request.app[CONFIG]
-        connection = Connection(
-            WebSocketTransport(ws),
-            queue_size=config.actors.socket_queue_size,
-            connection_id=new_id("con"),
-        )
-        welcome = WelcomeFrame(
-            user_id=user.id,
-            connection_id=connection.connection_id,
-            last_seq=user.last_seq,
-            ack_seq=user.ack_seq,
-        )
-        connection.offer(frame_encoder.encode(welcome))
-        bus, mailboxes = request.app[BUS], request.app[MAILBOXES]
-        await bus.watch_user(user.id)
-        metrics.connections.inc({})
-        try:
-            await mailboxes.tell(user.id, Attach(connection))
-            async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(connection.run_writer())
-                await _read_frames(ws, connection)
-                connection.close_soon(CloseCode.NORMAL, "")
-                await writer
-        finally:
-            metrics.connections.dec({})
-            # During shutdown the actor system may already be stopped; its on_stop has
-            # then closed this connection anyway.
-            with contextlib.suppress(ActorSystemStoppedError):
-                await mailboxes.tell(user.id, Detach(connection))
-            await bus.unwatch_user(user.id)
+        await _serve(request, ws, user)
     finally:
         sockets.discard(ws)
     return ws

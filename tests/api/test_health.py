@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
 
+from actors.transport import CloseCode
 from tests import services
-from tests.api.conftest import AUTH, MakeClient, create_user
+from tests.api.conftest import AUTH, MakeClient, create_user, user_token
 
 
 async def test_unreachable_broker_makes_healthcheck_503(make_client: MakeClient) -> None:
@@ -47,3 +49,18 @@ async def test_lost_database_gives_503_with_retry_after(
     assert response.status == 503, await response.text()
     assert response.headers["Retry-After"]
     assert (await response.json())["error"]["code"] == "storage_unavailable"
+
+
+async def test_socket_is_told_to_reconnect_later_while_the_broker_is_down(
+    make_client: MakeClient,
+) -> None:
+    """A socket that cannot be routed to (bus down) must be closed with a documented
+    "reconnect later" code, not dropped by an unhandled error."""
+    client = await make_client(bus={"url": "amqp://guest:guest@127.0.0.1:1/"})
+    user = await create_user(client)
+    token = await user_token(client, user["id"])
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "auth", "token": token})
+    message = await ws.receive(timeout=10)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == CloseCode.RECONNECT
