@@ -67,10 +67,15 @@ _ADVANCE_ACK_SEQS = (
     "UPDATE users SET ack_seq = max(ack_seq, given.value) FROM json_each(?1) AS given "
     "WHERE users.id = given.key"
 )
-_INSERT_NOTIFICATION = (
+# The whole batch as ONE JSON array of rows, inserted by ONE statement: executemany
+# would step once per row, and every step releases and re-takes the GIL, which under
+# load queued this thread behind the event loop once per row.
+_INSERT_NOTIFICATIONS = (
     f"INSERT INTO notifications ({_sql.NOTIFICATION_COLUMNS}) "  # noqa: S608 (constant columns)
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6, value ->> 7, value ->> 8 FROM json_each(?1)"
 )
+_OLDEST_SQLITE = (3, 38, 0)
 _HAS_VERSION_TABLE = "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'"
 
 
@@ -203,7 +208,8 @@ def _insert_notifications(
         bumped = connection.execute(_BUMP_LAST_SEQS, (_sql.encode_json(counts),)).fetchall()
         records = _sql.assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
         try:
-            connection.executemany(_INSERT_NOTIFICATION, map(_sql.notification_params, records))
+            rows = _sql.encode_json([_sql.notification_params(r) for r in records])
+            connection.execute(_INSERT_NOTIFICATIONS, (rows,))
         except sqlite3.IntegrityError as exc:
             raise _integrity_error(exc) from exc
     return records
@@ -232,6 +238,12 @@ class SqliteStorage(SqlStorageBase):
         `pool_size` is ignored: one connection on one thread serves every call.
         """
         path = _path_from_url(url)
+        if sqlite3.sqlite_version_info < _OLDEST_SQLITE:
+            raise UnsupportedStorageUrlError(
+                f"this Python links SQLite {sqlite3.sqlite_version}; pushd needs "
+                f"{'.'.join(map(str, _OLDEST_SQLITE))} or newer (JSON ->> and RETURNING). "
+                "Use a newer Python build, or PostgreSQL."
+            )
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pushd-sqlite")
         try:
             connection = await asyncio.get_running_loop().run_in_executor(worker, _connect, path)
