@@ -9,8 +9,8 @@ wait_port() {
     local name="$1" port="$2" tries=0
     until port_open "$port"; do
         tries=$((tries + 1))
-        if [ "$tries" -gt 120 ]; then
-            echo "!! $name did not open 127.0.0.1:$port within 60s" >&2
+        if [ "$tries" -gt 240 ]; then
+            echo "!! $name did not open 127.0.0.1:$port within 120s" >&2
             return 1
         fi
         sleep 0.5
@@ -54,4 +54,7 @@ if ! port_open 5672; then
     rabbitmq-server -detached || true
 fi
 wait_port RabbitMQ 5672
+# The port opens before the broker has finished booting; the tests create vhosts with
+# rabbitmqctl, which needs the node fully up.
+timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 || echo "!! rabbitmqctl await_startup did not succeed" >&2
 echo "==> services up: PostgreSQL :5432, Redis :6379, RabbitMQ :5672"
