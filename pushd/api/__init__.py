@@ -9,8 +9,8 @@ from aiohttp import web
 from pushd.api import notifications, stats, tokens, users
 from pushd.api.openapi import build_openapi
 from pushd.api.routing import Reply, Route, add_routes
-from pushd.api.schemas import ComponentHealth, Health
-from pushd.appkeys import BUS, STORAGE
+from pushd.api.schemas import ComponentHealth, Health, known_timezones
+from pushd.appkeys import BUS, STORAGE, TOKENS
 from storage import StorageError
 
 __all__ = ["ROUTES", "add_routes", "build_openapi"]
@@ -38,13 +38,17 @@ async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
     )
 
 
-_openapi_cache: dict[str, object] = {}
+_openapi_documents: dict[int, dict[str, Any]] = {}
 
 
-async def openapi(_request: web.Request, _body: None, _query: None) -> Reply:
-    if "doc" not in _openapi_cache:
-        _openapi_cache["doc"] = build_openapi(ROUTES, version=VERSION)
-    return Reply(200, _openapi_cache["doc"])
+async def openapi(request: web.Request, _body: None, _query: None) -> Reply:
+    """The document depends on the configured token lifetime, hence one per value."""
+    max_ttl = request.app[TOKENS].max_ttl
+    if max_ttl not in _openapi_documents:
+        _openapi_documents[max_ttl] = build_openapi(
+            ROUTES, version=VERSION, token_max_ttl=max_ttl, timezones=known_timezones()
+        )
+    return Reply(200, _openapi_documents[max_ttl])
 
 
 ROUTES: list[Route] = [

@@ -61,9 +61,8 @@ async def send_notification(request: web.Request, body: SendNotification, _query
     try:
         record = await request.app[INGEST].submit(notification)
     except UnknownUserError:
-        raise ApiError(
-            ErrorCode.NOT_FOUND, f"user {user_id!r} was deleted", field="user_id"
-        ) from None
+        field = "user_id" if body.user_id is not None else "external_id"
+        raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
     request.app[METRICS].accepted.inc({})
     accepted = NotificationAccepted(
         id=record.id, user_id=record.user_id, seq=record.seq, created_at=from_ms(record.created_at)
@@ -113,6 +112,7 @@ ROUTES = [
         "Send a notification to one user now (202 once committed to storage)",
         {202: NotificationAccepted},
         body=SendNotification,
+        errors={404: "No user with this user_id or external_id"},
         tag="notifications",
     ),
     Route(

@@ -71,6 +71,8 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
             response["content"] = {"application/json": {"schema": by_type[body_type]}}
         operation["responses"][str(status)] = response
     error_content = {"application/json": {"schema": by_type[ErrorBody]}}
+    for status, description in route.errors.items():
+        operation["responses"][str(status)] = {"description": description, "content": error_content}
     for condition in _conditions(route):
         for status, description in _ERRORS_BY_CONDITION[condition].items():
             operation["responses"].setdefault(
@@ -81,7 +83,36 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
     return operation
 
 
-def build_openapi(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
+def _present(field: str) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: {"type": "string"}}}
+
+
+def _refine(components: dict[str, Any], *, token_max_ttl: int, timezones: list[str]) -> None:
+    """Rules the handlers check beyond the msgspec types, stated in the schema too, so
+    that a request valid for the document is valid for the server."""
+    send = components["SendNotification"]
+    send["allOf"] = [
+        {"anyOf": [_present("title"), _present("body")]},
+        {
+            "oneOf": [
+                {**_present("user_id"), "not": _present("external_id")},
+                {**_present("external_id"), "not": _present("user_id")},
+            ]
+        },
+    ]
+    timezone = components["CreateUser"]["properties"]["timezone"]
+    for option in timezone.get("anyOf", [timezone]):
+        if option.get("type") == "string":
+            option["enum"] = timezones
+    ttl = components["IssueToken"]["properties"]["ttl"]
+    for option in ttl.get("anyOf", [ttl]):
+        if option.get("type") == "integer":
+            option["maximum"] = token_max_ttl
+
+
+def build_openapi(
+    routes: Sequence[Route], *, version: str, token_max_ttl: int, timezones: list[str]
+) -> dict[str, Any]:
     """Describe every route: parameters, request body, success and error responses."""
     types: list[Any] = [ErrorBody]
     for route in routes:
@@ -91,6 +122,7 @@ def build_openapi(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
         types, ref_template="#/components/schemas/{name}"
     )
     by_type = dict(zip(types, schemas, strict=True))
+    _refine(components, token_max_ttl=token_max_ttl, timezones=timezones)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(

@@ -44,6 +44,9 @@ class Route:
     query: type[msgspec.Struct] | None = None
     public: bool = False
     """True: no API key needed."""
+    errors: Mapping[int, str] = field(default_factory=dict)
+    """Error statuses particular to this route (status -> when), for the documentation;
+    the ones every route of its kind has (401, 422, ...) are added by the generator."""
     tag: str = "api"
 
     @property

@@ -21,7 +21,8 @@ Email = Annotated[
     str,
     Meta(
         max_length=320,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        # Explicit classes, not \s: Python's and JSON Schema's (ECMA) \s differ.
+        pattern=r"^[^@\x00-\x20]+@[^@\x00-\x20]+\.[^@\x00-\x20]+$",
         description="An e-mail address (local@domain.tld).",
     ),
 ]
@@ -50,11 +51,19 @@ Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16
 _TIMEZONES: frozenset[str] | None = None
 
 
-def is_known_timezone(name: str) -> bool:
-    """Whether `name` is an IANA zone this machine's tz database knows."""
+def known_timezones() -> list[str]:
+    """The IANA zones this machine's tz database knows, sorted (read once, lazily)."""
     global _TIMEZONES  # noqa: PLW0603 - read the tz database once, lazily
     if _TIMEZONES is None:
         _TIMEZONES = frozenset(zoneinfo.available_timezones())
+    return sorted(_TIMEZONES)
+
+
+def is_known_timezone(name: str) -> bool:
+    """Whether `name` is an IANA zone this machine's tz database knows."""
+    if _TIMEZONES is None:
+        known_timezones()
+    assert _TIMEZONES is not None
     return name in _TIMEZONES
 
 
@@ -121,7 +130,8 @@ class WebPushKeys(msgspec.Struct, forbid_unknown_fields=True):
 class WebPushDevice(msgspec.Struct, tag="webpush", tag_field="kind", forbid_unknown_fields=True):
     """A browser's push subscription (`PushSubscription.toJSON()`)."""
 
-    endpoint: Annotated[str, Meta(pattern=r"^https://[^\s]+$", max_length=2048)]
+    # An explicit class, not \S: Python's and JSON Schema's (ECMA) \s differ.
+    endpoint: Annotated[str, Meta(pattern=r"^https://[^\x00-\x20\x7f]+$", max_length=2048)]
     keys: WebPushKeys
 
 
@@ -188,7 +198,7 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     """Send now to one user, named by `user_id` or by `external_id` (exactly one).
     At least one of `title` and `body` is required."""
 
-    user_id: str | None = None
+    user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     external_id: ExternalId | None = None
     title: Annotated[str, Meta(max_length=1024)] | None = None
     body: Annotated[str, Meta(max_length=16384)] | None = None

@@ -127,6 +127,7 @@ ROUTES = [
         "Create a user",
         {201: User},
         body=CreateUser,
+        errors={409: "A user with this external_id exists"},
         tag="users",
     ),
     Route(
