@@ -44,6 +44,7 @@ class MemoryBus:
         # handlers that publish down to the pace of delivery (backpressure) instead of
         # growing memory without limit.
         self._queue: asyncio.Queue[BusMessage] = asyncio.Queue(max(prefetch, MIN_QUEUE_SIZE))
+        self._publish_order = asyncio.Lock()
         self._watched = WatchRefs()
         self._handler: MessageHandler | None = None
         self._dispatcher = Dispatcher(self._queue, self._deliver, f"bus-dispatch-{node_id}")
@@ -63,12 +64,16 @@ class MemoryBus:
 
         Raises `BusUnavailableError` if the bus is not running or closes while waiting.
         """
-        for message in messages:
-            self._check_running()
-            try:
-                self._queue.put_nowait(message)
-            except asyncio.QueueFull:
-                await self._put_unless_closed(message)
+        # Concurrent publish calls queue up in call order (the lock is FIFO): one call's
+        # messages are never interleaved with, or overtaken by, a later call's while it
+        # waits for space.
+        async with self._publish_order:
+            for message in messages:
+                self._check_running()
+                try:
+                    self._queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    await self._put_unless_closed(message)
 
     async def _put_unless_closed(self, message: BusMessage) -> None:
         # A publisher waiting for space must not wait forever once nobody drains the

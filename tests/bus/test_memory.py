@@ -47,3 +47,23 @@ async def test_close_releases_a_publisher_waiting_for_space() -> None:
     await bus.close()
     with pytest.raises(BusUnavailableError, match="closed"):
         await blocked
+
+
+async def test_concurrent_publishes_keep_call_order_under_backpressure() -> None:
+    """Guards publish order with several publishers: while an earlier call waits for
+    space, a later call must not slip its messages in between or ahead."""
+    handler = GatedRecorder()
+    bus = await full_bus(handler)
+    first = asyncio.create_task(
+        bus.publish(messages_for("alice", range(MIN_QUEUE_SIZE + 1, MIN_QUEUE_SIZE + 11)))
+    )
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(
+        bus.publish(messages_for("alice", range(MIN_QUEUE_SIZE + 11, MIN_QUEUE_SIZE + 21)))
+    )
+    await asyncio.sleep(0.01)
+    handler.gate.set()
+    await asyncio.gather(first, second)
+    await handler.wait_for(MIN_QUEUE_SIZE + 21)
+    assert handler.seqs("alice") == list(range(MIN_QUEUE_SIZE + 21))
+    await bus.close()
