@@ -46,7 +46,7 @@ class StorageConfig(_Section):
 class BusConfig(_Section):
     url: str = "memory://"
     prefetch: Positive = 256
-    shards: Positive = 64
+    shards: Positive = 8
 
 
 class ActorsConfig(_Section):

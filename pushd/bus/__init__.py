@@ -17,7 +17,7 @@ _BACKENDS = {
 }
 
 
-def open_bus(url: str, *, node_id: str, prefetch: int = 256, shards: int = 64) -> Bus:
+def open_bus(url: str, *, node_id: str, prefetch: int = 256, shards: int = 8) -> Bus:
     """Build the backend named by the URL's scheme (not yet connected: call `start`).
 
     `node_id` names this process's queue so a restarted node finds its own messages;

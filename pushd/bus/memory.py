@@ -34,7 +34,7 @@ class MemoryBus:
         *,
         node_id: str = "embedded",
         prefetch: int = 256,
-        shards: int = 64,
+        shards: int = 8,
         close_grace: float = DEFAULT_CLOSE_GRACE_SECONDS,
     ) -> None:
         del url, shards  # one node, one queue: nothing to route

@@ -66,7 +66,7 @@ class RabbitBus:
         *,
         node_id: str,
         prefetch: int = 256,
-        shards: int = 64,
+        shards: int = 8,
         close_grace: float = DEFAULT_CLOSE_GRACE_SECONDS,
     ) -> None:
         self._url = url
