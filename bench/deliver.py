@@ -34,7 +34,15 @@ import time
 from pathlib import Path
 
 from benchlib import make_dir, raise_nofile_limit, write_text
-from measure import Rig, RunResult, ShapeResult, measure, measure_memory, wait_until_quiet
+from measure import (
+    Rig,
+    RunResult,
+    ShapeResult,
+    connect_receivers,
+    measure,
+    measure_memory,
+    wait_until_quiet,
+)
 from profiling import profile_run
 from report import report
 from services import (
@@ -77,16 +85,7 @@ async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeRe
                 started("receivers.py", args.deadline) as receivers,
                 started("loadgen.py", args.deadline) as loadgen,
             ):
-                connect = await receivers.call(
-                    {
-                        "cmd": "connect",
-                        "host": "127.0.0.1",
-                        "port": server.port,
-                        "tokens_file": str(tokens_file),
-                        "concurrency": 100,
-                    },
-                    timeout=120,
-                )
+                connect = await connect_receivers(receivers, server.port, tokens_file, timeout=120)
                 if connect["failed"]:
                     raise BenchError(f"{connect['failed']} sockets failed: {connect['errors']}")
                 print(

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from benchlib import (
     cpu_seconds,
@@ -120,6 +121,24 @@ class RunResult:
     @property
     def load(self) -> str:
         return "max" if self.target_rate is None else f"rate:{self.target_rate:g}"
+
+
+async def connect_receivers(
+    receivers: Child,
+    port: int,
+    tokens_file: Path,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Have the receiver process open one authenticated WebSocket per token."""
+    command = {
+        "cmd": "connect",
+        "host": "127.0.0.1",
+        "port": port,
+        "tokens_file": str(tokens_file),
+        "concurrency": 100,
+    }
+    return await receivers.call(command, timeout=timeout)
 
 
 def percentile(ordered: list[int], p: float) -> float:
@@ -277,16 +296,7 @@ async def measure_memory(
         await asyncio.sleep(2)
         idle = rss_kib(server.pid)
         async with started("receivers.py", max_seconds) as receivers:
-            connect = await receivers.call(
-                {
-                    "cmd": "connect",
-                    "host": "127.0.0.1",
-                    "port": server.port,
-                    "tokens_file": str(tokens_file),
-                    "concurrency": 100,
-                },
-                timeout=300,
-            )
+            connect = await connect_receivers(receivers, server.port, tokens_file, timeout=300)
             if connect["failed"]:
                 print(f"   memory: {connect['failed']} sockets failed: {connect['errors']}")
             await asyncio.sleep(3)

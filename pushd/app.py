@@ -16,7 +16,6 @@ from actors.user_mailbox import user_mailbox_system
 from pushd import api
 from pushd.api.errors import error_middleware
 from pushd.api.keys import ApiKeyVerifier, bootstrap_admin_key
-from pushd.api.schemas import known_timezones
 from pushd.api.stats import console
 from pushd.appkeys import (
     API_KEYS,
@@ -25,6 +24,7 @@ from pushd.appkeys import (
     INGEST,
     MAILBOXES,
     METRICS,
+    OPENAPI,
     SOCKETS,
     STORAGE,
     TOKENS,
@@ -114,9 +114,10 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     await ingest.close()  # commit and publish what was already accepted
 
 
-async def _load_timezones(_app: web.Application) -> None:
-    # Reading the tz database walks the filesystem: do it once, off the event loop.
-    await asyncio.to_thread(known_timezones)
+async def _describe_api(app: web.Application) -> None:
+    # Listing the IANA zones (for the document and for validation) walks the tz
+    # database on disk: once, off the event loop.
+    app[OPENAPI] = await asyncio.to_thread(api.describe_api, app[TOKENS].max_ttl)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -151,7 +152,7 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         max_ttl=config.auth.token_max_ttl,
     )
     app.cleanup_ctx.extend([_storage_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx])
-    app.on_startup.append(_load_timezones)
+    app.on_startup.append(_describe_api)
     app.on_shutdown.append(_close_sockets)
     api.add_routes(app, api.ROUTES, _authenticate)
     app.router.add_get("/ws", websocket)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -27,3 +27,4 @@ TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 API_KEYS: web.AppKey[ApiKeyVerifier] = web.AppKey("api_keys")
 SOCKETS: web.AppKey[OpenSockets] = web.AppKey("sockets")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

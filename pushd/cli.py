@@ -67,14 +67,12 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
-async def _serve(config: Config) -> int:
-    admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
+def _announce_admin_key(key: str) -> None:
+    _print(f"admin API key (shown once, store it now): {key}")
 
-    def announce(key: str) -> None:
-        _print(f"admin API key (shown once, store it now): {key}")
 
-    identity = Identity(datadir.node_id(config), admin_key, announce)
-    app = build_app(config, identity=identity, token_secret=datadir.token_secret(config))
+async def _serve(config: Config, identity: Identity, token_secret: str) -> int:
+    app = build_app(config, identity=identity, token_secret=token_secret)
     # Handlers go in before anything can announce readiness: a supervisor that sends
     # SIGTERM right after seeing "listening" must get a clean shutdown, not a kill.
     stop = asyncio.Event()
@@ -162,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
             if args.command == "serve":
-                return runner.run(_serve(config))
+                # Files in the data dir are read here, before the loop runs.
+                admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
+                identity = Identity(datadir.node_id(config), admin_key, _announce_admin_key)
+                return runner.run(_serve(config, identity, datadir.token_secret(config)))
             return runner.run(_migrate(config))
     except StorageError as exc:
         _print(f"pushd: {exc}")

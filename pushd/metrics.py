@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from aioprometheus.collectors import Counter, Gauge, Registry
 from aioprometheus.renderer import render
@@ -12,6 +14,7 @@ class Metrics:
     process in tests without colliding)."""
 
     def __init__(self) -> None:
+        self.started_at = time.monotonic()
         self.registry = Registry()
         self.accepted = Counter(
             "pushd_notifications_accepted_total",

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, Protocol
 
 import msgspec
 
-from storage.errors import ConflictError, UnknownUserError
+from storage.errors import ConflictError
 from storage.records import (
     ApiKeyRecord,
     DeviceRecord,
@@ -216,16 +214,6 @@ def notification_from_row(row: Row) -> NotificationRecord:
     )
 
 
-def count_per_user(batch: Sequence[NewNotification]) -> dict[str, int]:
-    """How many notifications each user gets, users in id order.
-
-    Id order is the order rows are locked in, so that two writers whose batches share
-    users cannot each hold a lock the other waits for.
-    """
-    counts = Counter(notification.user_id for notification in batch)
-    return {user_id: counts[user_id] for user_id in sorted(counts)}
-
-
 def with_seq(notification: NewNotification, seq: int) -> NotificationRecord:
     """The record of a notification committed with this seq."""
     return NotificationRecord(
@@ -239,29 +227,6 @@ def with_seq(notification: NewNotification, seq: int) -> NotificationRecord:
         priority=notification.priority,
         created_at=notification.created_at,
     )
-
-
-def assign_seqs(
-    batch: Sequence[NewNotification],
-    counts: Mapping[str, int],
-    last_seqs: Mapping[str, int],
-) -> list[NotificationRecord]:
-    """The batch's records, in batch order, with their seqs.
-
-    `last_seqs` holds each user's `last_seq` after it was raised by `counts[user]`
-    under the row lock, so the user's seqs are the `counts[user]` values ending there.
-    A user missing from `last_seqs` does not exist: `UnknownUserError`, and the caller's
-    transaction rolls back.
-    """
-    for notification in batch:
-        if notification.user_id not in last_seqs:
-            raise UnknownUserError(notification.user_id)
-    seq = {user_id: last_seqs[user_id] - count for user_id, count in counts.items()}
-    records = []
-    for notification in batch:
-        seq[notification.user_id] += 1
-        records.append(with_seq(notification, seq[notification.user_id]))
-    return records
 
 
 # API keys ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -200,13 +201,45 @@ def _upsert_device(connection: sqlite3.Connection, device: NewDevice) -> tuple[A
         return _fetch_one(connection, _sql.REPLACE_DEVICE_DETAILS, params), False
 
 
+# Seqs are numbered in Python here (PostgreSQL numbers them in SQL): the bump runs
+# under BEGIN IMMEDIATE, which already serialises every writer of the file.
+
+
+def _count_per_user(batch: Sequence[NewNotification]) -> dict[str, int]:
+    """How many notifications each user of the batch gets."""
+    return dict(Counter(notification.user_id for notification in batch))
+
+
+def _assign_seqs(
+    batch: Sequence[NewNotification],
+    counts: Mapping[str, int],
+    last_seqs: Mapping[str, int],
+) -> list[NotificationRecord]:
+    """The batch's records, in batch order, with their seqs.
+
+    `last_seqs` holds each user's `last_seq` after it was raised by `counts[user]`
+    under the row lock, so the user's seqs are the `counts[user]` values ending there.
+    A user missing from `last_seqs` does not exist: `UnknownUserError`, and the caller's
+    transaction rolls back.
+    """
+    for notification in batch:
+        if notification.user_id not in last_seqs:
+            raise UnknownUserError(notification.user_id)
+    seq = {user_id: last_seqs[user_id] - count for user_id, count in counts.items()}
+    records = []
+    for notification in batch:
+        seq[notification.user_id] += 1
+        records.append(_sql.with_seq(notification, seq[notification.user_id]))
+    return records
+
+
 def _insert_notifications(
     connection: sqlite3.Connection, batch: Sequence[NewNotification]
 ) -> list[NotificationRecord]:
-    counts = _sql.count_per_user(batch)
+    counts = _count_per_user(batch)
     with _write_transaction(connection):
         bumped = connection.execute(_BUMP_LAST_SEQS, (_sql.encode_json(counts),)).fetchall()
-        records = _sql.assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
+        records = _assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
         try:
             rows = _sql.encode_json([_sql.notification_params(r) for r in records])
             connection.execute(_INSERT_NOTIFICATIONS, (rows,))

@@ -10,10 +10,10 @@ from pushd.api import notifications, stats, tokens, users
 from pushd.api.openapi import build_openapi
 from pushd.api.routing import Reply, Route, add_routes
 from pushd.api.schemas import ComponentHealth, Health, known_timezones
-from pushd.appkeys import BUS, STORAGE, TOKENS
+from pushd.appkeys import BUS, OPENAPI, STORAGE
 from storage import StorageError
 
-__all__ = ["ROUTES", "add_routes", "build_openapi"]
+__all__ = ["ROUTES", "add_routes", "describe_api"]
 
 VERSION = "0.1.0"
 
@@ -38,17 +38,15 @@ async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
     )
 
 
-_openapi_documents: dict[int, dict[str, Any]] = {}
-
-
 async def openapi(request: web.Request, _body: None, _query: None) -> Reply:
-    """The document depends on the configured token lifetime, hence one per value."""
-    max_ttl = request.app[TOKENS].max_ttl
-    if max_ttl not in _openapi_documents:
-        _openapi_documents[max_ttl] = build_openapi(
-            ROUTES, version=VERSION, token_max_ttl=max_ttl, timezones=known_timezones()
-        )
-    return Reply(200, _openapi_documents[max_ttl])
+    return Reply(200, request.app[OPENAPI])
+
+
+def describe_api(token_max_ttl: int) -> dict[str, Any]:
+    """This server's OpenAPI document (the token lifetime limit is configuration)."""
+    return build_openapi(
+        ROUTES, version=VERSION, token_max_ttl=token_max_ttl, timezones=known_timezones()
+    )
 
 
 ROUTES: list[Route] = [

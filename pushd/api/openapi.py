@@ -83,23 +83,16 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
     return operation
 
 
-def _present(field: str) -> dict[str, Any]:
-    return {"required": [field], "properties": {field: {"type": "string"}}}
-
-
-def _refine(components: dict[str, Any], *, token_max_ttl: int, timezones: list[str]) -> None:
-    """Rules the handlers check beyond the msgspec types, stated in the schema too, so
-    that a request valid for the document is valid for the server."""
-    send = components["SendNotification"]
-    send["allOf"] = [
-        {"anyOf": [_present("title"), _present("body")]},
-        {
-            "oneOf": [
-                {**_present("user_id"), "not": _present("external_id")},
-                {**_present("external_id"), "not": _present("user_id")},
-            ]
-        },
-    ]
+def _refine(
+    types: Sequence[Any], components: dict[str, Any], *, token_max_ttl: int, timezones: list[str]
+) -> None:
+    """Rules the handlers check beyond the msgspec types, stated in the document too, so
+    that a request valid for the document is valid for the server: a type's own
+    `__openapi_extra__`, and the two limits that come from this machine and its config."""
+    for type_ in types:
+        extra = getattr(type_, "__openapi_extra__", None)
+        if extra is not None:
+            components[type_.__name__].update(extra)
     timezone = components["CreateUser"]["properties"]["timezone"]
     for option in timezone.get("anyOf", [timezone]):
         if option.get("type") == "string":
@@ -122,7 +115,7 @@ def build_openapi(
         types, ref_template="#/components/schemas/{name}"
     )
     by_type = dict(zip(types, schemas, strict=True))
-    _refine(components, token_max_ttl=token_max_ttl, timezones=timezones)
+    _refine(types, components, token_max_ttl=token_max_ttl, timezones=timezones)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(

@@ -12,8 +12,6 @@ from aiohttp import web
 from pushd.api.routing import Reply, Route
 from pushd.appkeys import BUS, INGEST, MAILBOXES, METRICS, SOCKETS
 
-_STARTED = time.monotonic()
-
 
 class Stats(msgspec.Struct, kw_only=True):
     """Counters since this process started, and gauges of now."""
@@ -36,7 +34,7 @@ async def stats(request: web.Request, _body: None, _query: None) -> Reply:
     return Reply(
         200,
         Stats(
-            uptime_seconds=round(time.monotonic() - _STARTED, 3),
+            uptime_seconds=round(time.monotonic() - metrics.started_at, 3),
             notifications_accepted=metrics.total(metrics.accepted),
             notifications_committed=ingest.committed,
             commit_batches=ingest.batches,

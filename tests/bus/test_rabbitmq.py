@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 import aiormq
 import pytest
 
-from pushd.bus import BusUnavailableError
+from pushd.bus import BusMessage, BusUnavailableError
 from pushd.bus._bindings import shard_of
 from pushd.bus.rabbitmq import EXCHANGE, RabbitBus
 from tests.bus.helpers import (
@@ -156,26 +156,36 @@ async def test_a_message_stuck_in_the_handler_at_close_goes_to_the_next_bus_of_t
     assert restarted.seqs(ALICE) == [1]
 
 
-async def test_close_acks_the_handled_message_and_returns_the_prefetched_ones(
-    make_bus: Callable[..., RabbitBus],
-) -> None:
-    """Guards the close order: cancel the consumer, let the handler finish and ack, then
-    close the channel so that prefetched but unhandled messages are requeued, not lost."""
+async def close_during_first_message(
+    make_bus: Callable[..., RabbitBus], publishes: list[list[BusMessage]], *, expect_after: int
+) -> tuple[list[int], list[int]]:
+    """Publish on node b, close it while its handler holds the first message, then start
+    node b again: the seqs handled before the close and by the restarted node."""
     gated = GatedRecorder()
     node_b = await started(make_bus("b"), gated, ALICE)
-    for seq in (1, 2, 3):  # three publishes: three AMQP messages
-        await node_b.publish(messages_for(ALICE, [seq]))
+    for messages in publishes:
+        await node_b.publish(messages)
     await gated.wait_entered()
     closing = asyncio.create_task(node_b.close())
     await asyncio.sleep(0.1)
     gated.gate.set()
     await closing
-    assert gated.seqs(ALICE) == [1]
-
     restarted = Recorder()
     await started(make_bus("b"), restarted)
-    await restarted.wait_for(2)
-    assert restarted.seqs(ALICE) == [2, 3]
+    await restarted.wait_for(expect_after)
+    return gated.seqs(ALICE), restarted.seqs(ALICE)
+
+
+async def test_close_acks_the_handled_message_and_returns_the_prefetched_ones(
+    make_bus: Callable[..., RabbitBus],
+) -> None:
+    """Guards the close order: cancel the consumer, let the handler finish and ack, then
+    close the channel so that prefetched but unhandled messages are requeued, not lost."""
+    before, after = await close_during_first_message(
+        make_bus, [messages_for(ALICE, [seq]) for seq in (1, 2, 3)], expect_after=2
+    )
+    assert before == [1]
+    assert after == [2, 3]
 
 
 async def test_a_packet_interrupted_by_close_comes_back_whole(
@@ -184,20 +194,11 @@ async def test_a_packet_interrupted_by_close_comes_back_whole(
     """One publish call travels as one AMQP message per shard. If the node stops in the
     middle of such a packet, the packet must stay unacknowledged so the next bus of the
     node gets all of it: duplicates are allowed, a skipped message is not."""
-    gated = GatedRecorder()
-    node_b = await started(make_bus("b"), gated, ALICE)
-    await node_b.publish(messages_for(ALICE, [1, 2, 3]))
-    await gated.wait_entered()
-    closing = asyncio.create_task(node_b.close())
-    await asyncio.sleep(0.1)
-    gated.gate.set()
-    await closing
-    assert gated.seqs(ALICE) == [1]
-
-    restarted = Recorder()
-    await started(make_bus("b"), restarted)
-    await restarted.wait_for(3)
-    assert restarted.seqs(ALICE) == [1, 2, 3]
+    before, after = await close_during_first_message(
+        make_bus, [messages_for(ALICE, [1, 2, 3])], expect_after=3
+    )
+    assert before == [1]
+    assert after == [1, 2, 3]
 
 
 async def test_handled_messages_are_not_delivered_again_to_the_next_bus(
