@@ -11,7 +11,14 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from storage import _sql
-from storage.records import ApiKeyRecord, DeviceRecord, NewUser, NotificationRecord, UserRecord
+from storage.records import (
+    ApiKeyRecord,
+    DeviceRecord,
+    IdempotencyRecord,
+    NewUser,
+    NotificationRecord,
+    UserRecord,
+)
 
 
 class SqlStorageBase(ABC):
@@ -31,6 +38,10 @@ class SqlStorageBase(ABC):
 
         A uniqueness violation raises `ConflictError` naming the column.
         """
+
+    @abstractmethod
+    async def _write_all(self, sql: str, *params: Any) -> list[Any]:
+        """Run one write in its own transaction; every RETURNING row."""
 
     async def ping(self) -> None:
         """See `Storage.ping`."""
@@ -75,15 +86,22 @@ class SqlStorageBase(ABC):
         return None if row is None else _sql.notification_from_row(row)
 
     async def list_notifications(
-        self, user_id: str, *, before_seq: int | None, limit: int
+        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool = False
     ) -> list[NotificationRecord]:
         """See `Storage.list_notifications`."""
         _sql.check_limit(limit)
         if before_seq is None:
-            rows = await self._fetch_all(_sql.LIST_NOTIFICATIONS_LATEST, user_id, limit)
+            latest = _sql.LIST_UNREAD_LATEST if unread_only else _sql.LIST_NOTIFICATIONS_LATEST
+            rows = await self._fetch_all(latest, user_id, limit)
         else:
-            rows = await self._fetch_all(_sql.LIST_NOTIFICATIONS_BEFORE, user_id, before_seq, limit)
+            before = _sql.LIST_UNREAD_BEFORE if unread_only else _sql.LIST_NOTIFICATIONS_BEFORE
+            rows = await self._fetch_all(before, user_id, before_seq, limit)
         return [_sql.notification_from_row(row) for row in rows]
+
+    async def count_unread(self, user_id: str) -> int:
+        """See `Storage.count_unread`."""
+        count: int = (await self._fetch_one(_sql.COUNT_UNREAD, user_id))[0]
+        return count
 
     async def notifications_after(
         self, user_id: str, *, after_seq: int, limit: int
@@ -92,6 +110,60 @@ class SqlStorageBase(ABC):
         _sql.check_limit(limit)
         rows = await self._fetch_all(_sql.NOTIFICATIONS_AFTER, user_id, after_seq, limit)
         return [_sql.notification_from_row(row) for row in rows]
+
+    async def mark_all_read(self, user_id: str, at: int) -> tuple[int, int]:
+        """See `Storage.mark_all_read`."""
+        row = await self._fetch_one(_sql.LAST_SEQ, user_id)
+        if row is None:
+            return 0, 0
+        through_seq: int = row[0]
+        marked = await self._write_all(_sql.MARK_ALL_READ, user_id, through_seq, at)
+        return len(marked), through_seq
+
+    async def mark_dropped(
+        self, user_id: str, *, first_seq: int, last_seq: int, reason: str, at: int
+    ) -> None:
+        """See `Storage.mark_dropped`."""
+        await self._write_one(_sql.MARK_DROPPED, user_id, first_seq, last_seq, reason, at)
+
+    async def find_idempotency(
+        self, scope: str, key: str, *, not_before: int
+    ) -> IdempotencyRecord | None:
+        """See `Storage.find_idempotency`."""
+        row = await self._fetch_one(_sql.FIND_IDEMPOTENCY, scope, key)
+        if row is None:
+            return None
+        record = _sql.idempotency_from_row(row)
+        if record.created_at < not_before:
+            await self._write_one(_sql.DELETE_IDEMPOTENCY_IF_OLD, scope, key, not_before)
+            return None
+        return record
+
+    async def purge_idempotency(self, *, before: int, limit: int) -> int:
+        """See `Storage.purge_idempotency`."""
+        _sql.check_limit(limit)
+        return len(await self._write_all(_sql.PURGE_IDEMPOTENCY, before, limit))
+
+    async def get_relay_mark(self, node_id: str) -> int | None:
+        """See `Storage.get_relay_mark`."""
+        row = await self._fetch_one(_sql.GET_RELAY_MARK, node_id)
+        return None if row is None else int(row[0])
+
+    async def set_relay_mark(self, node_id: str, published_gid: int) -> None:
+        """See `Storage.set_relay_mark`."""
+        await self._write_one(_sql.SET_RELAY_MARK, node_id, published_gid)
+
+    async def unpublished_notifications(
+        self, node_id: str, *, after_gid: int, limit: int
+    ) -> list[NotificationRecord]:
+        """See `Storage.unpublished_notifications`."""
+        _sql.check_limit(limit)
+        rows = await self._fetch_all(_sql.UNPUBLISHED, node_id, after_gid, limit)
+        return [_sql.notification_from_row(row) for row in rows]
+
+    async def max_gid(self, node_id: str) -> int:
+        """See `Storage.max_gid`."""
+        return int((await self._fetch_one(_sql.MAX_GID, node_id))[0])
 
     async def create_api_key(self, key: ApiKeyRecord) -> None:
         """See `Storage.create_api_key`."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, Protocol
 
@@ -22,7 +23,9 @@ import msgspec
 from storage.errors import ConflictError
 from storage.records import (
     ApiKeyRecord,
+    CursorTimes,
     DeviceRecord,
+    IdempotencyRecord,
     NewDevice,
     NewNotification,
     NewUser,
@@ -76,7 +79,7 @@ def conflict(table: str, field: str) -> ConflictError:
 # users ---------------------------------------------------------------------------------
 
 USER_COLUMNS = (
-    "id, external_id, name, email, phone, locale, timezone, created_at, last_seq, ack_seq"
+    "id, external_id, name, email, phone, locale, timezone, created_at, last_seq, ack_seq, sent_seq"
 )
 INSERT_USER = (
     "INSERT INTO users (id, external_id, name, email, phone, locale, timezone, created_at) "
@@ -115,6 +118,7 @@ def user_from_row(row: Row) -> UserRecord:
         created_at=row[7],
         last_seq=row[8],
         ack_seq=row[9],
+        sent_seq=row[10],
     )
 
 
@@ -167,7 +171,14 @@ def device_from_row(row: Row) -> DeviceRecord:
 
 # notifications -------------------------------------------------------------------------
 
-NOTIFICATION_COLUMNS = "id, user_id, seq, title, body, data, category, priority, created_at"
+NOTIFICATION_COLUMNS = (
+    "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, "
+    "read_at, dropped_at, dropped_reason, gid"
+)
+# What an insert writes (read_at and the drop mark start empty; PostgreSQL makes the gid).
+NOTIFICATION_INSERT_COLUMNS = (
+    "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, node_id"
+)
 GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 LIST_NOTIFICATIONS_LATEST = (
     f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 "
@@ -177,14 +188,68 @@ LIST_NOTIFICATIONS_BEFORE = (
     f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq < $2 "
     "ORDER BY seq DESC LIMIT $3"
 )
+LIST_UNREAD_LATEST = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 "
+    "AND read_at IS NULL ORDER BY seq DESC LIMIT $2"
+)
+LIST_UNREAD_BEFORE = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq < $2 "
+    "AND read_at IS NULL ORDER BY seq DESC LIMIT $3"
+)
+COUNT_UNREAD = "SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL"
 NOTIFICATIONS_AFTER = (
     f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq > $2 "
     "ORDER BY seq LIMIT $3"
 )
+MARK_ALL_READ = (
+    "UPDATE notifications SET read_at = $3 "
+    "WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 RETURNING seq"
+)
+LAST_SEQ = "SELECT last_seq FROM users WHERE id = $1"
+MARK_DROPPED = (
+    "UPDATE notifications SET dropped_at = $5, dropped_reason = $4 "
+    "WHERE user_id = $1 AND seq >= $2 AND seq <= $3 AND dropped_at IS NULL"
+)
+UNPUBLISHED = (
+    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE node_id = $1 AND gid > $2 "
+    "ORDER BY gid LIMIT $3"
+)
+MAX_GID = "SELECT coalesce(max(gid), 0) FROM notifications WHERE node_id = $1"
+GET_RELAY_MARK = "SELECT published_gid FROM relay_marks WHERE node_id = $1"
+SET_RELAY_MARK = (
+    "INSERT INTO relay_marks (node_id, published_gid) VALUES ($1, $2) "
+    "ON CONFLICT (node_id) DO UPDATE SET published_gid = excluded.published_gid "
+    "WHERE relay_marks.published_gid < excluded.published_gid"
+)
 
 
-def notification_params(record: NotificationRecord) -> tuple[Any, ...]:
-    """One notification as values in NOTIFICATION_COLUMNS order."""
+def mark_read_sql(id_list: str) -> str:
+    """MARK_READ for a backend's way of passing a list as $2 (`= ANY($2::text[])`, or
+    `IN (SELECT value FROM json_each($2))`)."""
+    return (
+        "UPDATE notifications SET read_at = $3 "
+        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL RETURNING id"
+    )
+
+
+def cursor_times_sql(seq_source: str, seq_column: str) -> str:
+    """CURSOR_TIMES for a backend's list of seqs as $2 (a table `s` with `seq_column`).
+
+    The cursors only move forward, so the first history row at or above a seq carries
+    the time the cursor reached it.
+    """
+    first_at = (
+        "(SELECT h.at FROM cursor_history h WHERE h.user_id = $1 AND h.cursor = '{0}' "
+        f"AND h.seq >= s.{seq_column} ORDER BY h.seq LIMIT 1)"
+    )
+    return (
+        f"SELECT s.{seq_column}, {first_at.format('sent')}, {first_at.format('acked')} "
+        f"FROM {seq_source}"
+    )
+
+
+def notification_params(record: NotificationRecord, node_id: str) -> tuple[Any, ...]:
+    """One notification as values in NOTIFICATION_INSERT_COLUMNS order."""
     return (
         record.id,
         record.user_id,
@@ -195,6 +260,8 @@ def notification_params(record: NotificationRecord) -> tuple[Any, ...]:
         record.category,
         record.priority,
         record.created_at,
+        record.expires_at,
+        node_id,
     )
 
 
@@ -211,11 +278,16 @@ def notification_from_row(row: Row) -> NotificationRecord:
         category=row[6],
         priority=row[7],
         created_at=row[8],
+        expires_at=row[9],
+        read_at=row[10],
+        dropped_at=row[11],
+        dropped_reason=row[12],
+        gid=row[13],
     )
 
 
-def with_seq(notification: NewNotification, seq: int) -> NotificationRecord:
-    """The record of a notification committed with this seq."""
+def with_seq(notification: NewNotification, seq: int, gid: int) -> NotificationRecord:
+    """The record of a notification committed with this seq and gid."""
     return NotificationRecord(
         id=notification.id,
         user_id=notification.user_id,
@@ -226,7 +298,50 @@ def with_seq(notification: NewNotification, seq: int) -> NotificationRecord:
         category=notification.category,
         priority=notification.priority,
         created_at=notification.created_at,
+        expires_at=notification.expires_at,
+        gid=gid,
     )
+
+
+def cursor_times_from_rows(rows: list[Any]) -> dict[int, CursorTimes]:
+    """Rows of cursor_times_sql by seq."""
+    return {row[0]: CursorTimes(sent_at=row[1], acked_at=row[2]) for row in rows}
+
+
+# idempotency keys ----------------------------------------------------------------------
+
+IDEMPOTENCY_COLUMNS = "scope, key, request_hash, notification_id, user_id, seq, created_at"
+FIND_IDEMPOTENCY = (
+    f"SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE scope = $1 AND key = $2"
+)
+DELETE_IDEMPOTENCY_IF_OLD = (
+    "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND created_at < $3"
+)
+PURGE_IDEMPOTENCY = (
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN ("
+    "SELECT scope, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2) RETURNING key"
+)
+INSERT_IDEMPOTENCY = (
+    f"INSERT INTO idempotency_keys ({IDEMPOTENCY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+
+
+def idempotency_from_row(row: Row) -> IdempotencyRecord:
+    """A row of IDEMPOTENCY_COLUMNS."""
+    return IdempotencyRecord(
+        scope=row[0],
+        key=row[1],
+        request_hash=row[2],
+        notification_id=row[3],
+        user_id=row[4],
+        seq=row[5],
+        created_at=row[6],
+    )
+
+
+def merge_cursors(sent: Mapping[str, int], acked: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """{user: (sent, acked)} with 0 (moves nothing) where one of the two is not given."""
+    return {user: (sent.get(user, 0), acked.get(user, 0)) for user in {*sent, *acked}}
 
 
 # API keys ------------------------------------------------------------------------------

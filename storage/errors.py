@@ -27,6 +27,16 @@ class UnknownUserError(StorageError):
         self.user_id = user_id
 
 
+class IdempotencyConflictError(StorageError):
+    """An `Idempotency-Key` was already stored (by a concurrent request, maybe on another
+    node) when a notification claiming it was committed."""
+
+    def __init__(self, scope: str, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} is already stored")
+        self.scope = scope
+        self.key = key
+
+
 class SchemaTooNewError(StorageError):
     """The database was migrated by a newer pushd than this one; refusing to touch it."""
 

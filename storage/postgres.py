@@ -19,12 +19,19 @@ from asyncpg.pool import PoolConnectionProxy
 from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.errors import (
+    IdempotencyConflictError,
     StorageError,
     StorageUnavailableError,
     UnknownUserError,
     UnsupportedStorageUrlError,
 )
-from storage.records import DeviceRecord, NewDevice, NewNotification, NotificationRecord
+from storage.records import (
+    CursorTimes,
+    DeviceRecord,
+    NewDevice,
+    NewNotification,
+    NotificationRecord,
+)
 
 _CONNECT_TIMEOUT_S = 5.0
 _COMMAND_TIMEOUT_S = 30.0  # a server that stops answering must not hang requests forever
@@ -77,37 +84,27 @@ _UNIQUE_CONSTRAINT_FIELDS = {
     "notifications_pkey": "id",
     "api_keys_pkey": "id",
     "api_keys_key_hash_key": "key_hash",
+    "idempotency_keys_pkey": "idempotency_key",
 }
 
 
-def _update_users_in_id_order(assignment: str, returning: str = "") -> str:
-    # One statement for a whole {user id: value} mapping ($1 ids, $2 values). An UPDATE
-    # locks rows in whatever order its join yields them, so two nodes whose batches share
-    # users could deadlock; the sub-select locks them first in id order (its row locks
-    # are taken above its sort), so concurrent writers queue instead.
-    # S608: both arguments are constants of this module; values travel as $1 and $2.
-    return (
-        f"UPDATE users SET {assignment} FROM ("  # noqa: S608
-        "SELECT users.id, wanted.value FROM users "
-        "JOIN unnest($1::text[], $2::bigint[]) AS wanted(id, value) ON users.id = wanted.id "
-        "ORDER BY users.id FOR UPDATE OF users"
-        f") AS given WHERE users.id = given.id {returning}"
-    )
-
-
-_ADVANCE_ACK_SEQS = _update_users_in_id_order("ack_seq = GREATEST(users.ack_seq, given.value)")
+# Statements that update several users lock them first in id order (in a sub-select:
+# its row locks are taken above its sort): an UPDATE locks rows in whatever order its
+# join yields them, so two nodes whose batches share users could otherwise deadlock.
 # The whole batch in ONE statement, so ONE round trip (it runs as its own implicit
-# transaction): lock the batch's users in id order, bump their last_seq, and insert
-# the notifications with seqs numbered in batch order per user. If a user of the batch
-# does not exist, the guard divides by zero, which aborts the statement: nothing is
-# bumped or inserted (when no user exists at all, no row reaches the guard, and nothing
-# is written either). Round trips, not CPU, bounded the cluster shape's throughput.
+# transaction): lock the batch's users in id order, bump their last_seq, insert the
+# notifications with seqs numbered in batch order per user, and store the idempotency
+# claims. The guard divides by zero, aborting the statement (nothing is bumped or
+# inserted), if a user of the batch does not exist or a claim's key is already stored
+# (when no user exists at all, no row reaches the guard, and nothing is written either).
+# Round trips, not CPU, bounded the cluster shape's throughput.
 _INSERT_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::bigint[]
-    ) WITH ORDINALITY AS b(id, user_id, title, body, data, category, priority, created_at, ord)
+        $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[]
+    ) WITH ORDINALITY AS b(id, user_id, title, body, data, category, priority, created_at,
+                           expires_at, claim_scope, claim_key, claim_hash, ord)
 ),
 wanted AS (SELECT user_id, count(*) AS n FROM batch GROUP BY user_id),
 locked AS (
@@ -119,16 +116,64 @@ bumped AS (
     FROM wanted JOIN locked ON locked.id = wanted.user_id
     WHERE users.id = wanted.user_id
     RETURNING users.id, users.last_seq - wanted.n AS base
+),
+numbered AS (
+    SELECT batch.*,
+           bumped.base + row_number() OVER (PARTITION BY batch.user_id ORDER BY batch.ord) AS seq
+    FROM batch JOIN bumped ON bumped.id = batch.user_id
+),
+saved AS (
+    INSERT INTO notifications (id, user_id, seq, title, body, data, category, priority,
+                               created_at, expires_at, node_id)
+    SELECT id, user_id, seq, title, body, data, category, priority, created_at, expires_at, $13
+    FROM numbered ORDER BY ord
+    RETURNING id, seq, gid
+),
+claimed AS (
+    INSERT INTO idempotency_keys (scope, key, request_hash, notification_id, user_id, seq,
+                                  created_at)
+    SELECT claim_scope, claim_key, claim_hash, id, user_id, seq, created_at
+    FROM numbered WHERE claim_key IS NOT NULL
+    ON CONFLICT DO NOTHING RETURNING 1
 )
-INSERT INTO notifications (id, user_id, seq, title, body, data, category, priority, created_at)
-SELECT batch.id, batch.user_id,
-       bumped.base + row_number() OVER (PARTITION BY batch.user_id ORDER BY batch.ord)
-       + 0 * (1 / ((SELECT count(*) FROM bumped) = (SELECT count(*) FROM wanted))::int),
-       batch.title, batch.body, batch.data, batch.category, batch.priority, batch.created_at
-FROM batch JOIN bumped ON bumped.id = batch.user_id
-RETURNING id, seq
+SELECT id, seq + 0 * (1 / (
+           (SELECT count(*) FROM bumped) = (SELECT count(*) FROM wanted)
+           AND (SELECT count(*) FROM claimed)
+               = (SELECT count(*) FROM batch WHERE claim_key IS NOT NULL)
+       )::int), gid
+FROM saved
 """
 _EXISTING_USERS = "SELECT id FROM users WHERE id = ANY($1::text[])"
+_EXISTING_CLAIMS = (
+    "SELECT scope, key FROM idempotency_keys "
+    "WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+# Both cursors of every given user in one statement, rows locked in id order (see
+# _update_users_in_id_order), and a history row for each cursor that moved.
+_ADVANCE_CURSORS = """
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS g(id, sent, acked)
+),
+locked AS (
+    SELECT users.id, users.sent_seq AS old_sent, users.ack_seq AS old_ack, given.sent,
+           given.acked
+    FROM users JOIN given ON users.id = given.id ORDER BY users.id FOR UPDATE OF users
+),
+moved AS (
+    UPDATE users
+    SET sent_seq = GREATEST(users.sent_seq, LEAST(locked.sent, users.last_seq)),
+        ack_seq = GREATEST(users.ack_seq, LEAST(locked.acked, users.last_seq))
+    FROM locked WHERE users.id = locked.id
+    RETURNING users.id, users.sent_seq, users.ack_seq, locked.old_sent, locked.old_ack
+)
+INSERT INTO cursor_history (user_id, cursor, seq, at)
+SELECT id, 'sent', sent_seq, $4::bigint FROM moved WHERE sent_seq > old_sent
+UNION ALL
+SELECT id, 'acked', ack_seq, $4::bigint FROM moved WHERE ack_seq > old_ack
+ON CONFLICT DO NOTHING
+"""
+_MARK_READ = _sql.mark_read_sql("= ANY($2::text[])")
+_CURSOR_TIMES = _sql.cursor_times_sql("unnest($2::bigint[]) AS s(seq)", "seq")
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 
 
@@ -298,12 +343,17 @@ class PostgresStorage(SqlStorageBase):
                     return _sql.device_from_row(row), False
                 # Deleted by another node between the two statements: insert it again.
 
+    async def _write_all(self, sql: str, *params: Any) -> list[Any]:
+        # A single statement outside a transaction block commits on its own.
+        return await self._fetch_all(sql, *params)
+
     async def insert_notifications(
-        self, batch: Sequence[NewNotification]
+        self, batch: Sequence[NewNotification], *, node_id: str = ""
     ) -> list[NotificationRecord]:
         """See `Storage.insert_notifications`: one statement whatever the batch size."""
         if not batch:
             return []
+        claims = [n.idempotency for n in batch]
         columns = [
             [n.id for n in batch],
             [n.user_id for n in batch],
@@ -313,21 +363,73 @@ class PostgresStorage(SqlStorageBase):
             [n.category for n in batch],
             [n.priority for n in batch],
             [n.created_at for n in batch],
+            [n.expires_at for n in batch],
+            [None if c is None else c.scope for c in claims],
+            [None if c is None else c.key for c in claims],
+            [None if c is None else c.request_hash for c in claims],
         ]
         async with self._connection() as connection:
             try:
-                rows = await connection.fetch(_INSERT_BATCH, *columns)
+                rows = await connection.fetch(_INSERT_BATCH, *columns, node_id)
             except asyncpg.DivisionByZeroError:
-                rows = []  # the guard: a user is missing and nothing was written
+                rows = []  # the guard: nothing was written
             if len(rows) != len(batch):
-                existing = {row[0] for row in await connection.fetch(_EXISTING_USERS, columns[1])}
-                missing = next(n.user_id for n in batch if n.user_id not in existing)
-                raise UnknownUserError(missing)
-        seqs = {row[0]: row[1] for row in rows}
-        return [_sql.with_seq(n, seqs[n.id]) for n in batch]
+                await self._explain_refused_batch(connection, batch)
+        saved = {row[0]: (row[1], row[2]) for row in rows}
+        return [_sql.with_seq(n, *saved[n.id]) for n in batch]
 
-    async def advance_ack_seqs(self, acks: Mapping[str, int]) -> None:
-        """See `Storage.advance_ack_seqs`."""
-        if acks:
+    @staticmethod
+    async def _explain_refused_batch(
+        connection: PoolConnectionProxy[asyncpg.Record], batch: Sequence[NewNotification]
+    ) -> None:
+        """Raise what made the batch statement write nothing: a missing user, else a
+        claim whose key is already stored."""
+        user_ids = [n.user_id for n in batch]
+        existing = {row[0] for row in await connection.fetch(_EXISTING_USERS, user_ids)}
+        for notification in batch:
+            if notification.user_id not in existing:
+                raise UnknownUserError(notification.user_id)
+        claims = [n.idempotency for n in batch if n.idempotency is not None]
+        taken = await connection.fetch(
+            _EXISTING_CLAIMS, [c.scope for c in claims], [c.key for c in claims]
+        )
+        if taken:
+            raise IdempotencyConflictError(taken[0][0], taken[0][1])
+        # Two claims of the same batch with one key: the second one conflicts.
+        seen: set[tuple[str, str]] = set()
+        for claim in claims:
+            if (claim.scope, claim.key) in seen:
+                raise IdempotencyConflictError(claim.scope, claim.key)
+            seen.add((claim.scope, claim.key))
+        raise StorageError("PostgreSQL refused a notification batch for no known reason")
+
+    async def advance_cursors(
+        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+    ) -> None:
+        """See `Storage.advance_cursors`."""
+        wanted = _sql.merge_cursors(sent, acked)
+        if wanted:
+            values = list(wanted.values())
             async with self._connection() as connection:
-                await connection.execute(_ADVANCE_ACK_SEQS, list(acks), list(acks.values()))
+                await connection.execute(
+                    _ADVANCE_CURSORS,
+                    list(wanted),
+                    [v[0] for v in values],
+                    [v[1] for v in values],
+                    at,
+                )
+
+    async def cursor_times(self, user_id: str, seqs: Sequence[int]) -> dict[int, CursorTimes]:
+        """See `Storage.cursor_times`."""
+        if not seqs:
+            return {}
+        return _sql.cursor_times_from_rows(
+            await self._fetch_all(_CURSOR_TIMES, user_id, list(seqs))
+        )
+
+    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
+        """See `Storage.mark_read`."""
+        if not ids:
+            return []
+        marked = {row[0] for row in await self._fetch_all(_MARK_READ, user_id, list(ids), at)}
+        return [i for i in dict.fromkeys(ids) if i in marked]

@@ -8,7 +8,9 @@ from typing import Protocol
 
 from storage.records import (
     ApiKeyRecord,
+    CursorTimes,
     DeviceRecord,
+    IdempotencyRecord,
     NewDevice,
     NewNotification,
     NewUser,
@@ -92,16 +94,20 @@ class Storage(Protocol):
     # notifications -----------------------------------------------------------------
 
     async def insert_notifications(
-        self, batch: Sequence[NewNotification]
+        self, batch: Sequence[NewNotification], *, node_id: str = ""
     ) -> list[NotificationRecord]:
         """Commit a batch of notifications in ONE transaction and return their records,
         in the order given.
 
         Each gets the next `seq` of its user: strictly increasing per user, gap-free, in
         batch order, and correct under concurrent writers from several processes (the
-        user's `last_seq` is incremented under a row lock). Either every row is committed
-        or none is. Raises `UnknownUserError` (nothing written) if a user does not exist,
-        `ConflictError(field="id")` (nothing written) if a notification id is already taken.
+        user's `last_seq` is incremented under a row lock). Each also gets a `gid`,
+        increasing in commit order across the whole database, and records `node_id` as
+        the node that committed it (for `unpublished_notifications`). A notification's
+        `idempotency` claim is stored in the same transaction. Either every row is
+        committed or none is. Raises (nothing written) `UnknownUserError` if a user does
+        not exist, `IdempotencyConflictError` if a claim's (scope, key) is already
+        stored, `ConflictError(field="id")` if a notification id is already taken.
         """
         ...
 
@@ -110,10 +116,15 @@ class Storage(Protocol):
         ...
 
     async def list_notifications(
-        self, user_id: str, *, before_seq: int | None, limit: int
+        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool = False
     ) -> list[NotificationRecord]:
         """The user's notifications newest first (seq descending), only those with
-        `seq < before_seq` when given, at most `limit`."""
+        `seq < before_seq` when given, only unread ones with `unread_only`, at most
+        `limit`."""
+        ...
+
+    async def count_unread(self, user_id: str) -> int:
+        """How many of the user's notifications are not marked read."""
         ...
 
     async def notifications_after(
@@ -123,9 +134,75 @@ class Storage(Protocol):
         (for replaying to a client that resumes)."""
         ...
 
-    async def advance_ack_seqs(self, acks: Mapping[str, int]) -> None:
-        """For each user, set `ack_seq = max(ack_seq, value)`: the cursor never moves
-        back. One round trip for the whole mapping; unknown users are ignored."""
+    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
+        """Set `read_at = at` on those of `ids` that are the user's and not read yet;
+        return their ids (in `ids` order). Ids of other users or unknown ids are ignored."""
+        ...
+
+    async def mark_all_read(self, user_id: str, at: int) -> tuple[int, int]:
+        """Mark every unread notification of the user read; return (how many were
+        marked, the user's `last_seq` they run up to). (0, 0) for an unknown user."""
+        ...
+
+    async def mark_dropped(
+        self, user_id: str, *, first_seq: int, last_seq: int, reason: str, at: int
+    ) -> None:
+        """Record that the user's notifications `first_seq..last_seq` will not be
+        delivered (`reason`: `expired` or `not_retained`): `dropped_at`/`dropped_reason`
+        are set where not set yet. Missing rows are ignored."""
+        ...
+
+    # delivery cursors ----------------------------------------------------------------
+
+    async def advance_cursors(
+        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+    ) -> None:
+        """Move users' `sent_seq` and `ack_seq` forward, in one transaction.
+
+        For each user, a cursor becomes `max(cursor, min(value, last_seq))`: it never
+        moves back, nor past the newest notification. Each cursor that moved gets a
+        `cursor_history` row (seq, at), so `cursor_times` can tell when a seq was reached.
+        Unknown users are ignored.
+        """
+        ...
+
+    async def cursor_times(self, user_id: str, seqs: Sequence[int]) -> dict[int, CursorTimes]:
+        """For each seq, when the user's sent and ack cursors first reached it."""
+        ...
+
+    # idempotency ---------------------------------------------------------------------
+
+    async def find_idempotency(
+        self, scope: str, key: str, *, not_before: int
+    ) -> IdempotencyRecord | None:
+        """The stored key, or None. A key stored before `not_before` has expired: it is
+        deleted and None is returned."""
+        ...
+
+    async def purge_idempotency(self, *, before: int, limit: int) -> int:
+        """Delete up to `limit` keys stored before `before`; return how many."""
+        ...
+
+    # outbox relay --------------------------------------------------------------------
+
+    async def get_relay_mark(self, node_id: str) -> int | None:
+        """The gid up to which this node's commits were handed to the bus, or None if
+        the node never recorded one."""
+        ...
+
+    async def set_relay_mark(self, node_id: str, published_gid: int) -> None:
+        """Record the node's mark (it never moves back)."""
+        ...
+
+    async def unpublished_notifications(
+        self, node_id: str, *, after_gid: int, limit: int
+    ) -> list[NotificationRecord]:
+        """Notifications committed by `node_id` with `gid > after_gid`, in gid order, at
+        most `limit`."""
+        ...
+
+    async def max_gid(self, node_id: str) -> int:
+        """The highest gid committed by `node_id` (0 if none)."""
         ...
 
     # API keys ----------------------------------------------------------------------

@@ -31,6 +31,8 @@ class UserRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Highest seq ever assigned to this user's notifications (0 = none yet)."""
     ack_seq: int
     """Highest seq the user's clients acknowledged (cumulative)."""
+    sent_seq: int = 0
+    """Highest seq written to any of the user's sockets (cumulative)."""
 
 
 class NewDevice(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +65,31 @@ class NewNotification(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None = None
     priority: str = "normal"
     created_at: int
+    expires_at: int | None = None
+    """Not delivered after this instant (epoch ms); None: never expires."""
+    idempotency: IdempotencyClaim | None = None
+    """Stored with the notification in the same transaction, when given."""
+
+
+class IdempotencyClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """An `Idempotency-Key` to record for the notification it arrived with."""
+
+    scope: str
+    """Whose key it is (the API key id): two callers' keys never collide."""
+    key: str
+    request_hash: str
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A stored `Idempotency-Key` and the notification it produced."""
+
+    scope: str
+    key: str
+    request_hash: str
+    notification_id: str
+    user_id: str
+    seq: int
+    created_at: int
 
 
 class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +102,21 @@ class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None
     priority: str
     created_at: int
+    expires_at: int | None = None
+    read_at: int | None = None
+    dropped_at: int | None = None
+    """When a socket was sent a `gap` over it instead (it will never be delivered)."""
+    dropped_reason: str | None = None
+    """`expired` or `not_retained`, with `dropped_at`."""
+    gid: int = 0
+    """Global commit order (for the outbox relay); 0 where not read."""
+
+
+class CursorTimes(msgspec.Struct, frozen=True, kw_only=True):
+    """When a user's cursors first reached one seq (epoch ms), None if not yet."""
+
+    sent_at: int | None
+    acked_at: int | None
 
 
 class ApiKeyRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -22,12 +22,19 @@ from typing import Any, TypeVar
 from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.errors import (
+    IdempotencyConflictError,
     StorageError,
     StorageUnavailableError,
     UnknownUserError,
     UnsupportedStorageUrlError,
 )
-from storage.records import DeviceRecord, NewDevice, NewNotification, NotificationRecord
+from storage.records import (
+    CursorTimes,
+    DeviceRecord,
+    NewDevice,
+    NewNotification,
+    NotificationRecord,
+)
 
 T = TypeVar("T")
 
@@ -64,17 +71,30 @@ _BUMP_LAST_SEQS = (
     "UPDATE users SET last_seq = last_seq + given.value FROM json_each(?1) AS given "
     "WHERE users.id = given.key RETURNING users.id, users.last_seq"
 )
-_ADVANCE_ACK_SEQS = (
-    "UPDATE users SET ack_seq = max(ack_seq, given.value) FROM json_each(?1) AS given "
-    "WHERE users.id = given.key"
+_BUMP_GID = "UPDATE counters SET value = value + ?1 WHERE name = 'notification_gid' RETURNING value"
+_CURSORS_OF = (
+    "SELECT id, sent_seq, ack_seq, last_seq FROM users "
+    "WHERE id IN (SELECT value FROM json_each(?1))"
 )
+_SET_CURSORS = (
+    "UPDATE users SET sent_seq = given.value ->> 0, ack_seq = given.value ->> 1 "
+    "FROM json_each(?1) AS given WHERE users.id = given.key"
+)
+_INSERT_HISTORY = (
+    "INSERT INTO cursor_history (user_id, cursor, seq, at) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true "
+    "ON CONFLICT DO NOTHING"
+)
+_MARK_READ = _sql.mark_read_sql("IN (SELECT value FROM json_each($2))")
+_CURSOR_TIMES = _sql.cursor_times_sql("json_each($2) AS s", "value")
 # The whole batch as ONE JSON array of rows, inserted by ONE statement: executemany
 # would step once per row, and every step releases and re-takes the GIL, which under
 # load queued this thread behind the event loop once per row.
 _INSERT_NOTIFICATIONS = (
-    f"INSERT INTO notifications ({_sql.NOTIFICATION_COLUMNS}) "  # noqa: S608 (constant columns)
+    f"INSERT INTO notifications ({_sql.NOTIFICATION_INSERT_COLUMNS}, gid) "  # noqa: S608
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 8 FROM json_each(?1)"
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11 "
+    "FROM json_each(?1)"
 )
 _OLDEST_SQLITE = (3, 38, 0)
 _HAS_VERSION_TABLE = "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'"
@@ -186,6 +206,14 @@ def _write_one(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) 
             raise _integrity_error(exc) from exc
 
 
+def _write_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    with _write_transaction(connection):
+        try:
+            return _fetch_all(connection, sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from exc
+
+
 def _upsert_device(connection: sqlite3.Connection, device: NewDevice) -> tuple[Any, bool]:
     with _write_transaction(connection):
         try:
@@ -214,8 +242,9 @@ def _assign_seqs(
     batch: Sequence[NewNotification],
     counts: Mapping[str, int],
     last_seqs: Mapping[str, int],
+    first_gid: int,
 ) -> list[NotificationRecord]:
-    """The batch's records, in batch order, with their seqs.
+    """The batch's records, in batch order, with their seqs and gids.
 
     `last_seqs` holds each user's `last_seq` after it was raised by `counts[user]`
     under the row lock, so the user's seqs are the `counts[user]` values ending there.
@@ -227,30 +256,73 @@ def _assign_seqs(
             raise UnknownUserError(notification.user_id)
     seq = {user_id: last_seqs[user_id] - count for user_id, count in counts.items()}
     records = []
-    for notification in batch:
+    for offset, notification in enumerate(batch):
         seq[notification.user_id] += 1
-        records.append(_sql.with_seq(notification, seq[notification.user_id]))
+        records.append(_sql.with_seq(notification, seq[notification.user_id], first_gid + offset))
     return records
 
 
 def _insert_notifications(
-    connection: sqlite3.Connection, batch: Sequence[NewNotification]
+    connection: sqlite3.Connection, batch: Sequence[NewNotification], node_id: str
 ) -> list[NotificationRecord]:
     counts = _count_per_user(batch)
     with _write_transaction(connection):
         bumped = connection.execute(_BUMP_LAST_SEQS, (_sql.encode_json(counts),)).fetchall()
-        records = _assign_seqs(batch, counts, {row[0]: row[1] for row in bumped})
+        # A counter, not max(gid) + 1: a gid must never be handed out twice, even after
+        # the newest rows were deleted, or the relay would take a new row for a published one.
+        last_gid = connection.execute(_BUMP_GID, (len(batch),)).fetchone()[0]
+        records = _assign_seqs(
+            batch, counts, {row[0]: row[1] for row in bumped}, last_gid - len(batch) + 1
+        )
         try:
-            rows = _sql.encode_json([_sql.notification_params(r) for r in records])
+            rows = _sql.encode_json(
+                [(*_sql.notification_params(r, node_id), r.gid) for r in records]
+            )
             connection.execute(_INSERT_NOTIFICATIONS, (rows,))
         except sqlite3.IntegrityError as exc:
             raise _integrity_error(exc) from exc
+        for notification, record in zip(batch, records, strict=True):
+            if notification.idempotency is not None:
+                _claim_idempotency(connection, notification, record)
     return records
 
 
-def _advance_ack_seqs(connection: sqlite3.Connection, acks: Mapping[str, int]) -> None:
+def _claim_idempotency(
+    connection: sqlite3.Connection, notification: NewNotification, record: NotificationRecord
+) -> None:
+    claim = notification.idempotency
+    assert claim is not None
+    params = (claim.scope, claim.key, claim.request_hash, record.id)
+    try:
+        _fetch_all(
+            connection,
+            _sql.INSERT_IDEMPOTENCY,
+            (*params, record.user_id, record.seq, record.created_at),
+        )
+    except sqlite3.IntegrityError as exc:
+        raise IdempotencyConflictError(claim.scope, claim.key) from exc
+
+
+def _advance_cursors(
+    connection: sqlite3.Connection, wanted: Mapping[str, tuple[int, int]], at: int
+) -> None:
     with _write_transaction(connection):
-        connection.execute(_ADVANCE_ACK_SEQS, (_sql.encode_json(acks),))
+        current = connection.execute(_CURSORS_OF, (_sql.encode_json(list(wanted)),)).fetchall()
+        moved: dict[str, tuple[int, int]] = {}
+        history: list[tuple[str, str, int]] = []
+        for user_id, sent_seq, ack_seq, last_seq in current:
+            sent, acked = wanted[user_id]
+            new_sent = max(sent_seq, min(sent, last_seq))
+            new_ack = max(ack_seq, min(acked, last_seq))
+            if new_sent > sent_seq:
+                history.append((user_id, "sent", new_sent))
+            if new_ack > ack_seq:
+                history.append((user_id, "acked", new_ack))
+            if (new_sent, new_ack) != (sent_seq, ack_seq):
+                moved[user_id] = (new_sent, new_ack)
+        if moved:
+            connection.execute(_SET_CURSORS, (_sql.encode_json(moved),))
+            connection.execute(_INSERT_HISTORY, (_sql.encode_json(history), at))
 
 
 class SqliteStorage(SqlStorageBase):
@@ -317,6 +389,9 @@ class SqliteStorage(SqlStorageBase):
     async def _write_one(self, sql: str, *params: Any) -> Any:
         return await self._run(lambda connection: _write_one(connection, sql, params))
 
+    async def _write_all(self, sql: str, *params: Any) -> list[Any]:
+        return await self._run(lambda connection: _write_all(connection, sql, params))
+
     async def migrate(self) -> int:
         """See `Storage.migrate`; BEGIN IMMEDIATE serialises migrating processes."""
         return await self._run(_migrate)
@@ -342,15 +417,33 @@ class SqliteStorage(SqlStorageBase):
         return _sql.device_from_row(row), created
 
     async def insert_notifications(
-        self, batch: Sequence[NewNotification]
+        self, batch: Sequence[NewNotification], *, node_id: str = ""
     ) -> list[NotificationRecord]:
         """See `Storage.insert_notifications`; BEGIN IMMEDIATE is the row lock here."""
         if not batch:
             return []
         rows = tuple(batch)  # the caller may reuse its list while the worker reads this
-        return await self._run(lambda connection: _insert_notifications(connection, rows))
+        return await self._run(lambda connection: _insert_notifications(connection, rows, node_id))
 
-    async def advance_ack_seqs(self, acks: Mapping[str, int]) -> None:
-        """See `Storage.advance_ack_seqs`."""
-        if acks:
-            await self._run(lambda connection: _advance_ack_seqs(connection, dict(acks)))
+    async def advance_cursors(
+        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+    ) -> None:
+        """See `Storage.advance_cursors`."""
+        wanted = _sql.merge_cursors(sent, acked)
+        if wanted:
+            await self._run(lambda connection: _advance_cursors(connection, wanted, at))
+
+    async def cursor_times(self, user_id: str, seqs: Sequence[int]) -> dict[int, CursorTimes]:
+        """See `Storage.cursor_times`."""
+        if not seqs:
+            return {}
+        rows = await self._fetch_all(_CURSOR_TIMES, user_id, _sql.encode_json(list(seqs)))
+        return _sql.cursor_times_from_rows(rows)
+
+    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
+        """See `Storage.mark_read`."""
+        if not ids:
+            return []
+        rows = await self._write_all(_MARK_READ, user_id, _sql.encode_json(list(ids)), at)
+        marked = {row[0] for row in rows}
+        return [i for i in dict.fromkeys(ids) if i in marked]

@@ -93,4 +93,5 @@ def user(user_id: str, **fields: Any) -> NewUser:
 
 def note(notification_id: str, user_id: str, **fields: Any) -> NewNotification:
     """A new notification with only the required fields set, unless given."""
-    return NewNotification(id=notification_id, user_id=user_id, created_at=CREATED_AT, **fields)
+    fields.setdefault("created_at", CREATED_AT)
+    return NewNotification(id=notification_id, user_id=user_id, **fields)

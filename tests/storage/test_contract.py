@@ -418,22 +418,6 @@ async def test_negative_limit_is_refused(storage: Storage) -> None:
         await storage.notifications_after("u1", after_seq=0, limit=-1)
 
 
-# acks ----------------------------------------------------------------------------------
-
-
-async def test_ack_cursor_only_moves_forward(storage: Storage) -> None:
-    """Guards a late, stale ack (from a slow socket) moving the cursor back, which
-    would replay notifications the user already has."""
-    for user_id in ("u1", "u2", "u3"):
-        await storage.create_user(user(user_id))
-    await storage.advance_ack_seqs({"u1": 5, "u2": 3, "ghost": 9})
-    await storage.advance_ack_seqs({"u1": 2, "u2": 4})
-    await storage.advance_ack_seqs({})
-    acked = [await storage.get_user(user_id) for user_id in ("u1", "u2", "u3")]
-    assert [found.ack_seq if found else None for found in acked] == [5, 4, 0]
-    assert await storage.get_user("ghost") is None
-
-
 # API keys ------------------------------------------------------------------------------
 
 
