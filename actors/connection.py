@@ -1,49 +1,105 @@
-"""One client socket as an actor sees it: a bounded outbox in front of a `Transport`.
+"""One client socket as an actor sees it: a cursor over the user's seqs, a bounded
+outbox in front of a `Transport`, and a catch-up path that reads the user's backlog.
 
-The actor only ever calls `offer` and `close_soon`, which never wait, so one slow socket
-cannot slow down the actor or the user's other sockets. The edge runs `run_writer` next
-to the socket's reader, in the connection's TaskGroup.
+The actor only ever calls `offer`, `offer_notification` and `close_soon`, which never
+wait, so one slow socket cannot slow down the actor or the user's other sockets. The
+edge runs `run_writer` next to the socket's reader, in the connection's TaskGroup.
+
+Ordering is the connection's job, not the bus's: the socket's stream covers the seqs
+`since + 1, since + 2, ...` exactly once, in order. A live notification that continues
+the stream is queued; one already covered is skipped; one that skips ahead (a publish
+that was lost, arrived late from another node, or was never made because the bus was
+down) switches the connection to catching up, and the writer reads what is missing from
+the backlog (storage) before it goes live again. The bus is only the wake-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from actors.transport import CloseCode, Transport
+from storage import StorageError
+
+log = logging.getLogger("pushd.actors.connection")
 
 SLOW_CONSUMER_REASON = "slow consumer: reconnect and resume"
+STORAGE_DOWN_REASON = "storage unavailable: reconnect and resume"
+UNSEQUENCED = 0
+"""The `seq` of frames outside the notification stream (pong, read, error, ...)."""
+
+
+class Backlog(Protocol):
+    """The user's stored notifications, as frames, for a connection that catches up."""
+
+    async def replay(self, after_seq: int, up_to: int) -> Sequence[tuple[int, bytes]]:
+        """Frames covering the seqs after `after_seq`, in order, as (the highest seq the
+        frame covers, frame): a notification covers its own seq, a gap frame a range.
+
+        At most one page. Never empty while `after_seq < up_to`: a range nothing is
+        stored for comes back as a gap frame. Raises `StorageError`.
+        """
+        ...
 
 
 class Connection:
-    """A client socket's outbox and writer.
+    """A client socket's stream position, outbox and writer.
 
-    Frames are written in `offer` order. Once a close is requested (by `close_soon`, by
-    an overflowing outbox, or because the peer is gone) no frame is accepted any more and
-    pending ones are dropped: a client that reconnects resumes from its ack cursor, and
-    the store still has every frame.
+    Frames are written in offer order. Once a close is requested (by `close_soon`, by an
+    overflowing outbox, or because the peer is gone) no frame is accepted any more and
+    pending ones are dropped: a client that reconnects resumes from its own position,
+    and the store still has every notification.
     """
 
-    def __init__(self, transport: Transport, *, queue_size: int, connection_id: str) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        queue_size: int,
+        connection_id: str,
+        backlog: Backlog | None = None,
+        on_sent: Callable[[int], None] | None = None,
+        since: int | None = 0,
+    ) -> None:
+        """`since`: the seq the stream starts after; None to start later with `start`
+        (notifications offered meanwhile are caught up from the backlog). `on_sent` is
+        called with the highest seq covered each time the socket took a sequenced frame."""
         if queue_size < 1:
             raise ValueError(f"connection {connection_id}: queue_size must be >= 1")
         self.connection_id = connection_id
         self._transport = transport
         self._queue_size = queue_size
-        # Bounded by `_queue_size` in `offer`. Overflow policy: the socket is a slow
+        self._backlog = backlog
+        self._on_sent = on_sent
+        # Bounded by `_queue_size` in `_enqueue`. Overflow policy: the socket is a slow
         # consumer; its pending frames are dropped and it is closed with SLOW_CONSUMER,
         # so the client reconnects and resumes instead of the server buffering without
-        # end or making the user's other sockets wait.
-        self._outbox: deque[bytes] = deque()
-        self._outbox_not_empty = asyncio.Event()
+        # end or making the user's other sockets wait. Entries are (seq, frame), seq 0
+        # for frames outside the stream.
+        self._outbox: deque[tuple[int, bytes]] = deque()
+        self._wake_writer = asyncio.Event()
         self._close_request: tuple[CloseCode, str] | None = None
         self._sending_task: asyncio.Task[None] | None = None
         """The writer task while a send is in flight, so that a close can interrupt it."""
         self._interrupted = False
         self._writer_done = asyncio.Event()
+        self._cursor = 0 if since is None else since
+        """The highest seq handed to the writer (queued or sent) for this socket."""
+        self._started = since is not None
+        self._target = self._cursor
+        """The highest seq known to exist for the user."""
+        self._catching_up = False
+        self._epoch = 0
+        """Bumped by `resume`: a catch-up page read before it is stale."""
+        self.duplicates_skipped = 0
 
     def __repr__(self) -> str:
-        return f"<Connection {self.connection_id} pending={len(self._outbox)}>"
+        return (
+            f"<Connection {self.connection_id} cursor={self._cursor} pending={len(self._outbox)}>"
+        )
 
     @property
     def closed(self) -> bool:
@@ -55,20 +111,68 @@ class Connection:
         """The code of the requested close, None while open or if the peer went away."""
         return None if self._close_request is None else self._close_request[0]
 
+    @property
+    def cursor(self) -> int:
+        """The highest seq this socket has been given (queued or sent)."""
+        return self._cursor
+
+    @property
+    def known_last_seq(self) -> int:
+        """The highest seq this connection knows to exist for the user."""
+        return max(self._cursor, self._target)
+
+    def start(self, since: int, last_seq: int) -> None:
+        """Begin the stream after `since`; `last_seq` is the user's newest seq as read
+        from storage, so everything up to it is caught up from the backlog first."""
+        self._cursor = since
+        self._target = max(self._target, last_seq)
+        self._started = True
+        self._catch_up_if_behind()
+
+    def resume(self, since: int, marker: bytes) -> None:
+        """Restart the stream after `since`: pending frames are dropped, `marker` goes
+        first (it tells the client where the new stream starts), then the catch-up."""
+        if self.closed:
+            return
+        self._epoch += 1
+        self._outbox.clear()
+        self._outbox.append((UNSEQUENCED, marker))
+        self._target = self.known_last_seq
+        self._cursor = since
+        self._started = True
+        self._catch_up_if_behind()
+
     def offer(self, frame: bytes) -> bool:
-        """Queue `frame` for the writer without waiting.
+        """Queue a frame outside the notification stream without waiting.
 
         Returns False if the connection is closed, or if the outbox is full: then the
         connection is a slow consumer and is being closed with `CloseCode.SLOW_CONSUMER`.
         The caller should forget a connection that returned False.
         """
+        return self._enqueue(UNSEQUENCED, frame)
+
+    def offer_notification(self, seq: int, frame: bytes) -> bool:
+        """Offer the user's notification `seq` (its frame encoded once for all sockets).
+
+        Queued if it continues the stream, skipped if already covered, and otherwise
+        (the stream is catching up, or `seq` skips ahead) remembered as existing so the
+        writer reads it from the backlog in order. False as for `offer`.
+        """
         if self.closed:
             return False
-        if len(self._outbox) >= self._queue_size:
-            self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+        if not self._started or self._catching_up:
+            self._target = max(self._target, seq)
+            return True
+        if seq <= self._cursor:
+            self.duplicates_skipped += 1
+            return True
+        if seq > self._cursor + 1 and self._backlog is not None:
+            self._target = seq
+            self._catch_up_if_behind()
+            return True
+        if not self._enqueue(seq, frame):
             return False
-        self._outbox.append(frame)
-        self._outbox_not_empty.set()
+        self._cursor = seq
         return True
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
@@ -78,7 +182,7 @@ class Connection:
             return
         self._close_request = (code, reason)
         self._outbox.clear()
-        self._outbox_not_empty.set()
+        self._wake_writer.set()
         if self._sending_task is not None and not self._interrupted:
             # A client that stopped reading blocks `send` for good: interrupt it, or the
             # slow consumer would never be disconnected.
@@ -90,7 +194,7 @@ class Connection:
         await self._writer_done.wait()
 
     async def run_writer(self) -> None:
-        """Write queued frames to the transport until a close is requested, then close.
+        """Write frames to the transport until a close is requested, then close.
 
         Returns when the connection is closed. A `ConnectionError` from the transport
         means the peer is gone and ends the writer quietly. If cancelled (the edge's
@@ -107,22 +211,75 @@ class Connection:
             self._outbox.clear()
             self._writer_done.set()
 
+    def _enqueue(self, seq: int, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        if len(self._outbox) >= self._queue_size:
+            self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+            return False
+        self._outbox.append((seq, frame))
+        self._wake_writer.set()
+        return True
+
+    def _catch_up_if_behind(self) -> None:
+        self._catching_up = self._backlog is not None and self._cursor < self._target
+        self._wake_writer.set()
+
     async def _write_until_close_requested(self) -> None:
         while self._close_request is None:
-            if not self._outbox:
-                self._outbox_not_empty.clear()
-                await self._outbox_not_empty.wait()
+            if self._outbox:
+                seq, frame = self._outbox.popleft()
+                if not await self._send(frame):
+                    return
+                if seq and self._on_sent is not None:
+                    self._on_sent(seq)
+            elif self._catching_up:
+                await self._catch_up_one_page()
+            else:
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+
+    async def _catch_up_one_page(self) -> None:
+        """Send the next page of the backlog; go live once the stream reached the
+        highest seq known to exist. Offers that arrive meanwhile only raise that seq,
+        and the switch happens with no await after the check, so nothing slips between
+        the backlog and the live frames."""
+        assert self._backlog is not None
+        epoch = self._epoch
+        try:
+            page = await self._backlog.replay(self._cursor, self._target)
+        except StorageError as exc:
+            log.warning("connection %s cannot catch up: %s", self.connection_id, exc)
+            self.close_soon(CloseCode.RECONNECT, STORAGE_DOWN_REASON)
+            return
+        for covered, frame in page:
+            if epoch != self._epoch or self._close_request is not None:
+                return  # resumed elsewhere, or closing: this page is stale
+            if covered <= self._cursor:
                 continue
-            frame = self._outbox.popleft()
-            # No asyncio.timeout per frame (it showed in profiles): close_soon cancels
-            # this task instead, and only that cancellation is swallowed here.
-            self._sending_task = asyncio.current_task()
-            try:
-                await self._transport.send(frame)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not self._interrupted or task is None or task.uncancel() > 0:
-                    raise  # cancelled from outside (the edge's TaskGroup), not by us
+            if not await self._send(frame):
                 return
-            finally:
-                self._sending_task = None
+            if epoch != self._epoch:
+                return
+            self._cursor = covered
+            self._target = max(self._target, covered)
+            if self._on_sent is not None:
+                self._on_sent(covered)
+        if epoch == self._epoch and (not page or self._cursor >= self._target):
+            self._catching_up = False
+
+    async def _send(self, frame: bytes) -> bool:
+        """Write one frame; False if a close interrupted it."""
+        # No asyncio.timeout per frame (it showed in profiles): close_soon cancels this
+        # task instead, and only that cancellation is swallowed here.
+        self._sending_task = asyncio.current_task()
+        try:
+            await self._transport.send(frame)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._interrupted or task is None or task.uncancel() > 0:
+                raise  # cancelled from outside (the edge's TaskGroup), not by us
+            return False
+        finally:
+            self._sending_task = None
+        return True

@@ -1,5 +1,6 @@
-"""The per-user mailbox actor: owns one user's sockets on this node and writes that
-user's notifications to each of them, in `seq` order, without duplicates."""
+"""The per-user mailbox actor: owns one user's sockets on this node and hands each of
+them the user's notifications and events (each `Connection` keeps its own stream in
+`seq` order, without gaps or duplicates)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import assert_never
 
 import msgspec
 
-from actors.connection import Connection
+from actors.connection import UNSEQUENCED, Connection
 from actors.runtime import Actor, ActorSystem
 from actors.transport import CloseCode
 
@@ -26,7 +27,8 @@ class Detach(msgspec.Struct, frozen=True):
 
 
 class Deliver(msgspec.Struct, frozen=True):
-    """A notification for the user, as the frame every socket receives (encoded once)."""
+    """A notification for the user, as the frame every socket receives (encoded once);
+    `seq` 0 for an event outside the notification stream (e.g. a `read` sync)."""
 
     seq: int
     frame: bytes
@@ -49,8 +51,6 @@ GOING_AWAY_REASON = "server going away: reconnect and resume"
 class UserMailboxStats:
     """Counters shared by all the mailboxes of one system, for metrics."""
 
-    duplicates_ignored: int = 0
-    """`Deliver`s whose seq was not above the highest one delivered (bus redelivery)."""
     connections_dropped: int = 0
     """Sockets forgotten because `offer` refused a frame (slow consumer or closed)."""
 
@@ -59,26 +59,20 @@ class UserMailbox(Actor[UserMessage]):
     """One user's mailbox on this node, keyed by user id.
 
     Holds the user's attached `Connection`s. A `Deliver` offers the same bytes object to
-    each of them; a connection that refuses it (slow consumer, or closed) is forgotten —
-    it is being closed and its client will resume. The highest delivered seq is kept so
-    that a redelivered (at-least-once) `Deliver` is ignored. Idle only without sockets.
+    each of them (each skips what its stream already covered, so an at-least-once
+    redelivery is harmless); a connection that refuses it (slow consumer, or closed) is
+    forgotten — it is being closed and its client will resume. Idle only without sockets.
     """
 
     def __init__(self, user_id: str, stats: UserMailboxStats | None = None) -> None:
         self.user_id = user_id
         self.stats = UserMailboxStats() if stats is None else stats
         self._connections: set[Connection] = set()
-        self._highest_seq: int | None = None
 
     @property
     def connections(self) -> frozenset[Connection]:
         """The attached connections (a snapshot)."""
         return frozenset(self._connections)
-
-    @property
-    def highest_seq(self) -> int | None:
-        """The highest seq delivered so far, None before the first `Deliver`."""
-        return self._highest_seq
 
     async def on_receive(self, message: UserMessage) -> None:
         """Apply one message; see the message classes."""
@@ -97,18 +91,14 @@ class UserMailbox(Actor[UserMessage]):
                 assert_never(message)
 
     def _deliver(self, seq: int, frame: bytes) -> None:
-        if self._highest_seq is not None and seq <= self._highest_seq:
-            self.stats.duplicates_ignored += 1
-            return
         # The same bytes object for every socket: encoded once upstream, never per socket.
-        refused = [connection for connection in self._connections if not connection.offer(frame)]
+        if seq == UNSEQUENCED:
+            refused = [c for c in self._connections if not c.offer(frame)]
+        else:
+            refused = [c for c in self._connections if not c.offer_notification(seq, frame)]
         if refused:
             self._connections.difference_update(refused)
             self.stats.connections_dropped += len(refused)
-        # Only now: if the fan-out raised, the retried Deliver must not look like a
-        # duplicate. (A socket offered before the failure may then get the frame twice;
-        # its client sees the same seq again, which beats a silent gap.)
-        self._highest_seq = seq
 
     def _close_all(self, code: CloseCode, reason: str) -> None:
         for connection in self._connections:

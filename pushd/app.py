@@ -1,6 +1,6 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
-order (storage, mailbox actors, bus, ingest) and torn down in reverse, after the sockets
-were closed with 1001."""
+order (storage, cursor recorder, mailbox actors, bus, ingest) and torn down in reverse,
+after the sockets were closed with 1001."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pushd.appkeys import (
     API_KEYS,
     BUS,
     CONFIG,
+    CURSORS,
     INGEST,
     MAILBOXES,
     METRICS,
@@ -34,6 +35,7 @@ from pushd.config import Config
 from pushd.ingest import NotificationIngest
 from pushd.metrics import Metrics
 from pushd.realtime.consumer import MailboxFeeder
+from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.sockets import OpenSockets
 from pushd.realtime.ws import websocket
 from pushd.tokens import TokenSigner
@@ -105,13 +107,24 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     ingest = NotificationIngest(
         app[STORAGE],
         app[BUS],
+        node_id=app[IDENTITY].node_id,
         max_batch=config.ingest.max_batch,
         queue_size=config.ingest.queue_size,
+        relay_page_size=config.ingest.relay_page_size,
+        mark_interval=config.ingest.relay_mark_interval,
     )
     await ingest.start()
     app[INGEST] = ingest
     yield
     await ingest.close()  # commit and publish what was already accepted
+
+
+async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
+    recorder = CursorRecorder(app[STORAGE], interval=app[CONFIG].mailbox.cursor_flush_interval)
+    await recorder.start()
+    app[CURSORS] = recorder
+    yield
+    await recorder.close()  # write the last acks before storage closes
 
 
 async def _describe_api(app: web.Application) -> None:
@@ -151,7 +164,7 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         default_ttl=config.auth.token_ttl,
         max_ttl=config.auth.token_max_ttl,
     )
-    app.cleanup_ctx.extend([_storage_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx])
+    app.cleanup_ctx.extend([_storage_ctx, _cursors_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx])
     app.on_startup.append(_describe_api)
     app.on_shutdown.append(_close_sockets)
     api.add_routes(app, api.ROUTES, _authenticate)

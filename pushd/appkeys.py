@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pushd.config import Config
     from pushd.ingest import NotificationIngest
     from pushd.metrics import Metrics
+    from pushd.realtime.cursors import CursorRecorder
     from pushd.realtime.sockets import OpenSockets
     from pushd.tokens import TokenSigner
     from storage import Storage
@@ -23,6 +24,7 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 BUS: web.AppKey[Bus] = web.AppKey("bus")
 MAILBOXES: web.AppKey[ActorSystem[str, UserMessage]] = web.AppKey("mailboxes")
 INGEST: web.AppKey[NotificationIngest] = web.AppKey("ingest")
+CURSORS: web.AppKey[CursorRecorder] = web.AppKey("cursors")
 TOKENS: web.AppKey[TokenSigner] = web.AppKey("tokens")
 API_KEYS: web.AppKey[ApiKeyVerifier] = web.AppKey("api_keys")
 SOCKETS: web.AppKey[OpenSockets] = web.AppKey("sockets")

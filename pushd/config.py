@@ -69,6 +69,16 @@ class AuthConfig(_Section):
 class IngestConfig(_Section):
     max_batch: Positive = 512
     queue_size: Positive = 8192
+    idempotency_window: PositiveFloat = 86400.0
+    relay_page_size: Positive = 500
+    relay_mark_interval: PositiveFloat = 1.0
+
+
+class MailboxConfig(_Section):
+    backlog_max_count: Positive = 1000
+    backlog_max_age: PositiveFloat = 604800.0
+    replay_page_size: Positive = 200
+    cursor_flush_interval: PositiveFloat = 0.5
 
 
 class LogConfig(_Section):
@@ -83,6 +93,7 @@ class Config(_Section):
     actors: ActorsConfig = msgspec.field(default_factory=ActorsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    mailbox: MailboxConfig = msgspec.field(default_factory=MailboxConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     @property

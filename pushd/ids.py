@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # Every 10-bit value as its two characters: 13 table lookups encode 128 bits (the
@@ -43,3 +44,13 @@ def new_id(prefix: str) -> str:
 def now_ms() -> int:
     """Wall-clock time in Unix epoch milliseconds, the unit storage keeps."""
     return time.time_ns() // 1_000_000
+
+
+def from_ms(millis: int) -> datetime:
+    """Storage keeps epoch milliseconds; the API and the frames speak RFC 3339."""
+    return datetime.fromtimestamp(millis / 1000, tz=UTC)
+
+
+def opt_from_ms(millis: int | None) -> datetime | None:
+    """`from_ms` for an optional timestamp."""
+    return None if millis is None else from_ms(millis)

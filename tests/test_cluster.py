@@ -27,12 +27,18 @@ async def _post_json(session: aiohttp.ClientSession, url: str, body: object) -> 
 
 
 async def _latencies(
-    session: aiohttp.ClientSession, publish_to: str, listen_on: str, user_id: str, count: int
+    session: aiohttp.ClientSession,
+    publish_to: str,
+    listen_on: str,
+    user_id: str,
+    count: int,
+    *,
+    since: int,
 ) -> list[float]:
     token = (await _post_json(session, f"{listen_on}/api/users/{user_id}/tokens", {}))["token"]
     latencies = []
     async with session.ws_connect(f"{listen_on}/ws") as ws:
-        await ws.send_json({"type": "auth", "token": token})
+        await ws.send_json({"type": "auth", "token": token, "since": since})
         assert (await ws.receive_json(timeout=10))["type"] == "welcome"
         for i in range(count):
             sent = time.perf_counter()
@@ -63,8 +69,8 @@ async def test_notification_posted_to_a_reaches_socket_on_b(
     ):
         user = await _post_json(session, f"{node_a.url}/api/users", {"name": "roaming"})
         user_id = str(user["id"])
-        local = await _latencies(session, node_b.url, node_b.url, user_id, 30)
-        remote = await _latencies(session, node_a.url, node_b.url, user_id, 30)
+        local = await _latencies(session, node_b.url, node_b.url, user_id, 30, since=0)
+        remote = await _latencies(session, node_a.url, node_b.url, user_id, 30, since=30)
         local_p50, remote_p50 = statistics.median(local), statistics.median(remote)
         print(
             f"POST->frame p50: same node {local_p50 * 1e3:.1f} ms, across {remote_p50 * 1e3:.1f} ms"

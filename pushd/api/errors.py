@@ -29,9 +29,11 @@ class ErrorCode(Enum):
     ROUTE_NOT_FOUND = (404, "route_not_found")
     METHOD_NOT_ALLOWED = (405, "method_not_allowed")
     CONFLICT = (409, "conflict")
+    IDEMPOTENCY_KEY_IN_USE = (409, "idempotency_key_in_use")
     PAYLOAD_TOO_LARGE = (413, "payload_too_large")
     UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
     VALIDATION_FAILED = (422, "validation_failed")
+    IDEMPOTENCY_KEY_REUSED = (422, "idempotency_key_reused")
     STORAGE_UNAVAILABLE = (503, "storage_unavailable")
     INTERNAL = (500, "internal_error")
 

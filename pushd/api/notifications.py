@@ -1,26 +1,50 @@
-"""Sending and reading notifications."""
+"""Sending and reading notifications, their read state and their delivery records."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
+from pushd.api.deliveries import (
+    as_detail,
+    as_notification,
+    deliveries_of,
+    delivery_events,
+)
 from pushd.api.errors import ApiError, ErrorCode, validation_error
+from pushd.api.keys import API_KEY
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import (
-    Notification,
+    DeliveryEventList,
     NotificationAccepted,
+    NotificationDetail,
     NotificationPage,
+    ReadIds,
+    ReadResult,
     SendNotification,
-    from_ms,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import INGEST, METRICS, STORAGE
-from pushd.ids import new_id, now_ms
-from storage import UnknownUserError
-from storage.records import NewNotification
+from pushd.appkeys import BUS, CONFIG, INGEST, METRICS, STORAGE
+from pushd.ids import from_ms, new_id, now_ms
+from pushd.ingest import ClaimInFlightError
+from pushd.realtime.readsync import publish_read
+from storage import IdempotencyConflictError, UnknownUserError
+from storage.records import (
+    IdempotencyClaim,
+    IdempotencyRecord,
+    NewNotification,
+    NotificationRecord,
+)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_HEADER = "Idempotent-Replayed"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Sorted keys: the same JSON object in another key order is the same request.
+_canonical = msgspec.json.Encoder(order="sorted")
 
 
 async def _resolve_recipient(request: web.Request, body: SendNotification) -> str:
@@ -44,9 +68,96 @@ async def _resolve_recipient(request: web.Request, body: SendNotification) -> st
     return body.user_id
 
 
+def _expires_at(body: SendNotification, now: int) -> int | None:
+    if body.ttl is not None and body.expires_at is not None:
+        raise validation_error("give ttl or expires_at, not both", "ttl")
+    if body.ttl is not None:
+        return now + body.ttl * 1000
+    if body.expires_at is not None:
+        expires_at = int(body.expires_at.timestamp() * 1000)
+        if expires_at <= now:
+            raise validation_error("expires_at is in the past", "expires_at")
+        return expires_at
+    return None
+
+
+def _idempotency_claim(request: web.Request, body: SendNotification) -> IdempotencyClaim | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise validation_error(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is ideal)",
+            IDEMPOTENCY_HEADER,
+        )
+    request_hash = hashlib.sha256(_canonical.encode(body)).hexdigest()
+    return IdempotencyClaim(scope=request[API_KEY].id, key=key, request_hash=request_hash)
+
+
+def _accepted(
+    notification_id: str, user_id: str, seq: int, created_at: int, *, replay: bool
+) -> Reply:
+    accepted = NotificationAccepted(
+        id=notification_id, user_id=user_id, seq=seq, created_at=from_ms(created_at)
+    )
+    headers = {"Location": f"/api/notifications/{notification_id}"}
+    if replay:
+        headers[REPLAY_HEADER] = "true"
+    return Reply(202, accepted, headers)
+
+
+def _replay(stored: IdempotencyRecord, claim: IdempotencyClaim) -> Reply:
+    if stored.request_hash != claim.request_hash:
+        raise ApiError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used for a different request body: use a new key "
+            "for a new notification",
+            field=IDEMPOTENCY_HEADER,
+        )
+    return _accepted(
+        stored.notification_id, stored.user_id, stored.seq, stored.created_at, replay=True
+    )
+
+
+def _in_use(key: str) -> ApiError:
+    return ApiError(
+        ErrorCode.IDEMPOTENCY_KEY_IN_USE,
+        f"a request with Idempotency-Key {key!r} is still being processed: retry shortly "
+        "to get its result",
+        field=IDEMPOTENCY_HEADER,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def send_notification(request: web.Request, body: SendNotification, _query: None) -> Reply:
     if body.title is None and body.body is None:
         raise validation_error("give a title, a body, or both", "title")
+    now = now_ms()
+    expires_at = _expires_at(body, now)
+    claim = _idempotency_claim(request, body)
+    if claim is None:
+        return await _send(request, body, expires_at, now, None)
+    window_ms = int(request.app[CONFIG].ingest.idempotency_window * 1000)
+    storage, ingest = request.app[STORAGE], request.app[INGEST]
+    try:
+        with ingest.claim(claim.scope, claim.key):
+            stored = await storage.find_idempotency(
+                claim.scope, claim.key, not_before=now - window_ms
+            )
+            if stored is not None:
+                return _replay(stored, claim)
+            return await _send(request, body, expires_at, now, claim)
+    except (ClaimInFlightError, IdempotencyConflictError):
+        raise _in_use(claim.key) from None
+
+
+async def _send(
+    request: web.Request,
+    body: SendNotification,
+    expires_at: int | None,
+    now: int,
+    claim: IdempotencyClaim | None,
+) -> Reply:
     user_id = await _resolve_recipient(request, body)
     notification = NewNotification(
         id=new_id("ntf"),
@@ -56,7 +167,9 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         data=body.data,
         category=body.category,
         priority=body.priority,
-        created_at=now_ms(),
+        created_at=now,
+        expires_at=expires_at,
+        idempotency=claim,
     )
     try:
         record = await request.app[INGEST].submit(notification)
@@ -64,10 +177,7 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
     request.app[METRICS].accepted.inc({})
-    accepted = NotificationAccepted(
-        id=record.id, user_id=record.user_id, seq=record.seq, created_at=from_ms(record.created_at)
-    )
-    return Reply(202, accepted, {"Location": f"/api/notifications/{record.id}"})
+    return _accepted(record.id, record.user_id, record.seq, record.created_at, replay=False)
 
 
 class HistoryQuery(msgspec.Struct):
@@ -81,27 +191,77 @@ class HistoryQuery(msgspec.Struct):
         ]
         | None
     ) = None
+    unread: Annotated[bool, msgspec.Meta(description="Only notifications not read yet.")] = False
 
 
 async def list_user_notifications(request: web.Request, _body: None, query: HistoryQuery) -> Reply:
     storage = request.app[STORAGE]
     user = await load_user(storage, request.match_info["userId"])
     before = int(query.cursor) if query.cursor is not None else None
-    records = await storage.list_notifications(user.id, before_seq=before, limit=query.limit + 1)
+    records = await storage.list_notifications(
+        user.id, before_seq=before, limit=query.limit + 1, unread_only=query.unread
+    )
     more = len(records) > query.limit
     records = records[: query.limit]
     next_cursor = str(records[-1].seq) if more and records else None
-    return Reply(200, NotificationPage([Notification.of(r) for r in records], next_cursor))
+    deliveries = await deliveries_of(storage, user, records, now_ms())
+    items = [as_notification(r, d) for r, d in zip(records, deliveries, strict=True)]
+    unread = await storage.count_unread(user.id)
+    return Reply(200, NotificationPage(items, next_cursor, unread))
 
 
-async def get_notification(request: web.Request, _body: None, _query: None) -> Reply:
+async def _load_notification(request: web.Request) -> NotificationRecord:
     notification_id = request.match_info["id"]
     record = await request.app[STORAGE].get_notification(notification_id)
     if record is None:
         raise ApiError(
             ErrorCode.NOT_FOUND, f"no notification with id {notification_id!r}", field="id"
         )
-    return Reply(200, Notification.of(record))
+    return record
+
+
+async def _detail(request: web.Request, record: NotificationRecord) -> NotificationDetail:
+    storage = request.app[STORAGE]
+    user = await load_user(storage, record.user_id)
+    [delivery] = await deliveries_of(storage, user, [record], now_ms())
+    return as_detail(record, delivery)
+
+
+async def get_notification(request: web.Request, _body: None, _query: None) -> Reply:
+    return Reply(200, await _detail(request, await _load_notification(request)))
+
+
+async def get_notification_events(request: web.Request, _body: None, _query: None) -> Reply:
+    detail = await _detail(request, await _load_notification(request))
+    events = [event for delivery in detail.deliveries for event in delivery_events(delivery)]
+    events.sort(key=lambda event: event.at)
+    return Reply(200, DeliveryEventList(events))
+
+
+async def mark_notification_read(request: web.Request, _body: None, _query: None) -> Reply:
+    record = await _load_notification(request)
+    app = request.app
+    marked = await app[STORAGE].mark_read(record.user_id, [record.id], now_ms())
+    if marked:
+        await publish_read(app[BUS], record.user_id, marked)
+    return Reply(200, await _detail(request, record))
+
+
+async def mark_user_notifications_read(
+    request: web.Request, body: ReadIds | None, _query: None
+) -> Reply:
+    app = request.app
+    storage = app[STORAGE]
+    user = await load_user(storage, request.match_info["userId"])
+    if body is not None:
+        marked = await storage.mark_read(user.id, body.ids, now_ms())
+        if marked:
+            await publish_read(app[BUS], user.id, marked)
+        return Reply(200, ReadResult(marked=len(marked)))
+    count, through_seq = await storage.mark_all_read(user.id, now_ms())
+    if count:
+        await publish_read(app[BUS], user.id, [], through_seq)
+    return Reply(200, ReadResult(marked=count, through_seq=through_seq))
 
 
 ROUTES = [
@@ -109,17 +269,27 @@ ROUTES = [
         "POST",
         "/api/notifications",
         send_notification,
-        "Send a notification to one user now (202 once committed to storage)",
+        "Send a notification to one user now (202 once committed to storage). With an "
+        "`Idempotency-Key` header, a repeat of the same request returns the first answer "
+        "(header `Idempotent-Replayed: true`); the same key with another body is a 422, "
+        "and while the first is still in progress a 409 with `Retry-After`.",
         {202: NotificationAccepted},
         body=SendNotification,
-        errors={404: "No user with this user_id or external_id"},
+        errors={
+            404: "No user with this user_id or external_id",
+            409: "The same Idempotency-Key is still being processed (retry after Retry-After)",
+        },
+        headers={
+            IDEMPOTENCY_HEADER: "Optional. Makes retries safe: 1 to 255 visible ASCII "
+            "characters, remembered for `ingest.idempotency_window` seconds per API key."
+        },
         tag="notifications",
     ),
     Route(
         "GET",
         "/api/notifications/user/{userId}",
         list_user_notifications,
-        "A user's notifications, newest first",
+        "A user's notifications, newest first, with their in-app status and the unread count",
         {200: NotificationPage},
         query=HistoryQuery,
         tag="notifications",
@@ -128,8 +298,35 @@ ROUTES = [
         "GET",
         "/api/notifications/{id}",
         get_notification,
-        "Get one notification",
-        {200: Notification},
+        "Get one notification with its delivery records",
+        {200: NotificationDetail},
+        tag="notifications",
+    ),
+    Route(
+        "GET",
+        "/api/notifications/{id}/events",
+        get_notification_events,
+        "The delivery history of one notification (every status transition)",
+        {200: DeliveryEventList},
+        tag="notifications",
+    ),
+    Route(
+        "POST",
+        "/api/notifications/{id}/read",
+        mark_notification_read,
+        "Mark one notification read (synced to the user's sockets as a `read` frame)",
+        {200: NotificationDetail},
+        tag="notifications",
+    ),
+    Route(
+        "POST",
+        "/api/users/{userId}/notifications/read-all",
+        mark_user_notifications_read,
+        "Mark every notification of the user read, or only `ids` when given (synced to "
+        "the user's sockets as a `read` frame)",
+        {200: ReadResult},
+        body=ReadIds,
+        body_required=False,
         tag="notifications",
     ),
 ]

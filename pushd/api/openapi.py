@@ -49,6 +49,16 @@ def _parameters(route: Route, components: dict[str, Any]) -> list[dict[str, Any]
             {"name": name, "in": "query", "required": name in required, "schema": schema}
             for name, schema in query_schema["properties"].items()
         ]
+    parameters += [
+        {
+            "name": name,
+            "in": "header",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        }
+        for name, description in route.headers.items()
+    ]
     return parameters
 
 

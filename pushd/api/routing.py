@@ -48,6 +48,8 @@ class Route:
     """Error statuses particular to this route (status -> when), for the documentation;
     the ones every route of its kind has (401, 422, ...) are added by the generator."""
     tag: str = "api"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Optional request headers the route reads (name -> description), for the document."""
 
     @property
     def operation_id(self) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from storage.records import DeviceRecord, NotificationRecord, UserRecord
+from pushd.ids import from_ms
+from storage.records import DeviceRecord, UserRecord
 
 Meta = msgspec.Meta
 
@@ -64,11 +65,6 @@ def known_timezones() -> list[str]:
 def is_known_timezone(name: str) -> bool:
     """Whether `name` is an IANA zone this machine's tz database knows."""
     return name in _timezone_set()
-
-
-def from_ms(millis: int) -> datetime:
-    """Storage keeps epoch milliseconds; the API speaks RFC 3339."""
-    return datetime.fromtimestamp(millis / 1000, tz=UTC)
 
 
 # users -------------------------------------------------------------------------------
@@ -193,6 +189,11 @@ class DeviceList(msgspec.Struct):
 # notifications -----------------------------------------------------------------------
 
 
+MAX_TTL_SECONDS = 31_536_000  # one year
+
+DeliveryStatus = Literal["queued", "sent", "delivered", "read", "expired", "failed"]
+
+
 def _given(field: str) -> dict[str, Any]:
     return {"required": [field], "properties": {field: {"type": "string"}}}
 
@@ -226,6 +227,27 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     ) = None
     category: Category | None = None
     priority: Priority = "normal"
+    ttl: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=MAX_TTL_SECONDS,
+                description="Seconds until it is no longer delivered (not with `expires_at`).",
+            ),
+        ]
+        | None
+    ) = None
+    expires_at: (
+        Annotated[
+            datetime,
+            Meta(
+                tz=True,
+                description="Instant after which it is no longer delivered (not with `ttl`).",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class NotificationAccepted(msgspec.Struct, kw_only=True):
@@ -247,21 +269,44 @@ class Notification(msgspec.Struct, kw_only=True):
     category: str | None
     priority: Priority
     created_at: datetime
+    expires_at: datetime | None
+    read_at: datetime | None
+    status: Annotated[
+        DeliveryStatus,
+        Meta(description="In-app delivery status (see `deliveries` on the single notification)."),
+    ]
 
-    @classmethod
-    def of(cls, record: NotificationRecord) -> Notification:
-        priority: Any = record.priority
-        return cls(
-            id=record.id,
-            user_id=record.user_id,
-            seq=record.seq,
-            title=record.title,
-            body=record.body,
-            data=record.data,
-            category=record.category,
-            priority=priority,
-            created_at=from_ms(record.created_at),
-        )
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One channel's delivery of a notification; the status only moves forward:
+    queued -> sent -> delivered -> read, or queued/sent -> expired or failed."""
+
+    channel: Literal["inapp"]
+    status: DeliveryStatus
+    queued_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+    expired_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+
+
+class NotificationDetail(Notification, kw_only=True):
+    deliveries: list[Delivery]
+
+
+class DeliveryEvent(msgspec.Struct, kw_only=True):
+    channel: Literal["inapp"]
+    status: DeliveryStatus
+    at: datetime
+    error: str | None = None
+
+
+class DeliveryEventList(msgspec.Struct):
+    """Every status transition of every channel, oldest first."""
+
+    items: list[DeliveryEvent]
 
 
 class NotificationPage(msgspec.Struct):
@@ -269,6 +314,18 @@ class NotificationPage(msgspec.Struct):
     next_cursor: Annotated[
         str | None, Meta(description="Pass as `cursor` for the next (older) page; null at the end.")
     ]
+    unread_count: Annotated[int, Meta(description="The user's unread notifications in all.")]
+
+
+class ReadIds(msgspec.Struct, forbid_unknown_fields=True):
+    ids: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=64)]], Meta(min_length=1, max_length=100)
+    ]
+
+
+class ReadResult(msgspec.Struct, kw_only=True):
+    marked: Annotated[int, Meta(description="How many were unread and are read now.")]
+    through_seq: int | None = None
 
 
 # tokens ------------------------------------------------------------------------------

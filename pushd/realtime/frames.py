@@ -4,17 +4,25 @@ tagged by `type`. Decoders and encoders are built once and reused."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from pushd.ids import from_ms, opt_from_ms
+from storage.records import NotificationRecord
 
 # client -> server ---------------------------------------------------------------------
 
 
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class AuthFrame(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fields=True):
-    """Must be the first frame: authenticates the socket as one user."""
+    """Must be the first frame: authenticates the socket as one user; the stream starts
+    after `since` (default: the user's ack cursor)."""
 
     token: str
+    since: Seq | None = None
 
 
 class PingFrame(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_fields=True):
@@ -24,10 +32,25 @@ class PingFrame(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_fie
 class AckFrame(msgspec.Struct, tag="ack", tag_field="type", forbid_unknown_fields=True):
     """Cumulative: the client has every notification up to and including `seq`."""
 
-    seq: int
+    seq: Seq
 
 
-ClientFrame = AuthFrame | PingFrame | AckFrame
+class ResumeFrame(msgspec.Struct, tag="resume", tag_field="type", forbid_unknown_fields=True):
+    """Restart this socket's stream after `since`."""
+
+    since: Seq
+
+
+MAX_READ_IDS = 100
+
+
+class ReadFrame(msgspec.Struct, tag="read", tag_field="type", forbid_unknown_fields=True):
+    """Mark these notifications of the user read."""
+
+    ids: Annotated[list[str], msgspec.Meta(max_length=MAX_READ_IDS)]
+
+
+ClientFrame = AuthFrame | PingFrame | AckFrame | ResumeFrame | ReadFrame
 
 # server -> client ---------------------------------------------------------------------
 
@@ -39,6 +62,8 @@ class WelcomeFrame(msgspec.Struct, tag="welcome", tag_field="type", kw_only=True
     """Seq of the newest notification stored for the user when the socket was accepted."""
     ack_seq: int
     """The user's stored ack cursor."""
+    since: int
+    """The stream of this socket starts after this seq."""
 
 
 class NotificationFrame(msgspec.Struct, tag="notification", tag_field="type", kw_only=True):
@@ -50,6 +75,29 @@ class NotificationFrame(msgspec.Struct, tag="notification", tag_field="type", kw
     category: str | None
     priority: str
     created_at: datetime
+    expires_at: datetime | None = None
+    read: bool = False
+
+
+class GapFrame(msgspec.Struct, tag="gap", tag_field="type", kw_only=True):
+    """Seqs `from_seq..to_seq` exist but will not be delivered."""
+
+    from_seq: int
+    to_seq: int
+    reason: Literal["expired", "not_retained"]
+
+
+class ResumedFrame(msgspec.Struct, tag="resumed", tag_field="type"):
+    """Answer to `resume`: the stream continues after `since`."""
+
+    since: int
+
+
+class ReadSyncFrame(msgspec.Struct, tag="read", tag_field="type", kw_only=True):
+    """Notifications were marked read (by ids, or every one up to `through_seq`)."""
+
+    ids: list[str]
+    through_seq: int | None = None
 
 
 class PongFrame(msgspec.Struct, tag="pong", tag_field="type"):
@@ -63,3 +111,21 @@ class ErrorFrame(msgspec.Struct, tag="error", tag_field="type"):
 
 client_frame_decoder = msgspec.json.Decoder(ClientFrame)
 frame_encoder = msgspec.json.Encoder()
+
+
+def encode_notification_frame(record: NotificationRecord) -> bytes:
+    """The `notification` frame for this record, as sent to every socket of the user."""
+    return frame_encoder.encode(
+        NotificationFrame(
+            seq=record.seq,
+            id=record.id,
+            title=record.title,
+            body=record.body,
+            data=record.data,
+            category=record.category,
+            priority=record.priority,
+            created_at=from_ms(record.created_at),
+            expires_at=opt_from_ms(record.expires_at),
+            read=record.read_at is not None,
+        )
+    )

@@ -1,6 +1,7 @@
 """`GET /ws`: the native WebSocket endpoint (protocol v1, docs/protocol.md).
 
-One socket = one `Connection` owned by the user's mailbox actor. The socket's reader (this
+One socket = one `Connection` owned by the user's mailbox actor; the connection keeps the
+socket's stream position and catches up from storage (`StoredBacklog`). The socket's reader (this
 handler) and its writer (`Connection.run_writer`) live in one TaskGroup: when either
 ends, both end, and the actor forgets the connection.
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from dataclasses import dataclass
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -18,19 +21,24 @@ from actors.connection import Connection
 from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
-from pushd.appkeys import BUS, CONFIG, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
+from pushd.appkeys import BUS, CONFIG, CURSORS, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
 from pushd.bus import BusError
-from pushd.ids import new_id
+from pushd.ids import new_id, now_ms
+from pushd.realtime.backlog import StoredBacklog
 from pushd.realtime.frames import (
     AckFrame,
     AuthFrame,
     ErrorFrame,
     PingFrame,
     PongFrame,
+    ReadFrame,
+    ResumedFrame,
+    ResumeFrame,
     WelcomeFrame,
     client_frame_decoder,
     frame_encoder,
 )
+from pushd.realtime.readsync import publish_read
 from pushd.realtime.sockets import WebSocketTransport
 from pushd.tokens import TokenError, TokenExpiredError
 from storage import StorageError
@@ -42,8 +50,11 @@ MAX_CLIENT_FRAME_BYTES = 64 * 1024
 PONG = frame_encoder.encode(PongFrame())
 
 
-async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> str | None:
-    """Read the `auth` frame; return the user id, or close the socket and return None."""
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[str, int | None] | None:
+    """Read the `auth` frame; return (user id, requested `since`), or close the socket
+    and return None."""
     timeout = request.app[CONFIG].auth.ws_auth_timeout
     try:
         message = await ws.receive(timeout=timeout)
@@ -65,7 +76,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> str 
         )
         return None
     try:
-        return request.app[TOKENS].verify(frame.token)
+        return request.app[TOKENS].verify(frame.token), frame.since
     except TokenExpiredError:
         await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired")
     except TokenError:
@@ -73,8 +84,13 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> str 
     return None
 
 
-async def _read_frames(ws: web.WebSocketResponse, connection: Connection) -> None:
+def _error(code: str, message: str) -> bytes:
+    return frame_encoder.encode(ErrorFrame(code, message))
+
+
+async def _read_frames(request: web.Request, ws: web.WebSocketResponse, stream: _Stream) -> None:
     """Handle client frames until the socket closes."""
+    connection, user_id = stream.connection, stream.user_id
     async for message in ws:
         if message.type != WSMsgType.TEXT:
             connection.close_soon(CloseCode.PROTOCOL_ERROR, "only JSON text frames are accepted")
@@ -82,57 +98,122 @@ async def _read_frames(ws: web.WebSocketResponse, connection: Connection) -> Non
         try:
             frame = client_frame_decoder.decode(message.data)
         except msgspec.DecodeError as exc:
-            connection.offer(frame_encoder.encode(ErrorFrame("invalid_frame", str(exc))))
+            connection.offer(_error("invalid_frame", str(exc)))
             continue
         match frame:
+            case AckFrame(seq=seq):
+                # Never past what this socket was given: an ack cannot claim delivery of
+                # notifications the client has not seen.
+                request.app[CURSORS].acked(user_id, min(seq, connection.cursor))
             case PingFrame():
                 connection.offer(PONG)
-            case AckFrame():
-                pass  # acks are stored by issue #3's ack cursor; accepted and ignored here
+            case ResumeFrame(since=since):
+                since = min(since, connection.known_last_seq)
+                connection.resume(since, frame_encoder.encode(ResumedFrame(since)))
+            case ReadFrame(ids=ids):
+                await _mark_read(request, connection, user_id, ids)
             case AuthFrame():
-                connection.offer(
-                    frame_encoder.encode(ErrorFrame("already_authenticated", "auth is sent once"))
-                )
+                connection.offer(_error("already_authenticated", "auth is sent once"))
 
 
-async def _serve(request: web.Request, ws: web.WebSocketResponse, user: UserRecord) -> None:
-    """Attach the socket to the user's mailbox actor and run its reader and writer."""
-    config, metrics = request.app[CONFIG], request.app[METRICS]
+async def _mark_read(
+    request: web.Request, connection: Connection, user_id: str, ids: list[str]
+) -> None:
+    try:
+        marked = await request.app[STORAGE].mark_read(user_id, ids, now_ms())
+    except StorageError:
+        connection.offer(_error("storage_unavailable", "read state not stored: send it again"))
+        return
+    if marked:
+        await publish_read(request.app[BUS], user_id, marked)
+
+
+@dataclass
+class _Stream:
+    """One authenticated socket: its user and its connection."""
+
+    user_id: str
+    connection: Connection
+
+
+async def _serve(
+    request: web.Request, ws: web.WebSocketResponse, user_id: str, since: int | None
+) -> None:
+    """Attach the socket to the user's mailbox actor, start its stream after `since`
+    (default: the ack cursor) and run its reader and writer."""
+    app = request.app
+    config, metrics, storage = app[CONFIG], app[METRICS], app[STORAGE]
     connection = Connection(
         WebSocketTransport(ws),
         queue_size=config.actors.socket_queue_size,
         connection_id=new_id("con"),
+        backlog=StoredBacklog(
+            storage,
+            user_id,
+            max_count=config.mailbox.backlog_max_count,
+            max_age_seconds=config.mailbox.backlog_max_age,
+            page_size=config.mailbox.replay_page_size,
+        ),
+        on_sent=functools.partial(app[CURSORS].sent, user_id),
+        since=None,  # started below, once the user's cursors are read
     )
-    welcome = WelcomeFrame(
-        user_id=user.id,
-        connection_id=connection.connection_id,
-        last_seq=user.last_seq,
-        ack_seq=user.ack_seq,
-    )
-    connection.offer(frame_encoder.encode(welcome))
-    bus, mailboxes = request.app[BUS], request.app[MAILBOXES]
+    bus, mailboxes = app[BUS], app[MAILBOXES]
     try:
-        await bus.watch_user(user.id)
+        await bus.watch_user(user_id)
     except BusError:
         await ws.close(code=CloseCode.RECONNECT, message=b"bus unavailable: reconnect later")
         return
     metrics.connections.inc({})
     try:
-        await mailboxes.tell(user.id, Attach(connection))
+        # Attached (and subscribed) BEFORE the user is read: a notification committed
+        # after the read reaches this connection live, and one committed before is
+        # below the last_seq read, so the catch-up covers it. Nothing falls in between.
+        await mailboxes.tell(user_id, Attach(connection))
+        try:
+            user = await storage.get_user(user_id)
+        except StorageError:
+            await ws.close(
+                code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
+            )
+            return
+        if user is None:
+            await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
+            return
+        _start_stream(connection, user, since)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(connection.run_writer())
-            await _read_frames(ws, connection)
+            await _read_frames(request, ws, _Stream(user_id, connection))
             connection.close_soon(CloseCode.NORMAL, "")
             await writer
     except ActorSystemStoppedError:
         await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down: reconnect")
     finally:
         metrics.connections.dec({})
+        connection.close_soon(CloseCode.NORMAL, "")
         # During shutdown the actor system may already be stopped; its on_stop has
         # then closed this connection anyway.
         with contextlib.suppress(ActorSystemStoppedError):
-            await mailboxes.tell(user.id, Detach(connection))
-        await bus.unwatch_user(user.id)
+            await mailboxes.tell(user_id, Detach(connection))
+        await bus.unwatch_user(user_id)
+
+
+def _start_stream(connection: Connection, user: UserRecord, since: int | None) -> None:
+    """Welcome first, then the replay after `since` (default: the ack cursor)."""
+    start = user.ack_seq if since is None else since
+    ahead = start > user.last_seq
+    start = min(start, user.last_seq)
+    welcome = WelcomeFrame(
+        user_id=user.id,
+        connection_id=connection.connection_id,
+        last_seq=user.last_seq,
+        ack_seq=user.ack_seq,
+        since=start,
+    )
+    connection.offer(frame_encoder.encode(welcome))
+    if ahead:
+        message = f"since is above the newest seq {user.last_seq}: the stream starts there"
+        connection.offer(_error("since_ahead", message))
+    connection.start(start, user.last_seq)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
@@ -142,20 +223,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     try:
-        user_id = await _authenticate(request, ws)
-        if user_id is None:
-            return ws
-        try:
-            user = await request.app[STORAGE].get_user(user_id)
-        except StorageError:
-            await ws.close(
-                code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
-            )
-            return ws
-        if user is None:
-            await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
-            return ws
-        await _serve(request, ws, user)
+        authenticated = await _authenticate(request, ws)
+        if authenticated is not None:
+            await _serve(request, ws, *authenticated)
     finally:
         sockets.discard(ws)
     return ws

@@ -75,7 +75,8 @@ async def test_a_slow_socket_is_dropped_while_a_fast_one_gets_every_frame(
     assert stats.connections_dropped == 1
 
 
-async def test_a_redelivered_seq_is_ignored() -> None:
+async def test_a_redelivered_seq_is_skipped_per_socket() -> None:
+    """Guards at-least-once bus redelivery reaching the client twice."""
     mailbox = UserMailbox("u1")
     connection, socket = connect()
     async with writers_running(connection):
@@ -84,8 +85,20 @@ async def test_a_redelivered_seq_is_ignored() -> None:
             await mailbox.on_receive(Deliver(seq, f"frame {seq}".encode()))
         await eventually(lambda: len(socket.frames) == 3)
     assert socket.frames == [b"frame 1", b"frame 2", b"frame 3"]
-    assert mailbox.stats.duplicates_ignored == 2
-    assert mailbox.highest_seq == 3
+    assert connection.duplicates_skipped == 2
+
+
+async def test_an_event_reaches_every_socket_outside_the_stream() -> None:
+    mailbox = UserMailbox("u1")
+    pairs = [connect(connection_id=f"c{n}") for n in range(2)]
+    async with writers_running(*(connection for connection, _ in pairs)):
+        for connection, _ in pairs:
+            await mailbox.on_receive(Attach(connection))
+        await mailbox.on_receive(Deliver(1, b"n1"))
+        await mailbox.on_receive(Deliver(0, b"read"))
+        await mailbox.on_receive(Deliver(0, b"read again"))
+        await eventually(lambda: all(len(socket.frames) == 3 for _, socket in pairs))
+    assert [socket.frames for _, socket in pairs] == [[b"n1", b"read", b"read again"]] * 2
 
 
 async def test_a_detached_socket_gets_nothing_more() -> None:
@@ -159,29 +172,29 @@ async def test_stopping_the_system_tells_clients_to_go_elsewhere(mailboxes: Mail
 
 
 class FailsOnce(Connection):
-    """A connection whose first `offer` raises, as a bug in it would."""
+    """A connection whose first `offer_notification` raises, as a bug in it would."""
 
     failed = False
 
-    def offer(self, frame: bytes) -> bool:
+    def offer_notification(self, seq: int, frame: bytes) -> bool:
         if not self.failed:
             self.failed = True
             raise RuntimeError("bug")
-        return super().offer(frame)
+        return super().offer_notification(seq, frame)
 
 
 class AlwaysFails(Connection):
-    """A connection whose `offer` always raises."""
+    """A connection whose `offer_notification` always raises."""
 
-    def offer(self, frame: bytes) -> bool:
+    def offer_notification(self, seq: int, frame: bytes) -> bool:
         raise RuntimeError("bug")
 
 
 async def test_a_deliver_that_failed_is_retried_not_taken_for_a_duplicate(
     mailboxes: Mailboxes,
 ) -> None:
-    """Guards against recording the seq before the fan-out: the retry of a failed
-    Deliver would then be ignored as a duplicate and the frame silently lost."""
+    """Guards the supervisor's retry of a failed Deliver: the frame must still reach
+    the socket, once."""
     socket = FakeSocket()
     connection = FailsOnce(socket, queue_size=4, connection_id="flaky")
     async with writers_running(connection):
