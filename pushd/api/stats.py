@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.routing import Reply, Route
-from pushd.appkeys import BUS, INGEST, MAILBOXES, METRICS, SOCKETS
+from pushd.appkeys import BUS, CURSORS, INGEST, MAILBOXES, METRICS, SOCKETS
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -22,6 +22,9 @@ class Stats(msgspec.Struct, kw_only=True):
     commit_batches: int
     bus_published: int
     bus_publish_failures: int
+    outbox_relayed: int
+    outbox_relaying: bool
+    cursor_flushes: int
     frames_handed_to_mailboxes: int
     websockets_open: int
     mailbox_actors: int
@@ -40,6 +43,9 @@ async def stats(request: web.Request, _body: None, _query: None) -> Reply:
             commit_batches=ingest.batches,
             bus_published=ingest.published,
             bus_publish_failures=ingest.publish_failures,
+            outbox_relayed=ingest.relayed,
+            outbox_relaying=ingest.relaying,
+            cursor_flushes=app[CURSORS].flushes,
             frames_handed_to_mailboxes=metrics.total(metrics.delivered),
             websockets_open=len(app[SOCKETS]),
             mailbox_actors=len(app[MAILBOXES]),
