@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from storage.errors import (
     ConflictError,
+    LastAdminKeyError,
     SchemaTooNewError,
     StorageError,
     StorageUnavailableError,
@@ -17,6 +18,7 @@ from storage.protocol import Storage
 
 __all__ = [
     "ConflictError",
+    "LastAdminKeyError",
     "SchemaTooNewError",
     "Storage",
     "StorageError",

@@ -19,12 +19,20 @@ from asyncpg.pool import PoolConnectionProxy
 from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.errors import (
+    LastAdminKeyError,
     StorageError,
     StorageUnavailableError,
     UnknownUserError,
     UnsupportedStorageUrlError,
 )
-from storage.records import DeviceRecord, NewDevice, NewNotification, NotificationRecord
+from storage.records import (
+    ApiKeyRecord,
+    DeviceRecord,
+    NewAuditRecord,
+    NewDevice,
+    NewNotification,
+    NotificationRecord,
+)
 
 _CONNECT_TIMEOUT_S = 5.0
 _COMMAND_TIMEOUT_S = 30.0  # a server that stops answering must not hang requests forever
@@ -130,6 +138,16 @@ RETURNING id, seq
 """
 _EXISTING_USERS = "SELECT id FROM users WHERE id = ANY($1::text[])"
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
+
+
+# access control (issue #4): the whole batch in one statement, ids in the order given.
+_APPEND_AUDIT = """
+INSERT INTO audit_log (at, actor, action, target, source, result, detail)
+SELECT at, actor, action, target, source, result, detail FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]
+) WITH ORDINALITY AS r(at, actor, action, target, source, result, detail, ord)
+ORDER BY ord
+"""
 
 
 def _where(url: str) -> str:
@@ -255,7 +273,8 @@ class PostgresStorage(SqlStorageBase):
                     migration = migrations.next_migration(current)
                     if migration is None:
                         return current
-                    await connection.execute(migration.sql_for("postgresql"))
+                    if not migration.is_blank_for("postgresql"):
+                        await connection.execute(migration.sql_for("postgresql"))
                     await connection.execute(
                         migrations.RECORD_VERSION, migration.version, _sql.now_ms()
                     )
@@ -331,3 +350,36 @@ class PostgresStorage(SqlStorageBase):
         if acks:
             async with self._connection() as connection:
                 await connection.execute(_ADVANCE_ACK_SEQS, list(acks), list(acks.values()))
+
+    # access control (issue #4) ----------------------------------------------------------
+
+    async def revoke_api_key(self, key_id: str, *, at: int) -> ApiKeyRecord | None:
+        """See `Storage.revoke_api_key`."""
+        async with self._transaction() as connection:
+            row = await connection.fetchrow(_sql.GET_API_KEY, key_id)
+            if row is None:
+                return None
+            # A key's role never changes, so only admin keys need the lock: every live
+            # admin key, locked before the check, so that two concurrent revocations see
+            # each other's result instead of each counting the other as still live.
+            if row[2] == "admin":
+                live = {found[0] for found in await connection.fetch(_sql.LOCK_LIVE_ADMIN_KEYS)}
+                if key_id in live and not live - {key_id}:
+                    raise LastAdminKeyError(key_id)
+            revoked = await connection.fetchrow(_sql.REVOKE_API_KEY, key_id, at)
+        assert revoked is not None  # keys are never deleted, and it existed above
+        return _sql.api_key_from_row(revoked)
+
+    async def append_audit(self, records: Sequence[NewAuditRecord]) -> None:
+        """See `Storage.append_audit`: one statement whatever the batch size."""
+        if not records:
+            return
+        rows = [_sql.audit_params(record) for record in records]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        async with self._connection() as connection:
+            await connection.execute(_APPEND_AUDIT, *columns)
+
+    async def pseudonymise_audit(self, subject: str, replacement: str) -> int:
+        """See `Storage.pseudonymise_audit`."""
+        async with self._connection() as connection:
+            return len(await connection.fetch(_sql.PSEUDONYMISE_AUDIT, subject, replacement))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from storage.migrations import newest_version
+
 
 def pushd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -22,17 +24,17 @@ def test_migrate_upgrades_then_reports_up_to_date(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pushd.db'}"
     first = pushd("migrate", "--storage-url", url)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "schema version 0 -> 1" in first.stdout
+    assert f"schema version 0 -> {newest_version()}" in first.stdout
     again = pushd("migrate", "--storage-url", url)
     assert again.returncode == 0
-    assert "schema already at version 1" in again.stdout
+    assert f"schema already at version {newest_version()}" in again.stdout
 
 
 def test_database_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pushd.db"
     assert pushd("migrate", "--storage-url", f"sqlite:///{path}").returncode == 0
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE schema_version SET version = 99")
+        db.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)")
     refused = pushd("migrate", "--storage-url", f"sqlite:///{path}")
     assert refused.returncode == 1
     assert "migrated by a newer pushd" in refused.stdout

@@ -8,6 +8,8 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.errors import ApiError, ErrorCode, validation_error
+from pushd.api.keys import may_read_category, require_category
+from pushd.api.limits import check_notification_size
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import (
     Notification,
@@ -17,7 +19,8 @@ from pushd.api.schemas import (
     from_ms,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import INGEST, METRICS, STORAGE
+from pushd.appkeys import INGEST, LIMITS, METRICS, STORAGE
+from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import new_id, now_ms
 from storage import UnknownUserError
 from storage.records import NewNotification
@@ -47,7 +50,11 @@ async def _resolve_recipient(request: web.Request, body: SendNotification) -> st
 async def send_notification(request: web.Request, body: SendNotification, _query: None) -> Reply:
     if body.title is None and body.body is None:
         raise validation_error("give a title, a body, or both", "title")
+    check_notification_size(body, request.app[LIMITS].config)
+    require_category(request, body.category)
     user_id = await _resolve_recipient(request, body)
+    await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
+    request[AUDIT_TARGET] = f"user:{user_id}"
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
@@ -64,6 +71,7 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
     request.app[METRICS].accepted.inc({})
+    request[AUDIT_DETAIL] = {"notification_id": record.id, "seq": record.seq}
     accepted = NotificationAccepted(
         id=record.id, user_id=record.user_id, seq=record.seq, created_at=from_ms(record.created_at)
     )
@@ -91,13 +99,18 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
     more = len(records) > query.limit
     records = records[: query.limit]
     next_cursor = str(records[-1].seq) if more and records else None
-    return Reply(200, NotificationPage([Notification.of(r) for r in records], next_cursor))
+    # A category-limited key sees only its categories (docs/security.md): the page may
+    # then hold fewer than `limit` items while `next_cursor` still leads further.
+    visible = [r for r in records if may_read_category(request, r.category)]
+    return Reply(200, NotificationPage([Notification.of(r) for r in visible], next_cursor))
 
 
 async def get_notification(request: web.Request, _body: None, _query: None) -> Reply:
     notification_id = request.match_info["id"]
     record = await request.app[STORAGE].get_notification(notification_id)
-    if record is None:
+    # Outside a limited key's categories it is "not found", not "forbidden": a 403
+    # would confirm that the id exists.
+    if record is None or not may_read_category(request, record.category):
         raise ApiError(
             ErrorCode.NOT_FOUND, f"no notification with id {notification_id!r}", field="id"
         )
@@ -112,8 +125,13 @@ ROUTES = [
         "Send a notification to one user now (202 once committed to storage)",
         {202: NotificationAccepted},
         body=SendNotification,
-        errors={404: "No user with this user_id or external_id"},
+        errors={
+            404: "No user with this user_id or external_id",
+            429: "Too many notifications for this user (`limits.per_recipient`), or too many "
+            "requests for this API key: retry after `Retry-After` seconds",
+        },
         tag="notifications",
+        action="notification.send",
     ),
     Route(
         "GET",

@@ -274,9 +274,16 @@ class NotificationPage(msgspec.Struct):
 # tokens ------------------------------------------------------------------------------
 
 
+# JSON Schema counts 295.0 as an integer and clients may compute seconds as floats, but
+# msgspec's `int` refuses 295.0 (found by schemathesis): whole numbers of seconds are
+# decoded as floats that must be whole (`multipleOf: 1` in the document), then int()-ed.
+WholeSeconds = Annotated[float, Meta(ge=1, multiple_of=1)]
+
+
 class IssueToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ttl: (
-        Annotated[int, Meta(ge=1, description="Lifetime in seconds (default from config).")] | None
+        Annotated[WholeSeconds, Meta(description="Lifetime in seconds (default from config).")]
+        | None
     ) = None
 
 
@@ -298,3 +305,4 @@ class Health(msgspec.Struct):
     status: Literal["ok", "unavailable"]
     storage: ComponentHealth
     bus: ComponentHealth
+    state: ComponentHealth

@@ -18,7 +18,17 @@ from actors.connection import Connection
 from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
-from pushd.appkeys import BUS, CONFIG, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
+from pushd.appkeys import (
+    BUS,
+    CONFIG,
+    LIMITS,
+    MAILBOXES,
+    METRICS,
+    REVOCATIONS,
+    SOCKETS,
+    STORAGE,
+    TOKENS,
+)
 from pushd.bus import BusError
 from pushd.ids import new_id
 from pushd.realtime.frames import (
@@ -32,18 +42,19 @@ from pushd.realtime.frames import (
     frame_encoder,
 )
 from pushd.realtime.sockets import WebSocketTransport
-from pushd.tokens import TokenError, TokenExpiredError
+from pushd.revocations import TOKEN_REVOKED_REASON
+from pushd.tokens import TokenError, TokenExpiredError, VerifiedToken
 from storage import StorageError
 from storage.records import UserRecord
 
 log = logging.getLogger("pushd.ws")
 
-MAX_CLIENT_FRAME_BYTES = 64 * 1024
 PONG = frame_encoder.encode(PongFrame())
 
 
-async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> str | None:
-    """Read the `auth` frame; return the user id, or close the socket and return None."""
+async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> VerifiedToken | None:
+    """Read the `auth` frame; return what its token says, or close the socket and return
+    None. The user id only ever comes from the token, never from a frame's field."""
     timeout = request.app[CONFIG].auth.ws_auth_timeout
     try:
         message = await ws.receive(timeout=timeout)
@@ -65,7 +76,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> str 
         )
         return None
     try:
-        return request.app[TOKENS].verify(frame.token)
+        return request.app[TOKENS].verify_claims(frame.token)
     except TokenExpiredError:
         await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired")
     except TokenError:
@@ -95,7 +106,9 @@ async def _read_frames(ws: web.WebSocketResponse, connection: Connection) -> Non
                 )
 
 
-async def _serve(request: web.Request, ws: web.WebSocketResponse, user: UserRecord) -> None:
+async def _serve(
+    request: web.Request, ws: web.WebSocketResponse, user: UserRecord, token: VerifiedToken
+) -> None:
     """Attach the socket to the user's mailbox actor and run its reader and writer."""
     config, metrics = request.app[CONFIG], request.app[METRICS]
     connection = Connection(
@@ -119,6 +132,10 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, user: UserReco
     metrics.connections.inc({})
     try:
         await mailboxes.tell(user.id, Attach(connection))
+        # A revocation applied between the storage check and the Attach above closed the
+        # sockets the actor held, not this one yet: this node remembers it for this check.
+        if request.app[REVOCATIONS].token_recently_revoked(user.id, token.issued_at_ms):
+            connection.close_soon(CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(connection.run_writer())
             await _read_frames(ws, connection)
@@ -137,25 +154,38 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, user: UserReco
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade, authenticate, then stream the user's notifications until either side closes."""
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_FRAME_BYTES)
+    max_frame = request.app[CONFIG].limits.ws_max_frame_bytes  # bigger: closed with 1009
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame)
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     try:
-        user_id = await _authenticate(request, ws)
-        if user_id is None:
+        token = await _authenticate(request, ws)
+        if token is None:
             return ws
         try:
-            user = await request.app[STORAGE].get_user(user_id)
+            found = await request.app[STORAGE].get_user_and_token_cutoff(token.user_id)
         except StorageError:
             await ws.close(
                 code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
             )
             return ws
-        if user is None:
+        if found is None:
             await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
             return ws
-        await _serve(request, ws, user)
+        user, tokens_revoked_before = found
+        if token.issued_at_ms <= tokens_revoked_before:
+            await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
+            return ws
+        quota = request.app[LIMITS].sockets
+        if not quota.acquire(user.id):
+            reason = f"this user already has {quota.per_user} sockets open on this node"
+            await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, message=reason.encode())
+            return ws
+        try:
+            await _serve(request, ws, user, token)
+        finally:
+            quota.release(user.id)
     finally:
         sockets.discard(ws)
     return ws
