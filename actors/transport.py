@@ -31,6 +31,11 @@ class CloseCode(IntEnum):
     """The token expired: get a new token before connecting again."""
     USER_UNKNOWN = 4503
     """The token's user does not exist (any more)."""
+    TOO_MANY_CONNECTIONS = 4504
+    """The user already holds `limits.max_sockets_per_user` sockets on this node: a client
+    that opens sockets in a loop; close some before opening more."""
+    TOKEN_REVOKED = 4505
+    """The user's tokens were revoked: get a new token before connecting again."""
 
 
 class Transport(Protocol):

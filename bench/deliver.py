@@ -1,6 +1,7 @@
 """Delivery benchmark of pushd: POST -> WebSocket frame throughput, latency, memory.
 
     .venv/bin/python bench/deliver.py [--quick] [--profile]
+    .venv/bin/python bench/deliver.py --acks --reconnect-storm [--quick]
 
 For each shape (embedded: SQLite + in-process bus; cluster: PostgreSQL + RabbitMQ, one
 pushd process) it starts `pushd serve` as a child, creates the users, opens one
@@ -9,13 +10,19 @@ load-generator process (loadgen.py); then it measures the server's memory per id
 socket on a fresh server. It prints a Markdown report and writes it to
 docs/benchmarks.md.
 
+Delivery modes (issue #3), written to docs/benchmarks-delivery.md instead: `--acks`
+interleaves runs where the receivers ack every frame with runs where they do not, on the
+same server, and compares them; `--reconnect-storm` drops every socket at once while
+notifications flow and measures how the clients resume (storm.py).
+
 Only processes started here are ever signalled, by their own PID. Everything is bounded
 by a global deadline; children, the PostgreSQL database and the RabbitMQ vhost are
 removed on the way out, also on failure.
 
 This file parses the options and runs the shapes; services.py starts and stops the
 server, the child processes, the database and the vhost; measure.py takes the
-measurements; profiling.py runs py-spy; report.py writes the Markdown.
+measurements; storm.py the reconnect storm; profiling.py runs py-spy; report.py and
+report_delivery.py write the Markdown.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import make_dir, raise_nofile_limit, write_text
@@ -45,6 +54,7 @@ from measure import (
 )
 from profiling import profile_run
 from report import report
+from report_delivery import DeliveryShapeResult, delivery_report
 from services import (
     REPO,
     BenchError,
@@ -54,69 +64,140 @@ from services import (
     service_versions,
     started,
 )
+from storm import StormResult, measure_storm
 
 # one shape --------------------------------------------------------------------------
 
 
-async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeResult:
-    run_id = f"{os.getpid()}_{secrets.token_hex(3)}"
+@dataclass
+class ShapeSetup:
+    """What a shape's runs share: the server's environment and a work directory."""
+
+    shape: str
+    env: dict[str, str]
+    key: str
+    work: Path
+    quiet: float  # machine's busy % of one core before the shape started
+
+
+@contextlib.asynccontextmanager
+async def shape_rig(
+    setup: ShapeSetup, args: argparse.Namespace
+) -> AsyncIterator[tuple[Rig, float, list[str]]]:
+    """A running server with its users, receivers (one socket per user) and load
+    generator: (rig, seconds to open the sockets, server log problems filled on exit)."""
+    problems: list[str] = []
+    async with running_server(setup.work / "server", setup.env) as server:
+        print(f"   pushd pid {server.pid} on {server.url}", flush=True)
+        started_at = time.monotonic()
+        user_ids, tokens = await create_users(server.url, setup.key, args.users)
+        users_file, tokens_file = setup.work / "users.json", setup.work / "tokens.json"
+        write_text(users_file, json.dumps(user_ids))
+        write_text(tokens_file, json.dumps(tokens))
+        print(
+            f"   {args.users:,} users + tokens in {time.monotonic() - started_at:.1f} s",
+            flush=True,
+        )
+        async with (
+            started("receivers.py", args.deadline) as receivers,
+            started("loadgen.py", args.deadline) as loadgen,
+        ):
+            connect = await connect_receivers(receivers, server.port, tokens_file, timeout=120)
+            if connect["failed"]:
+                raise BenchError(f"{connect['failed']} sockets failed: {connect['errors']}")
+            print(
+                f"   {connect['connected']:,} sockets open in {connect['seconds']:.1f} s",
+                flush=True,
+            )
+            database = setup.env.get("PUSHD_STORAGE__URL", "").rpartition("/")[2] or None
+            rig = Rig(
+                setup.shape, server, receivers, loadgen, setup.key, str(users_file), setup.work,
+                args.connections, database,
+            )  # fmt: skip
+            yield rig, connect["seconds"], problems
+        problems.extend(server.log_problems())
+
+
+@contextlib.asynccontextmanager
+async def shape_setup(
+    shape: str, work: Path, run_id: str | None = None
+) -> AsyncIterator[ShapeSetup]:
+    """The environment of one shape (and, for the cluster, a fresh database and vhost)."""
+    run_id = run_id or f"{os.getpid()}_{secrets.token_hex(3)}"
     key = "pk_bench_" + secrets.token_urlsafe(32)
-    env = {"PUSHD_ADMIN_KEY": key, "PUSHD_AUTH__TOKEN_SECRET": secrets.token_urlsafe(48)}
+    env = {
+        "PUSHD_ADMIN_KEY": key,
+        "PUSHD_AUTH__TOKEN_SECRET": secrets.token_urlsafe(48),
+        # The bench measures delivery, not the rate limits (1,000 requests/s per API key
+        # and 3,600 notifications/hour per user by default would answer 429).
+        "PUSHD_LIMITS__API_KEY_RATE": "0",
+        "PUSHD_LIMITS__PER_RECIPIENT": "{}",
+    }
     print(f"== {shape}", flush=True)
     quiet = await wait_until_quiet(20)
     async with contextlib.AsyncExitStack() as stack:
         if shape == "cluster":
             env.update(await stack.enter_async_context(cluster_services(run_id)))
-        shape_work = make_dir(work / shape)
+        yield ShapeSetup(shape, env, key, make_dir(work / shape), quiet)
+
+
+async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeResult:
+    """The standard measurements: max load, fixed rates, optional profile, memory."""
+    async with shape_setup(shape, work) as setup:
         runs: list[RunResult] = []
         profile: list[str] = []
-        async with running_server(shape_work / "server", env) as server:
-            print(f"   pushd pid {server.pid} on {server.url}", flush=True)
-            started_at = time.monotonic()
-            user_ids, tokens = await create_users(server.url, key, args.users)
-            users_file, tokens_file = shape_work / "users.json", shape_work / "tokens.json"
-            write_text(users_file, json.dumps(user_ids))
-            write_text(tokens_file, json.dumps(tokens))
-            print(
-                f"   {args.users:,} users + tokens in {time.monotonic() - started_at:.1f} s",
-                flush=True,
-            )
-            async with (
-                started("receivers.py", args.deadline) as receivers,
-                started("loadgen.py", args.deadline) as loadgen,
-            ):
-                connect = await connect_receivers(receivers, server.port, tokens_file, timeout=120)
-                if connect["failed"]:
-                    raise BenchError(f"{connect['failed']} sockets failed: {connect['errors']}")
-                print(
-                    f"   {connect['connected']:,} sockets open in {connect['seconds']:.1f} s",
-                    flush=True,
-                )
-                rig = Rig(
-                    shape, server, receivers, loadgen, key, str(users_file), shape_work,
-                    args.connections, env.get("PUSHD_STORAGE__URL", "").rpartition("/")[2] or None,
-                )  # fmt: skip
+        async with shape_rig(setup, args) as (rig, connect_seconds, problems):
+            for _ in range(args.repeats):
+                runs.append(await measure(rig, "max", args.duration, None))
+                await asyncio.sleep(1)
+            for rate in args.rates:
                 for _ in range(args.repeats):
-                    runs.append(await measure(rig, "max", args.duration, None))
+                    runs.append(await measure(rig, "rate", args.duration, rate))
                     await asyncio.sleep(1)
-                for rate in args.rates:
-                    for _ in range(args.repeats):
-                        runs.append(await measure(rig, "rate", args.duration, rate))
-                        await asyncio.sleep(1)
-                if args.profile:
-                    profile = await profile_run(rig, args.duration)
-            problems = server.log_problems()
+            if args.profile:
+                profile = await profile_run(rig, args.duration)
         memory = None
         if args.memory_users:
             memory = await measure_memory(
                 shape=shape,
-                env=env,
-                key=key,
+                env=setup.env,
+                key=setup.key,
                 users=args.memory_users,
-                work=shape_work,
+                work=setup.work,
                 max_seconds=args.deadline,
             )
-        return ShapeResult(shape, runs, memory, connect["seconds"], quiet, profile, problems)
+        return ShapeResult(shape, runs, memory, connect_seconds, setup.quiet, profile, problems)
+
+
+async def run_delivery_shape(
+    shape: str, args: argparse.Namespace, work: Path
+) -> DeliveryShapeResult:
+    """--acks and/or --reconnect-storm: runs with and without acks interleaved on the
+    same server (so both see the same machine), then the storms."""
+    async with shape_setup(shape, work) as setup:
+        ack_runs: list[RunResult] = []
+        storms: list[StormResult] = []
+        async with shape_rig(setup, args) as (rig, connect_seconds, problems):
+            if args.acks:
+                for _ in range(args.repeats):
+                    for acks in (False, True):
+                        ack_runs.append(await measure(rig, "max", args.duration, None, acks=acks))
+                        await asyncio.sleep(1)
+                for _ in range(args.repeats):
+                    for acks in (False, True):
+                        ack_runs.append(
+                            await measure(rig, "rate", args.duration, args.ack_rate, acks=acks)
+                        )
+                        await asyncio.sleep(1)
+            if args.reconnect_storm:
+                for _ in range(args.repeats):
+                    storms.append(
+                        await measure_storm(
+                            rig, args.storm_rate, args.storm_before, args.storm_after
+                        )
+                    )
+                    await asyncio.sleep(1)
+        return DeliveryShapeResult(shape, ack_runs, storms, connect_seconds, setup.quiet, problems)
 
 
 # main -------------------------------------------------------------------------------
@@ -134,8 +215,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, help="runs per measurement (3; quick: 1)")
     parser.add_argument("--profile", action="store_true", help="one extra py-spy run")
     parser.add_argument("--deadline", type=float, default=600.0, help="global limit, s")
-    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"))
+    parser.add_argument(
+        "--acks",
+        action="store_true",
+        help="delivery mode: max-load and fixed-rate runs without and with acks, interleaved",
+    )
+    parser.add_argument("--ack-rate", type=float, default=2000.0, help="fixed rate, per s")
+    parser.add_argument(
+        "--reconnect-storm",
+        action="store_true",
+        help="delivery mode: all clients drop and resume at once while notifications flow",
+    )
+    parser.add_argument("--storm-rate", type=float, default=1000.0, help="per s during storms")
+    parser.add_argument("--storm-before", type=float, help="s of steady load first (3; quick 2)")
+    parser.add_argument("--storm-after", type=float, help="s of load after the drop (10; quick 5)")
+    parser.add_argument(
+        "--output",
+        help="default: docs/benchmarks.md, or docs/benchmarks-delivery.md in delivery modes",
+    )
     args = parser.parse_args(argv)
+    args.delivery = args.acks or args.reconnect_storm
+    if args.output is None:
+        name = "benchmarks-delivery.md" if args.delivery else "benchmarks.md"
+        args.output = str(REPO / "docs" / name)
+    if args.storm_before is None:
+        args.storm_before = 2.0 if args.quick else 3.0
+    if args.storm_after is None:
+        args.storm_after = 5.0 if args.quick else 10.0
     if args.duration is None:
         args.duration = 3.0 if args.quick else 10.0
     if args.repeats is None:
@@ -150,12 +256,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, command: str) -> int:
     began = time.monotonic()
     results: list[ShapeResult] = []
+    delivery: list[DeliveryShapeResult] = []
     with tempfile.TemporaryDirectory(prefix="pushd-bench-") as tmp:
         async with asyncio.timeout(args.deadline):
             versions = await service_versions() if "cluster" in args.shapes else {}
             for shape in args.shapes:
-                results.append(await run_shape(shape, args, Path(tmp)))
-    text = report(results, args, command, versions, time.monotonic() - began)
+                if args.delivery:
+                    delivery.append(await run_delivery_shape(shape, args, Path(tmp)))
+                else:
+                    results.append(await run_shape(shape, args, Path(tmp)))
+    elapsed = time.monotonic() - began
+    if args.delivery:
+        text = delivery_report(delivery, args, command, versions, elapsed)
+    else:
+        text = report(results, args, command, versions, elapsed)
     print()
     print(text)
     write_text(args.output, text)

@@ -117,6 +117,8 @@ class RunResult:
     failed_posts: int
     closed_sockets: int
     errors: dict[str, int] = field(default_factory=dict)
+    acks: bool = False  # the receivers acked every frame
+    gaps: int = 0
 
     @property
     def load(self) -> str:
@@ -139,6 +141,20 @@ async def connect_receivers(
         "concurrency": 100,
     }
     return await receivers.call(command, timeout=timeout)
+
+
+async def wait_for_frames(receivers: Child, count: int) -> None:
+    """Drain: wait until `count` frames arrived (or nothing more comes)."""
+    began, last_progress, seen = time.monotonic(), time.monotonic(), -1
+    while time.monotonic() - began < DRAIN_TIMEOUT:
+        frames = int((await receivers.call({"cmd": "count"}, timeout=10))["frames"])
+        if frames >= count:
+            return
+        if frames != seen:
+            seen, last_progress = frames, time.monotonic()
+        elif time.monotonic() - last_progress > DRAIN_STALL:
+            return
+        await asyncio.sleep(0.1)  # polling another process's counter
 
 
 def percentile(ordered: list[int], p: float) -> float:
@@ -164,9 +180,13 @@ class Rig:
     runs: int = 0
 
 
-async def measure(rig: Rig, mode: str, duration: float, rate: float | None) -> RunResult:
+async def measure(
+    rig: Rig, mode: str, duration: float, rate: float | None, *, acks: bool = False
+) -> RunResult:
+    """One run; with `acks`, the receivers ack every notification frame during it."""
     rig.runs += 1
     tag = f"{rig.shape}-{mode}-{rig.runs}"
+    await rig.receivers.call({"cmd": "acks", "on": acks}, timeout=10)
     accepted_file, records_file = str(rig.work / f"{tag}.accepted"), str(rig.work / f"{tag}.rec")
     await rig.receivers.call({"cmd": "dump", "path": records_file}, timeout=30)  # start empty
     pids = {"server": rig.server.pid, "loadgen": rig.loadgen.pid, "receivers": rig.receivers.pid}
@@ -198,18 +218,8 @@ async def measure(rig: Rig, mode: str, duration: float, rate: float | None) -> R
             load.cancel()
             await asyncio.gather(load, return_exceptions=True)
 
-    # Drain: wait until every accepted notification arrived (or nothing more comes).
     accepted_count = int(summary["accepted"])
-    began, last_progress, seen = time.monotonic(), time.monotonic(), -1
-    while time.monotonic() - began < DRAIN_TIMEOUT:
-        frames = int((await rig.receivers.call({"cmd": "count"}, timeout=10))["frames"])
-        if frames >= accepted_count:
-            break
-        if frames != seen:
-            seen, last_progress = frames, time.monotonic()
-        elif time.monotonic() - last_progress > DRAIN_STALL:
-            break
-        await asyncio.sleep(0.1)
+    await wait_for_frames(rig.receivers, accepted_count)
     dump = await rig.receivers.call({"cmd": "dump", "path": records_file}, timeout=60)
 
     (accepted,) = read_columns(accepted_file, 1, accepted_count)
@@ -243,6 +253,8 @@ async def measure(rig: Rig, mode: str, duration: float, rate: float | None) -> R
         failed_posts=sum(summary["statuses"].values()) + sum(summary["errors"].values()),
         closed_sockets=sum(closes.values()),
         errors={**summary["statuses"], **summary["errors"], **closes},
+        acks=acks,
+        gaps=int(dump.get("gaps", 0)),
     )
     print("   " + describe(result), flush=True)
     for path in (accepted_file, records_file):
@@ -251,7 +263,9 @@ async def measure(rig: Rig, mode: str, duration: float, rate: float | None) -> R
 
 
 def describe(r: RunResult) -> str:
-    what = "max load" if r.mode == "max" else f"{r.target_rate:,.0f}/s"
+    what = ("max load" if r.mode == "max" else f"{r.target_rate:,.0f}/s") + (
+        " +acks" if r.acks else ""
+    )
     drain = f"{r.drain_s:.2f} s" if r.drain_s is not None else "incomplete"
     cpu = r.cpu
     return (
@@ -262,7 +276,7 @@ def describe(r: RunResult) -> str:
         f"loadgen {cpu['loadgen']:.0f}% "
         f"receivers {cpu['receivers']:.0f}% pg {cpu['postgres']:.0f}% "
         f"rabbit {cpu['rabbitmq']:.0f}% other {cpu['other']:.0f}% machine {cpu['machine']:.0f}% | "
-        f"missing {r.missing} dup {r.duplicates} out-of-order {r.out_of_order} "
+        f"missing {r.missing} dup {r.duplicates} out-of-order {r.out_of_order} gaps {r.gaps} "
         f"wrong-user {r.wrong_user} extra {r.extra} failed POSTs {r.failed_posts} "
         f"closed {r.closed_sockets}" + (f" {r.errors}" if r.errors else "")
     )

@@ -214,7 +214,9 @@ def report(
         "",
         "`bench/deliver.py` starts `pushd serve --port 0` as a child process with default "
         "settings (no config file; only the admin key and token secret, plus the storage and "
-        "bus URLs for the cluster shape, come from the environment), creates the users and a "
+        "bus URLs for the cluster shape, come from the environment, and the rate limits "
+        "`limits.api_key_rate` and `limits.per_recipient` are switched off: the bench "
+        "measures delivery, not the limits), creates the users and a "
         "token each through the HTTP API, and opens one WebSocket per user in a separate "
         "receiver process (`bench/receivers.py`: an asyncio Protocol per socket, hand-parsed "
         "frames) that stamps every `notification` frame with `time.time_ns()` on arrival. "

@@ -1,6 +1,6 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
-order (storage, cursor recorder, mailbox actors, bus, ingest) and torn down in reverse,
-after the sockets were closed with 1001."""
+order (shared state, storage, cursor recorder, mailbox actors, bus, ingest, audit) and
+torn down in reverse, after the sockets were closed with 1001."""
 
 from __future__ import annotations
 
@@ -15,29 +15,39 @@ from actors.transport import CloseCode
 from actors.user_mailbox import user_mailbox_system
 from pushd import api
 from pushd.api.errors import error_middleware
-from pushd.api.keys import ApiKeyVerifier, bootstrap_admin_key
+from pushd.api.headers import add_response_headers, cors_preflight
+from pushd.api.keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
+from pushd.api.limits import document_limits
 from pushd.api.stats import console
 from pushd.appkeys import (
     API_KEYS,
+    AUDIT,
     BUS,
     CONFIG,
     CURSORS,
     INGEST,
+    LIMITS,
     MAILBOXES,
     METRICS,
     OPENAPI,
+    REVOCATIONS,
     SOCKETS,
+    STATE,
     STORAGE,
     TOKENS,
 )
+from pushd.audit import AuditWriter
 from pushd.bus import open_bus
 from pushd.config import Config
 from pushd.ingest import NotificationIngest
+from pushd.limits import Limits
 from pushd.metrics import Metrics
 from pushd.realtime.consumer import MailboxFeeder
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.sockets import OpenSockets
 from pushd.realtime.ws import websocket
+from pushd.revocations import Revocations
+from pushd.state import open_state
 from pushd.tokens import TokenSigner
 from storage import open_storage
 
@@ -56,6 +66,20 @@ class Identity:
 
 
 IDENTITY: web.AppKey[Identity] = web.AppKey("identity", Identity)
+
+
+async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
+    # First up, last down: every later component may count or signal through it.
+    config = app[CONFIG]
+    state = open_state(config.state.url, prefix=config.state.prefix)
+    app[REVOCATIONS].subscribe(state)  # before start: no revocation may be missed
+    await state.start()  # an unreachable Redis does not stop start-up: health says 503
+    app[STATE] = state
+    app[LIMITS] = Limits.build(state, config.limits)
+    try:
+        yield
+    finally:
+        await state.close()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -127,10 +151,24 @@ async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()  # write the last acks before storage closes
 
 
+async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Started after storage and stopped before it closes: the queued records are
+    # written on the way down (the HTTP handlers have finished by then).
+    config = app[CONFIG]
+    audit = AuditWriter(
+        app[STORAGE], queue_size=config.audit.queue_size, max_batch=config.audit.max_batch
+    )
+    await audit.start()
+    app[AUDIT] = audit
+    yield
+    await audit.close()
+
+
 async def _describe_api(app: web.Application) -> None:
     # Listing the IANA zones (for the document and for validation) walks the tz
     # database on disk: once, off the event loop.
-    app[OPENAPI] = await asyncio.to_thread(api.describe_api, app[TOKENS].max_ttl)
+    document = await asyncio.to_thread(api.describe_api, app[TOKENS].max_ttl)
+    app[OPENAPI] = document_limits(document, app[CONFIG].limits)
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -139,6 +177,8 @@ async def _close_sockets(app: web.Application) -> None:
 
 async def _authenticate(request: web.Request) -> None:
     await request.app[API_KEYS].authenticate(request)
+    # Spends one request of the key's budget (429 once spent), before any work is done.
+    await request.app[LIMITS].api_keys.check(request[API_KEY].id)
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
@@ -151,7 +191,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
 def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.Application:
     """The whole server as one aiohttp app (not started: run it with an AppRunner)."""
     app = web.Application(
-        client_max_size=config.server.max_body_bytes, middlewares=[error_middleware]
+        client_max_size=config.server.max_body_bytes,
+        middlewares=[cors_preflight, error_middleware],
     )
     app[CONFIG] = config
     app[IDENTITY] = identity
@@ -163,9 +204,15 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         audience=config.auth.token_audience,
         default_ttl=config.auth.token_ttl,
         max_ttl=config.auth.token_max_ttl,
+        previous_secrets=config.auth.previous_token_secrets,
     )
-    app.cleanup_ctx.extend([_storage_ctx, _cursors_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx])
+    app[REVOCATIONS] = Revocations(app)
+    app.cleanup_ctx.extend(
+        [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx]
+    )
+    app.cleanup_ctx.append(_audit_ctx)
     app.on_startup.append(_describe_api)
+    app.on_response_prepare.append(add_response_headers)
     app.on_shutdown.append(_close_sockets)
     api.add_routes(app, api.ROUTES, _authenticate)
     app.router.add_get("/ws", websocket)

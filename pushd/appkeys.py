@@ -10,12 +10,16 @@ if TYPE_CHECKING:
     from actors.runtime import ActorSystem
     from actors.user_mailbox import UserMessage
     from pushd.api.keys import ApiKeyVerifier
+    from pushd.audit import AuditWriter
     from pushd.bus import Bus
     from pushd.config import Config
     from pushd.ingest import NotificationIngest
+    from pushd.limits import Limits
     from pushd.metrics import Metrics
     from pushd.realtime.cursors import CursorRecorder
     from pushd.realtime.sockets import OpenSockets
+    from pushd.revocations import Revocations
+    from pushd.state import SharedState
     from pushd.tokens import TokenSigner
     from storage import Storage
 
@@ -30,3 +34,8 @@ API_KEYS: web.AppKey[ApiKeyVerifier] = web.AppKey("api_keys")
 SOCKETS: web.AppKey[OpenSockets] = web.AppKey("sockets")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+STATE: web.AppKey[SharedState] = web.AppKey("state")
+"""Rate-limit budgets and cross-node signals (pushd/state): in-process or Redis."""
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")
+AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
+REVOCATIONS: web.AppKey[Revocations] = web.AppKey("revocations")

@@ -1,4 +1,5 @@
-"""The `pushd` command: `serve` runs the server, `migrate` upgrades the database."""
+"""The `pushd` command: `serve` runs the server, `migrate` upgrades the database, `keys`
+manages API keys (pushd/cli_keys.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from pushd import datadir
+from pushd import cli_keys, datadir
 from pushd.app import Identity, build_app
 from pushd.config import Config, ConfigError, load_config
+from pushd.tls import server_tls
 from storage import StorageError, open_storage
 
 log = logging.getLogger("pushd")
@@ -44,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--bus-url", help="memory:// or amqp://user:pass@host:5672/vhost")
     migrate = commands.add_parser("migrate", help="bring the database schema up to date and exit")
     common(migrate)
+    cli_keys.add_parser(commands, common)
     return parser
 
 
@@ -71,7 +75,9 @@ def _announce_admin_key(key: str) -> None:
     _print(f"admin API key (shown once, store it now): {key}")
 
 
-async def _serve(config: Config, identity: Identity, token_secret: str) -> int:
+async def _serve(
+    config: Config, identity: Identity, token_secret: str, tls: ssl.SSLContext | None = None
+) -> int:
     app = build_app(config, identity=identity, token_secret=token_secret)
     # Handlers go in before anything can announce readiness: a supervisor that sends
     # SIGTERM right after seeing "listening" must get a clean shutdown, not a kill.
@@ -90,7 +96,7 @@ async def _serve(config: Config, identity: Identity, token_secret: str) -> int:
     except StorageError as exc:
         _print(f"pushd: cannot start: {exc}")
         return EXIT_STARTUP
-    site = web.TCPSite(runner, config.server.host, config.server.port)
+    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
     try:
         await site.start()
     except OSError as exc:
@@ -98,9 +104,11 @@ async def _serve(config: Config, identity: Identity, token_secret: str) -> int:
         await runner.cleanup()
         return EXIT_STARTUP
     storage_kind, bus_kind = config.storage_url.split(":", 1)[0], config.bus.url.split(":", 1)[0]
+    scheme = "https" if tls is not None else "http"
     for host, port, *_ in runner.addresses:
         _print(
-            f"pushd listening on http://{host}:{port} (storage: {storage_kind}, bus: {bus_kind})"
+            f"pushd listening on {scheme}://{host}:{port} "
+            f"(storage: {storage_kind}, bus: {bus_kind})"
         )
 
     await stop.wait()
@@ -149,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path = args.config or os.environ.get("PUSHD_CONFIG")
     try:
         config = load_config(config_path, overrides=_flag_overrides(args))
+        # Certificate files are read here, before the loop runs.
+        tls = server_tls(config) if args.command == "serve" else None
     except ConfigError as exc:
         _print(f"pushd: config error: {exc}")
         return EXIT_CONFIG
@@ -163,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Files in the data dir are read here, before the loop runs.
                 admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
                 identity = Identity(datadir.node_id(config), admin_key, _announce_admin_key)
-                return runner.run(_serve(config, identity, datadir.token_secret(config)))
+                return runner.run(_serve(config, identity, datadir.token_secret(config), tls))
+            if args.command == "keys":
+                return runner.run(cli_keys.run(config, args, _print))
             return runner.run(_migrate(config))
     except StorageError as exc:
         _print(f"pushd: {exc}")

@@ -36,6 +36,13 @@ class ServerConfig(_Section):
     max_body_bytes: Positive = 1_048_576
     node_id: str = ""
     uvloop: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def tls(self) -> bool:
+        """Whether `pushd serve` terminates TLS itself (both files configured)."""
+        return bool(self.tls_cert and self.tls_key)
 
 
 class StorageConfig(_Section):
@@ -64,6 +71,7 @@ class AuthConfig(_Section):
     token_audience: str = "pushd-ws"  # noqa: S105 - a claim value, not a secret
     ws_auth_timeout: PositiveFloat = 10.0
     api_key_cache_ttl: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    previous_token_secrets: list[str] = msgspec.field(default_factory=list)
 
 
 class IngestConfig(_Section):
@@ -81,6 +89,43 @@ class MailboxConfig(_Section):
     cursor_flush_interval: PositiveFloat = 0.5
 
 
+class StateConfig(_Section):
+    url: str = "memory://"
+    prefix: str = "pushd:"
+
+
+RecipientRate = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]*/(second|minute|hour|day)$")]
+_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def parse_rate(rate: str) -> tuple[int, float]:
+    """`"600/hour"` -> (600, 3600.0): at most that many per that many seconds."""
+    count, _, unit = rate.partition("/")
+    return int(count), _PER[unit]
+
+
+class LimitsConfig(_Section):
+    api_key_rate: Annotated[float, msgspec.Meta(ge=0)] = 1000.0
+    api_key_burst: Annotated[int, msgspec.Meta(ge=0)] = 2000
+    per_recipient: dict[str, RecipientRate] = msgspec.field(
+        default_factory=lambda: {"inapp": "3600/hour"}
+    )
+    title_max_chars: Positive = 1024
+    body_max_chars: Positive = 16384
+    data_max_bytes: Positive = 16384
+    ws_max_frame_bytes: Positive = 65536
+    max_sockets_per_user: Annotated[int, msgspec.Meta(ge=0)] = 16
+
+
+class AuditConfig(_Section):
+    queue_size: Positive = 8192
+    max_batch: Positive = 512
+
+
+class HttpConfig(_Section):
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access: bool = False
@@ -95,6 +140,10 @@ class Config(_Section):
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     mailbox: MailboxConfig = msgspec.field(default_factory=MailboxConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
 
     @property
     def storage_url(self) -> str:
@@ -141,8 +190,12 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"environment variable {name}: no setting `{section}.{key}`")
         field_type = typing.get_type_hints(section_type, include_extras=True)[key]
         try:
-            value = msgspec.convert(raw, field_type, strict=False)
-        except msgspec.ValidationError as exc:
+            if typing.get_origin(field_type) in (list, dict):
+                # Lists and tables (e.g. http.cors_origins) are given as JSON.
+                value = msgspec.json.decode(raw, type=field_type)
+            else:
+                value = msgspec.convert(raw, field_type, strict=False)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ConfigError(
                 f"environment variable {name}={raw!r} (setting `{section}.{key}`): {exc}"
             ) from None

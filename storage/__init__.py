@@ -8,6 +8,7 @@ from __future__ import annotations
 from storage.errors import (
     ConflictError,
     IdempotencyConflictError,
+    LastAdminKeyError,
     SchemaTooNewError,
     StorageError,
     StorageUnavailableError,
@@ -19,6 +20,7 @@ from storage.protocol import Storage
 __all__ = [
     "ConflictError",
     "IdempotencyConflictError",
+    "LastAdminKeyError",
     "SchemaTooNewError",
     "Storage",
     "StorageError",

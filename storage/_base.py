@@ -13,6 +13,7 @@ from typing import Any
 from storage import _sql
 from storage.records import (
     ApiKeyRecord,
+    AuditRecord,
     DeviceRecord,
     IdempotencyRecord,
     NewUser,
@@ -178,3 +179,47 @@ class SqlStorageBase(ABC):
         """See `Storage.count_api_keys`."""
         count: int = (await self._fetch_one(_sql.COUNT_API_KEYS))[0]
         return count
+
+    # access control (issue #4) ----------------------------------------------------------
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """See `Storage.list_api_keys`."""
+        return [_sql.api_key_from_row(row) for row in await self._fetch_all(_sql.LIST_API_KEYS)]
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """See `Storage.get_api_key`."""
+        row = await self._fetch_one(_sql.GET_API_KEY, key_id)
+        return None if row is None else _sql.api_key_from_row(row)
+
+    async def get_user_and_token_cutoff(self, user_id: str) -> tuple[UserRecord, int] | None:
+        """See `Storage.get_user_and_token_cutoff`."""
+        row = await self._fetch_one(_sql.GET_USER_AND_TOKEN_CUTOFF, user_id)
+        return None if row is None else _sql.user_and_token_cutoff_from_row(row)
+
+    async def revoke_user_tokens(self, user_id: str, *, before: int) -> bool:
+        """See `Storage.revoke_user_tokens`."""
+        return await self._write_one(_sql.REVOKE_USER_TOKENS, user_id, before) is not None
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int,
+    ) -> list[AuditRecord]:
+        """See `Storage.list_audit`."""
+        _sql.check_limit(limit)
+        sql, params = _sql.list_audit_query(
+            actor=actor,
+            action=action,
+            target=target,
+            since=since,
+            until=until,
+            before_id=before_id,
+            limit=limit,
+        )
+        return [_sql.audit_from_row(row) for row in await self._fetch_all(sql, *params)]

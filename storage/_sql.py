@@ -23,9 +23,11 @@ import msgspec
 from storage.errors import ConflictError
 from storage.records import (
     ApiKeyRecord,
+    AuditRecord,
     CursorTimes,
     DeviceRecord,
     IdempotencyRecord,
+    NewAuditRecord,
     NewDevice,
     NewNotification,
     NewUser,
@@ -44,6 +46,7 @@ class Row(Protocol):
 _json_encoder = msgspec.json.Encoder()
 _details_decoder = msgspec.json.Decoder(dict[str, str])
 _data_decoder = msgspec.json.Decoder(dict[str, Any])
+_categories_decoder = msgspec.json.Decoder(tuple[str, ...])
 
 
 def encode_json(value: object) -> str:
@@ -346,15 +349,16 @@ def merge_cursors(sent: Mapping[str, int], acked: Mapping[str, int]) -> dict[str
 
 # API keys ------------------------------------------------------------------------------
 
-API_KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at"
-INSERT_API_KEY = f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+API_KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at, categories"
+INSERT_API_KEY = f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 FIND_API_KEY = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
 COUNT_API_KEYS = "SELECT count(*) FROM api_keys"
 
 
 def api_key_params(key: ApiKeyRecord) -> tuple[Any, ...]:
     """Parameters of INSERT_API_KEY."""
-    return (key.id, key.name, key.role, key.key_hash, key.created_at, key.revoked_at)
+    categories = None if key.categories is None else encode_json(key.categories)
+    return (key.id, key.name, key.role, key.key_hash, key.created_at, key.revoked_at, categories)
 
 
 def api_key_from_row(row: Row) -> ApiKeyRecord:
@@ -366,4 +370,103 @@ def api_key_from_row(row: Row) -> ApiKeyRecord:
         key_hash=row[3],
         created_at=row[4],
         revoked_at=row[5],
+        categories=None if row[6] is None else _categories_decoder.decode(row[6]),
     )
+
+
+# access control (issue #4) ---------------------------------------------------------------
+
+LIST_API_KEYS = f"SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
+GET_API_KEY = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+# Locks every live admin key, in id order so that concurrent revocations queue instead of
+# deadlocking; the lock makes "is another admin key left?" and the revocation one step.
+LOCK_LIVE_ADMIN_KEYS = (
+    "SELECT id FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL ORDER BY id FOR UPDATE"
+)
+LIVE_ADMIN_KEYS = "SELECT id FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL"
+# coalesce: revoking twice keeps the first instant.
+REVOKE_API_KEY = (
+    f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 "
+    f"RETURNING {API_KEY_COLUMNS}"
+)
+
+_USER_COLUMN_COUNT = len(USER_COLUMNS.split(","))
+GET_USER_AND_TOKEN_CUTOFF = f"SELECT {USER_COLUMNS}, tokens_revoked_before FROM users WHERE id = $1"
+REVOKE_USER_TOKENS = (
+    "UPDATE users SET tokens_revoked_before = CASE WHEN tokens_revoked_before > $2 "
+    "THEN tokens_revoked_before ELSE $2 END WHERE id = $1 RETURNING id"
+)
+
+
+def user_and_token_cutoff_from_row(row: Row) -> tuple[UserRecord, int]:
+    """A row of GET_USER_AND_TOKEN_CUTOFF."""
+    return user_from_row(row), row[_USER_COLUMN_COUNT]
+
+
+AUDIT_COLUMNS = "id, at, actor, action, target, source, result, detail"
+PSEUDONYMISE_AUDIT = (
+    "UPDATE audit_log SET "
+    "actor = CASE WHEN actor = $1 THEN $2 ELSE actor END, "
+    "target = CASE WHEN target = $1 THEN $2 ELSE target END "
+    "WHERE actor = $1 OR target = $1 RETURNING id"
+)
+
+
+def audit_params(record: NewAuditRecord) -> tuple[Any, ...]:
+    """One new audit record as values in AUDIT_COLUMNS order, without `id`."""
+    return (
+        record.at,
+        record.actor,
+        record.action,
+        record.target,
+        record.source,
+        record.result,
+        None if record.detail is None else encode_json(record.detail),
+    )
+
+
+def audit_from_row(row: Row) -> AuditRecord:
+    """A row of AUDIT_COLUMNS."""
+    detail = row[7]
+    return AuditRecord(
+        id=row[0],
+        at=row[1],
+        actor=row[2],
+        action=row[3],
+        target=row[4],
+        source=row[5],
+        result=row[6],
+        detail=None if detail is None else _data_decoder.decode(detail),
+    )
+
+
+def list_audit_query(
+    *,
+    actor: str | None,
+    action: str | None,
+    target: str | None,
+    since: int | None,
+    until: int | None,
+    before_id: int | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The SELECT of `Storage.list_audit` and its parameters: one condition per filter
+    given (column names and operators are constants; values travel as parameters)."""
+    conditions = (
+        ("actor =", actor),
+        ("action =", action),
+        ("target =", target),
+        ("at >=", since),
+        ("at <", until),
+        ("id <", before_id),
+    )
+    clauses: list[str] = []
+    params: list[Any] = []
+    for condition, value in conditions:
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{condition} ${len(params)}")
+    params.append(limit)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log {where}ORDER BY id DESC LIMIT ${len(params)}"
+    return sql, params

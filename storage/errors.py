@@ -52,3 +52,14 @@ class SchemaTooNewError(StorageError):
 
 class UnsupportedStorageUrlError(StorageError):
     """The storage URL's scheme names no backend."""
+
+
+class LastAdminKeyError(StorageError):
+    """Revoking this key would leave no live admin key: nobody could manage keys any more."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"API key {key_id!r} is the last live admin key; revoking it would lock every "
+            "administrator out. Create another admin key first, then revoke this one."
+        )
+        self.key_id = key_id

@@ -20,14 +20,17 @@ from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.errors import (
     IdempotencyConflictError,
+    LastAdminKeyError,
     StorageError,
     StorageUnavailableError,
     UnknownUserError,
     UnsupportedStorageUrlError,
 )
 from storage.records import (
+    ApiKeyRecord,
     CursorTimes,
     DeviceRecord,
+    NewAuditRecord,
     NewDevice,
     NewNotification,
     NotificationRecord,
@@ -177,6 +180,16 @@ _CURSOR_TIMES = _sql.cursor_times_sql("unnest($2::bigint[]) AS s(seq)", "seq")
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 
 
+# access control (issue #4): the whole batch in one statement, ids in the order given.
+_APPEND_AUDIT = """
+INSERT INTO audit_log (at, actor, action, target, source, result, detail)
+SELECT at, actor, action, target, source, result, detail FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]
+) WITH ORDINALITY AS r(at, actor, action, target, source, result, detail, ord)
+ORDER BY ord
+"""
+
+
 def _where(url: str) -> str:
     # host:port only: the URL may hold a password, which must not reach the logs.
     try:
@@ -300,7 +313,8 @@ class PostgresStorage(SqlStorageBase):
                     migration = migrations.next_migration(current)
                     if migration is None:
                         return current
-                    await connection.execute(migration.sql_for("postgresql"))
+                    if not migration.is_blank_for("postgresql"):
+                        await connection.execute(migration.sql_for("postgresql"))
                     await connection.execute(
                         migrations.RECORD_VERSION, migration.version, _sql.now_ms()
                     )
@@ -433,3 +447,36 @@ class PostgresStorage(SqlStorageBase):
             return []
         marked = {row[0] for row in await self._fetch_all(_MARK_READ, user_id, list(ids), at)}
         return [i for i in dict.fromkeys(ids) if i in marked]
+
+    # access control (issue #4) ----------------------------------------------------------
+
+    async def revoke_api_key(self, key_id: str, *, at: int) -> ApiKeyRecord | None:
+        """See `Storage.revoke_api_key`."""
+        async with self._transaction() as connection:
+            row = await connection.fetchrow(_sql.GET_API_KEY, key_id)
+            if row is None:
+                return None
+            # A key's role never changes, so only admin keys need the lock: every live
+            # admin key, locked before the check, so that two concurrent revocations see
+            # each other's result instead of each counting the other as still live.
+            if row[2] == "admin":
+                live = {found[0] for found in await connection.fetch(_sql.LOCK_LIVE_ADMIN_KEYS)}
+                if key_id in live and not live - {key_id}:
+                    raise LastAdminKeyError(key_id)
+            revoked = await connection.fetchrow(_sql.REVOKE_API_KEY, key_id, at)
+        assert revoked is not None  # keys are never deleted, and it existed above
+        return _sql.api_key_from_row(revoked)
+
+    async def append_audit(self, records: Sequence[NewAuditRecord]) -> None:
+        """See `Storage.append_audit`: one statement whatever the batch size."""
+        if not records:
+            return
+        rows = [_sql.audit_params(record) for record in records]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        async with self._connection() as connection:
+            await connection.execute(_APPEND_AUDIT, *columns)
+
+    async def pseudonymise_audit(self, subject: str, replacement: str) -> int:
+        """See `Storage.pseudonymise_audit`."""
+        async with self._connection() as connection:
+            return len(await connection.fetch(_sql.PSEUDONYMISE_AUDIT, subject, replacement))

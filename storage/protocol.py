@@ -8,9 +8,11 @@ from typing import Protocol
 
 from storage.records import (
     ApiKeyRecord,
+    AuditRecord,
     CursorTimes,
     DeviceRecord,
     IdempotencyRecord,
+    NewAuditRecord,
     NewDevice,
     NewNotification,
     NewUser,
@@ -218,4 +220,62 @@ class Storage(Protocol):
 
     async def count_api_keys(self) -> int:
         """How many keys exist, revoked ones included (0 means: bootstrap needed)."""
+        ...
+
+    # access control (issue #4) ----------------------------------------------------------
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, oldest first (by `created_at`, then id)."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id (revoked or not), or None."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, *, at: int) -> ApiKeyRecord | None:
+        """Mark the key revoked at `at` and return its record; None for an unknown id.
+
+        Idempotent: revoking a revoked key changes nothing and returns it with its first
+        `revoked_at`. Raises `LastAdminKeyError` (nothing changed) when the key is the only
+        live admin key. That check and the revocation are one atomic step, also across
+        processes: two admin keys revoked at the same moment, each being the other's
+        last peer, leave exactly one of them live.
+        """
+        ...
+
+    async def get_user_and_token_cutoff(self, user_id: str) -> tuple[UserRecord, int] | None:
+        """The user and its `tokens_revoked_before` (epoch ms; 0 when its tokens were
+        never revoked) in one read, or None for an unknown user."""
+        ...
+
+    async def revoke_user_tokens(self, user_id: str, *, before: int) -> bool:
+        """Set the user's `tokens_revoked_before` to `max(current, before)`: it never
+        moves back. Return whether the user exists."""
+        ...
+
+    async def append_audit(self, records: Sequence[NewAuditRecord]) -> None:
+        """Append the records in ONE transaction (all or none), numbering them with ids
+        above every existing one, in the order given. An empty sequence is a no-op."""
+        ...
+
+    async def list_audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        before_id: int | None = None,
+        limit: int,
+    ) -> list[AuditRecord]:
+        """Audit records newest first (id descending), at most `limit`. Each filter that
+        is given must hold: `actor`, `action` and `target` equal, `since <= at < until`,
+        `id < before_id` (the cursor of the next page)."""
+        ...
+
+    async def pseudonymise_audit(self, subject: str, replacement: str) -> int:
+        """Replace `subject` (e.g. `user:<id>`) by `replacement` wherever it is the actor
+        or the target of an audit record; return how many records changed. Erasing a user
+        must call this: the records stay, the person is no longer named."""
         ...

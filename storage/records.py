@@ -127,3 +127,37 @@ class ApiKeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Hex SHA-256 of the secret key; the key itself is never stored."""
     created_at: int
     revoked_at: int | None = None
+    categories: tuple[str, ...] | None = None
+    """Notification categories the key is limited to; None: not limited."""
+
+
+# access control (issue #4) ------------------------------------------------------------
+
+
+class NewAuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One audited action, before the database numbers it."""
+
+    at: int
+    actor: str
+    """Who: `key:<id>` (API key), `user:<id>` (token subject), `cli`, or `anonymous`."""
+    action: str
+    """What, as `noun.verb`: `user.create`, `notification.send`, `key.revoke`, ..."""
+    target: str | None = None
+    """On what: `user:<id>`, `key:<id>`, ..."""
+    source: str | None = None
+    """The peer address of the request (None for the CLI)."""
+    result: str
+    """The HTTP status as text (`"202"`, `"403"`), or `ok` / `error` for the CLI."""
+    detail: dict[str, Any] | None = None
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    """Assigned by the database in insertion order; the pagination cursor."""
+    at: int
+    actor: str
+    action: str
+    target: str | None
+    source: str | None
+    result: str
+    detail: dict[str, Any] | None

@@ -23,14 +23,17 @@ from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.errors import (
     IdempotencyConflictError,
+    LastAdminKeyError,
     StorageError,
     StorageUnavailableError,
     UnknownUserError,
     UnsupportedStorageUrlError,
 )
 from storage.records import (
+    ApiKeyRecord,
     CursorTimes,
     DeviceRecord,
+    NewAuditRecord,
     NewDevice,
     NewNotification,
     NotificationRecord,
@@ -186,8 +189,9 @@ def _migrate(connection: sqlite3.Connection) -> int:
             migration = migrations.next_migration(current)
             if migration is None:
                 return current
-            for statement in _split_statements(migration.sql_for("sqlite")):
-                connection.execute(statement)
+            if not migration.is_blank_for("sqlite"):
+                for statement in _split_statements(migration.sql_for("sqlite")):
+                    connection.execute(statement)
             _fetch_all(connection, migrations.RECORD_VERSION, (migration.version, _sql.now_ms()))
 
 
@@ -325,6 +329,42 @@ def _advance_cursors(
             connection.execute(_INSERT_HISTORY, (_sql.encode_json(history), at))
 
 
+# access control (issue #4) ---------------------------------------------------------------
+
+# Like _INSERT_NOTIFICATIONS: the whole batch as one JSON array, one statement; json_each
+# yields the elements in array order, so ids follow the order given.
+_APPEND_AUDIT = (
+    "INSERT INTO audit_log (at, actor, action, target, source, result, detail) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
+    "value ->> 6 FROM json_each(?1) ORDER BY key"
+)
+
+
+def _revoke_api_key(connection: sqlite3.Connection, key_id: str, at: int) -> Any:
+    # BEGIN IMMEDIATE serialises writers of the file: the check and the revocation are
+    # one step (PostgreSQL needs row locks for the same).
+    with _write_transaction(connection):
+        row = _fetch_one(connection, _sql.GET_API_KEY, (key_id,))
+        if row is None:
+            return None
+        key = _sql.api_key_from_row(row)
+        if key.role == "admin" and key.revoked_at is None:
+            live = {found[0] for found in _fetch_all(connection, _sql.LIVE_ADMIN_KEYS, ())}
+            if not live - {key_id}:
+                raise LastAdminKeyError(key_id)
+        return _fetch_one(connection, _sql.REVOKE_API_KEY, (key_id, at))
+
+
+def _append_audit(connection: sqlite3.Connection, rows: str) -> None:
+    with _write_transaction(connection):
+        connection.execute(_APPEND_AUDIT, (rows,))
+
+
+def _pseudonymise_audit(connection: sqlite3.Connection, subject: str, replacement: str) -> int:
+    with _write_transaction(connection):
+        return len(_fetch_all(connection, _sql.PSEUDONYMISE_AUDIT, (subject, replacement)))
+
+
 class SqliteStorage(SqlStorageBase):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""
 
@@ -447,3 +487,22 @@ class SqliteStorage(SqlStorageBase):
         rows = await self._write_all(_MARK_READ, user_id, _sql.encode_json(list(ids)), at)
         marked = {row[0] for row in rows}
         return [i for i in dict.fromkeys(ids) if i in marked]
+
+    # access control (issue #4) ----------------------------------------------------------
+
+    async def revoke_api_key(self, key_id: str, *, at: int) -> ApiKeyRecord | None:
+        """See `Storage.revoke_api_key`."""
+        row = await self._run(lambda connection: _revoke_api_key(connection, key_id, at))
+        return None if row is None else _sql.api_key_from_row(row)
+
+    async def append_audit(self, records: Sequence[NewAuditRecord]) -> None:
+        """See `Storage.append_audit`."""
+        if records:
+            rows = _sql.encode_json([_sql.audit_params(record) for record in records])
+            await self._run(lambda connection: _append_audit(connection, rows))
+
+    async def pseudonymise_audit(self, subject: str, replacement: str) -> int:
+        """See `Storage.pseudonymise_audit`."""
+        return await self._run(
+            lambda connection: _pseudonymise_audit(connection, subject, replacement)
+        )

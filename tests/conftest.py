@@ -23,6 +23,12 @@ def amqp_url() -> Iterator[str]:
     yield from services.fresh_rabbitmq_vhost()
 
 
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix no other test uses on the shared Redis (`services.REDIS_URL`)."""
+    yield from services.redis_prefix()
+
+
 class _SlowCallbackRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)

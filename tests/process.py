@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LISTENING = re.compile(r"pushd listening on (http://\S+)")
+LISTENING = re.compile(r"pushd listening on (https?://\S+)")
 
 
 @dataclass

@@ -62,3 +62,19 @@ def fresh_rabbitmq_vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{quote(vhost, safe='')}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of its own for one test on the shared Redis; its keys are deleted
+    afterwards. Fails (never skips) when Redis cannot be reached."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        client.ping()
+        prefix = f"pushd-test:{RUN_ID}:{next(_counter)}:"
+        yield prefix
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()

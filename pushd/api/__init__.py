@@ -6,11 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd.api import notifications, stats, tokens, users
+from pushd.api import audit, key_admin, notifications, stats, tokens, users
 from pushd.api.openapi import build_openapi
 from pushd.api.routing import Reply, Route, add_routes
 from pushd.api.schemas import ComponentHealth, Health, known_timezones
-from pushd.appkeys import BUS, OPENAPI, STORAGE
+from pushd.appkeys import BUS, OPENAPI, STATE, STORAGE
+from pushd.state import StateUnavailableError
 from storage import StorageError
 
 __all__ = ["ROUTES", "add_routes", "describe_api"]
@@ -19,7 +20,8 @@ VERSION = "0.1.0"
 
 
 async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
-    """200 when storage answers and the bus is connected, else 503 naming the culprit."""
+    """200 when storage answers, the bus is connected and the shared state answers, else
+    503 naming the culprit."""
     storage_health = ComponentHealth(ok=True, backend=request.app[STORAGE].__class__.__name__)
     try:
         await request.app[STORAGE].ping()
@@ -30,10 +32,16 @@ async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
     bus_health = ComponentHealth(
         ok=bus_ok, backend=bus.__class__.__name__, error=None if bus_ok else "bus not connected"
     )
-    ok = storage_health.ok and bus_health.ok
+    state = request.app[STATE]
+    state_health = ComponentHealth(ok=True, backend=state.__class__.__name__)
+    try:
+        await state.ping()
+    except StateUnavailableError as exc:
+        state_health = ComponentHealth(ok=False, backend=state_health.backend, error=str(exc))
+    ok = storage_health.ok and bus_health.ok and state_health.ok
     return Reply(
         200 if ok else 503,
-        Health("ok" if ok else "unavailable", storage_health, bus_health),
+        Health("ok" if ok else "unavailable", storage_health, bus_health, state_health),
         {} if ok else {"Retry-After": "5"},
     )
 
@@ -54,7 +62,7 @@ ROUTES: list[Route] = [
         "GET",
         "/api/healthcheck",
         healthcheck,
-        "Storage and bus health",
+        "Storage, bus and shared state health",
         {200: Health, 503: Health},
         public=True,
         tag="system",
@@ -71,4 +79,6 @@ ROUTES: list[Route] = [
     *tokens.ROUTES,
     *notifications.ROUTES,
     *stats.ROUTES,
+    *key_admin.ROUTES,
+    *audit.ROUTES,
 ]

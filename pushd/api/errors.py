@@ -14,6 +14,7 @@ from enum import Enum
 import msgspec
 from aiohttp import web
 
+from pushd.limits import RateLimitedError
 from storage import StorageUnavailableError
 
 log = logging.getLogger("pushd.api")
@@ -25,6 +26,7 @@ class ErrorCode(Enum):
     INVALID_JSON = (400, "invalid_json")
     INVALID_QUERY = (400, "invalid_query")
     UNAUTHORIZED = (401, "unauthorized")
+    FORBIDDEN = (403, "forbidden")
     NOT_FOUND = (404, "not_found")
     ROUTE_NOT_FOUND = (404, "route_not_found")
     METHOD_NOT_ALLOWED = (405, "method_not_allowed")
@@ -34,6 +36,7 @@ class ErrorCode(Enum):
     UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
     VALIDATION_FAILED = (422, "validation_failed")
     IDEMPOTENCY_KEY_REUSED = (422, "idempotency_key_reused")
+    RATE_LIMITED = (429, "rate_limited")
     STORAGE_UNAVAILABLE = (503, "storage_unavailable")
     INTERNAL = (500, "internal_error")
 
@@ -130,6 +133,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return error_response(exc)
+    except RateLimitedError as exc:
+        return error_response(
+            ApiError(
+                ErrorCode.RATE_LIMITED,
+                exc.message,
+                field=exc.field,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
+        )
     except StorageUnavailableError as exc:
         log.warning("storage unavailable during %s %s: %s", request.method, request.path, exc)
         return error_response(
@@ -143,7 +155,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status in _HTTP_EXCEPTIONS:
             kind, message = _HTTP_EXCEPTIONS[exc.status]
             if exc.status == 413:
-                message = f"{message}: {exc.text}"
+                message = f"{message}: {exc.text} (setting server.max_body_bytes)"
             allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
             return error_response(ApiError(kind, message, headers=allow))
         raise

@@ -39,6 +39,9 @@ class ApiKeyVerifier:
         self._storage = storage
         self._cache_ttl = cache_ttl
         self._verified: dict[str, tuple[ApiKeyRecord, float]] = {}
+        # Bumped by every `forget`: a lookup that started before a revocation must not
+        # put the key it read (still live then) back into the cache after it.
+        self._generation = 0
 
     async def verify(self, key: str) -> ApiKeyRecord | None:
         """The live key record for this secret, or None if unknown or revoked."""
@@ -48,14 +51,24 @@ class ApiKeyVerifier:
         now = time.monotonic()
         if cached is not None and now - cached[1] < self._cache_ttl:
             return cached[0]
+        generation = self._generation
         record = await self._storage.find_api_key(hash_key(key))
         if record is None or record.revoked_at is not None:
             self._verified.pop(key, None)
             return None
+        if generation != self._generation:
+            return record  # read before a revocation arrived: serve once, do not cache
         if len(self._verified) > 10_000:  # bounded: forget everything rather than grow
             self._verified.clear()
         self._verified[key] = (record, now)
         return record
+
+    def forget(self, key_id: str) -> None:
+        """Drop the key from the cache (it was revoked): its next use asks storage."""
+        self._generation += 1
+        stale = [key for key, (record, _) in self._verified.items() if record.id == key_id]
+        for key in stale:
+            del self._verified[key]
 
     async def authenticate(self, request: web.Request) -> None:
         """Raise a 401 unless the request carries a live API key."""
@@ -98,3 +111,25 @@ def _admin_record(key: str, name: str) -> ApiKeyRecord:
     return ApiKeyRecord(
         id=new_id("key"), name=name, role="admin", key_hash=hash_key(key), created_at=now_ms()
     )
+
+
+def require_category(request: web.Request, category: str | None) -> None:
+    """Raise a 403 naming `category` unless the request's key may send it: a key
+    limited to categories may only send notifications that name one of them."""
+    allowed = request[API_KEY].categories
+    if allowed is None or category in allowed:
+        return
+    listed = ", ".join(allowed)
+    raise ApiError(
+        ErrorCode.FORBIDDEN,
+        f"this API key is limited to the categories {listed}: send one of them"
+        if category is None
+        else f"this API key may not send category {category!r}, only: {listed}",
+        field="category",
+    )
+
+
+def may_read_category(request: web.Request, category: str | None) -> bool:
+    """Whether the request's key may see a notification of this category."""
+    allowed = request[API_KEY].categories
+    return allowed is None or category in allowed

@@ -16,7 +16,8 @@ from pushd.api.deliveries import (
     delivery_events,
 )
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.keys import API_KEY
+from pushd.api.keys import API_KEY, may_read_category, require_category
+from pushd.api.limits import check_notification_size
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import (
     DeliveryEventList,
@@ -28,7 +29,8 @@ from pushd.api.schemas import (
     SendNotification,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import BUS, CONFIG, INGEST, METRICS, STORAGE
+from pushd.appkeys import BUS, CONFIG, INGEST, LIMITS, METRICS, STORAGE
+from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import from_ms, new_id, now_ms
 from pushd.ingest import ClaimInFlightError
 from pushd.realtime.readsync import publish_read
@@ -72,7 +74,7 @@ def _expires_at(body: SendNotification, now: int) -> int | None:
     if body.ttl is not None and body.expires_at is not None:
         raise validation_error("give ttl or expires_at, not both", "ttl")
     if body.ttl is not None:
-        return now + body.ttl * 1000
+        return now + int(body.ttl) * 1000
     if body.expires_at is not None:
         expires_at = int(body.expires_at.timestamp() * 1000)
         if expires_at <= now:
@@ -132,6 +134,8 @@ def _in_use(key: str) -> ApiError:
 async def send_notification(request: web.Request, body: SendNotification, _query: None) -> Reply:
     if body.title is None and body.body is None:
         raise validation_error("give a title, a body, or both", "title")
+    check_notification_size(body, request.app[LIMITS].config)
+    require_category(request, body.category)
     now = now_ms()
     expires_at = _expires_at(body, now)
     claim = _idempotency_claim(request, body)
@@ -159,6 +163,8 @@ async def _send(
     claim: IdempotencyClaim | None,
 ) -> Reply:
     user_id = await _resolve_recipient(request, body)
+    await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
+    request[AUDIT_TARGET] = f"user:{user_id}"
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
@@ -177,6 +183,7 @@ async def _send(
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
     request.app[METRICS].accepted.inc({})
+    request[AUDIT_DETAIL] = {"notification_id": record.id, "seq": record.seq}
     return _accepted(record.id, record.user_id, record.seq, record.created_at, replay=False)
 
 
@@ -204,8 +211,11 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
     more = len(records) > query.limit
     records = records[: query.limit]
     next_cursor = str(records[-1].seq) if more and records else None
-    deliveries = await deliveries_of(storage, user, records, now_ms())
-    items = [as_notification(r, d) for r, d in zip(records, deliveries, strict=True)]
+    # A category-limited key sees only its categories (docs/security.md): the page may
+    # then hold fewer than `limit` items while `next_cursor` still leads further.
+    visible = [r for r in records if may_read_category(request, r.category)]
+    deliveries = await deliveries_of(storage, user, visible, now_ms())
+    items = [as_notification(r, d) for r, d in zip(visible, deliveries, strict=True)]
     unread = await storage.count_unread(user.id)
     return Reply(200, NotificationPage(items, next_cursor, unread))
 
@@ -213,7 +223,9 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
 async def _load_notification(request: web.Request) -> NotificationRecord:
     notification_id = request.match_info["id"]
     record = await request.app[STORAGE].get_notification(notification_id)
-    if record is None:
+    # Outside a limited key's categories it is "not found", not "forbidden": a 403
+    # would confirm that the id exists.
+    if record is None or not may_read_category(request, record.category):
         raise ApiError(
             ErrorCode.NOT_FOUND, f"no notification with id {notification_id!r}", field="id"
         )
@@ -278,12 +290,15 @@ ROUTES = [
         errors={
             404: "No user with this user_id or external_id",
             409: "The same Idempotency-Key is still being processed (retry after Retry-After)",
+            429: "Too many notifications for this user (`limits.per_recipient`), or too many "
+            "requests for this API key: retry after `Retry-After` seconds",
         },
         headers={
             IDEMPOTENCY_HEADER: "Optional. Makes retries safe: 1 to 255 visible ASCII "
             "characters, remembered for `ingest.idempotency_window` seconds per API key."
         },
         tag="notifications",
+        action="notification.send",
     ),
     Route(
         "GET",

@@ -11,7 +11,10 @@ from pushd.api.errors import ErrorBody
 from pushd.api.routing import Route
 
 _ERRORS_BY_CONDITION = {
-    "auth": {401: "Missing, unknown or revoked API key"},
+    "auth": {
+        401: "Missing, unknown or revoked API key",
+        429: "Too many requests for this API key: retry after `Retry-After` seconds",
+    },
     "body": {
         400: "Body is not JSON",
         413: "Body too large",
@@ -90,6 +93,18 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
             )
     if route.public:
         operation["security"] = []
+    else:
+        # Roles (docs/security.md): who may call it, and the 403 every other key gets.
+        roles = ", ".join(sorted(route.roles))
+        operation["x-roles"] = sorted(route.roles)
+        operation["description"] = f"API key roles allowed: {roles}."
+        operation["responses"].setdefault(
+            "403",
+            {
+                "description": f"The API key's role is not one of: {roles}",
+                "content": error_content,
+            },
+        )
     return operation
 
 
@@ -109,7 +124,7 @@ def _refine(
             option["enum"] = timezones
     ttl = components["IssueToken"]["properties"]["ttl"]
     for option in ttl.get("anyOf", [ttl]):
-        if option.get("type") == "integer":
+        if option.get("type") in ("integer", "number"):
             option["maximum"] = token_max_ttl
 
 

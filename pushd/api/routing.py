@@ -1,6 +1,8 @@
 """The route table is data: each `Route` says its method, path, body and query types,
-responses and whether it needs an API key. The aiohttp router and the OpenAPI document
-are both built from the same table, so the documentation cannot drift from the server."""
+responses, whether it needs an API key and which roles may call it. The aiohttp router,
+the OpenAPI document and the roles table of docs/security.md are all built from the same
+table, so the documentation cannot drift from the server. The dispatcher here also
+records every state-changing call in the audit trail (pushd/audit.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,24 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.errors import ApiError, ErrorCode, from_msgspec
+from pushd.api.keys import API_KEY
+from pushd.appkeys import AUDIT
+from pushd.audit import ANONYMOUS_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
+from pushd.ids import now_ms
+from storage import StorageUnavailableError
+from storage.records import NewAuditRecord
+
+# Roles of API keys (docs/security.md). A role is a set of routes, listed per route in
+# the table below (`Route.roles`), not a hierarchy checked in handlers.
+ADMIN = "admin"
+PUBLISHER = "publisher"
+READER = "reader"
+ROLES = (ADMIN, PUBLISHER, READER)
+EVERY_ROLE = frozenset(ROLES)
+WRITERS = frozenset({ADMIN, PUBLISHER})
+ADMIN_ONLY = frozenset({ADMIN})
+# The default of `Route.roles`, recognised by identity and replaced by the method's default.
+_BY_METHOD: frozenset[str] = frozenset({"<by method>"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +70,35 @@ class Route:
     tag: str = "api"
     headers: Mapping[str, str] = field(default_factory=dict)
     """Optional request headers the route reads (name -> description), for the document."""
+    roles: frozenset[str] = _BY_METHOD
+    """Roles of the API keys that may call it. Default: GET → every role, any other
+    method → publisher and admin. Empty for public routes (no key at all)."""
+    action: str | None = None
+    """The audit trail's name for what a non-GET route does (`user.create`); default:
+    the handler's name. GET routes are not audited: they change nothing."""
+
+    def __post_init__(self) -> None:
+        if self.roles is _BY_METHOD:
+            default = (
+                frozenset() if self.public else EVERY_ROLE if self.method == "GET" else WRITERS
+            )
+            object.__setattr__(self, "roles", default)
+        unknown = self.roles - EVERY_ROLE
+        if unknown:
+            raise ValueError(f"{self.method} {self.path}: unknown roles {sorted(unknown)}")
 
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
+
+    @property
+    def audited(self) -> bool:
+        """Whether calls are recorded in the audit trail: every state-changing one."""
+        return self.method != "GET"
+
+    @property
+    def audit_action(self) -> str:
+        return self.action or self.operation_id
 
     @property
     def path_params(self) -> list[str]:
@@ -117,15 +162,79 @@ def _bind(
         msgspec.json.Decoder(route.body) if route.body is not None else None
     )
 
-    async def endpoint(request: web.Request) -> web.StreamResponse:
+    async def serve(request: web.Request) -> web.StreamResponse:
         if not route.public:
             await authenticate(request)
+            _authorize(request, route)
         body = await _decode_body(request, route, decoder) if decoder is not None else None
         query = _decode_query(request, route.query) if route.query is not None else None
         return encode_reply(await route.handler(request, body, query))
 
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        if not route.audited:
+            return await serve(request)
+        return await _audited(request, route, serve)
+
     endpoint.__name__ = route.operation_id
     return endpoint
+
+
+def _authorize(request: web.Request, route: Route) -> None:
+    """Raise a 403 unless the authenticated key's role may call this route."""
+    role = request[API_KEY].role
+    if role not in route.roles:
+        needed = " or ".join(role for role in ROLES if role in route.roles)
+        raise ApiError(
+            ErrorCode.FORBIDDEN,
+            f"{route.method} {route.path} needs an API key with role {needed}; this key has "
+            f"role {role!r}. Use another key, or ask an admin for one (POST /api/keys).",
+        )
+
+
+def _status_of(exc: BaseException) -> int:
+    """The status error_middleware answers for an exception leaving a route."""
+    if isinstance(exc, ApiError):
+        return exc.kind.status
+    if isinstance(exc, StorageUnavailableError):
+        return ErrorCode.STORAGE_UNAVAILABLE.status
+    if isinstance(exc, web.HTTPException):
+        return exc.status
+    return ErrorCode.INTERNAL.status
+
+
+async def _audited(
+    request: web.Request,
+    route: Route,
+    serve: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Serve the request, then queue its audit record (failed calls included), so that
+    no handler has to remember to. Cancellation is not recorded: nothing can be awaited
+    then, and aiohttp only cancels handlers on a forced shutdown."""
+    try:
+        response = await serve(request)
+    except Exception as exc:
+        await _record(request, route, _status_of(exc))
+        raise
+    await _record(request, route, response.status)
+    return response
+
+
+async def _record(request: web.Request, route: Route, status: int) -> None:
+    key = request.get(API_KEY)
+    target = request.get(AUDIT_TARGET)
+    if target is None and "userId" in request.match_info:
+        target = f"user:{request.match_info['userId']}"
+    await request.app[AUDIT].record(
+        NewAuditRecord(
+            at=now_ms(),
+            actor=ANONYMOUS_ACTOR if key is None else f"key:{key.id}",
+            action=route.audit_action,
+            target=target,
+            source=request.remote,
+            result=str(status),
+            detail=request.get(AUDIT_DETAIL),
+        )
+    )
 
 
 def add_routes(app: web.Application, routes: Sequence[Route], authenticate: Authenticator) -> None:

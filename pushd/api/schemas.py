@@ -229,11 +229,13 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     priority: Priority = "normal"
     ttl: (
         Annotated[
-            int,
+            float,
             Meta(
                 ge=1,
                 le=MAX_TTL_SECONDS,
-                description="Seconds until it is no longer delivered (not with `expires_at`).",
+                multiple_of=1,
+                description="Whole seconds until it is no longer delivered (not with "
+                "`expires_at`).",
             ),
         ]
         | None
@@ -331,9 +333,16 @@ class ReadResult(msgspec.Struct, kw_only=True):
 # tokens ------------------------------------------------------------------------------
 
 
+# JSON Schema counts 295.0 as an integer and clients may compute seconds as floats, but
+# msgspec's `int` refuses 295.0 (found by schemathesis): whole numbers of seconds are
+# decoded as floats that must be whole (`multipleOf: 1` in the document), then int()-ed.
+WholeSeconds = Annotated[float, Meta(ge=1, multiple_of=1)]
+
+
 class IssueToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ttl: (
-        Annotated[int, Meta(ge=1, description="Lifetime in seconds (default from config).")] | None
+        Annotated[WholeSeconds, Meta(description="Lifetime in seconds (default from config).")]
+        | None
     ) = None
 
 
@@ -355,3 +364,4 @@ class Health(msgspec.Struct):
     status: Literal["ok", "unavailable"]
     storage: ComponentHealth
     bus: ComponentHealth
+    state: ComponentHealth

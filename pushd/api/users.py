@@ -20,6 +20,7 @@ from pushd.api.schemas import (
     is_known_timezone,
 )
 from pushd.appkeys import STORAGE
+from pushd.audit import AUDIT_TARGET
 from pushd.ids import new_id, now_ms
 from storage import ConflictError, Storage, UnknownUserError
 from storage.records import NewDevice, NewUser, UserRecord
@@ -62,6 +63,7 @@ async def create_user(request: web.Request, body: CreateUser, _query: None) -> R
             f"a user with this {exc.field} already exists: choose another one",
             field=exc.field,
         ) from None
+    request[AUDIT_TARGET] = f"user:{user.id}"
     return Reply(201, User.of(user), {"Location": f"/api/users/{user.id}"})
 
 
@@ -129,6 +131,7 @@ ROUTES = [
         body=CreateUser,
         errors={409: "A user with this external_id exists"},
         tag="users",
+        action="user.create",
     ),
     Route(
         "GET",
@@ -148,6 +151,7 @@ ROUTES = [
         {201: Device, 200: Device},
         body=CreateDevice,
         tag="devices",
+        action="device.register",
     ),
     Route(
         "GET",
@@ -164,5 +168,6 @@ ROUTES = [
         "Remove a device",
         {204: None},
         tag="devices",
+        action="device.delete",
     ),
 ]

@@ -21,7 +21,18 @@ from actors.connection import Connection
 from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
-from pushd.appkeys import BUS, CONFIG, CURSORS, MAILBOXES, METRICS, SOCKETS, STORAGE, TOKENS
+from pushd.appkeys import (
+    BUS,
+    CONFIG,
+    CURSORS,
+    LIMITS,
+    MAILBOXES,
+    METRICS,
+    REVOCATIONS,
+    SOCKETS,
+    STORAGE,
+    TOKENS,
+)
 from pushd.bus import BusError
 from pushd.ids import new_id, now_ms
 from pushd.realtime.backlog import StoredBacklog
@@ -40,21 +51,22 @@ from pushd.realtime.frames import (
 )
 from pushd.realtime.readsync import publish_read
 from pushd.realtime.sockets import WebSocketTransport
-from pushd.tokens import TokenError, TokenExpiredError
+from pushd.revocations import TOKEN_REVOKED_REASON
+from pushd.tokens import TokenError, TokenExpiredError, VerifiedToken
 from storage import StorageError
 from storage.records import UserRecord
 
 log = logging.getLogger("pushd.ws")
 
-MAX_CLIENT_FRAME_BYTES = 64 * 1024
 PONG = frame_encoder.encode(PongFrame())
 
 
 async def _authenticate(
     request: web.Request, ws: web.WebSocketResponse
-) -> tuple[str, int | None] | None:
-    """Read the `auth` frame; return (user id, requested `since`), or close the socket
-    and return None."""
+) -> tuple[VerifiedToken, int | None] | None:
+    """Read the `auth` frame; return what its token says and the requested `since`, or
+    close the socket and return None. The user id only ever comes from the token, never
+    from a frame's field."""
     timeout = request.app[CONFIG].auth.ws_auth_timeout
     try:
         message = await ws.receive(timeout=timeout)
@@ -76,7 +88,7 @@ async def _authenticate(
         )
         return None
     try:
-        return request.app[TOKENS].verify(frame.token), frame.since
+        return request.app[TOKENS].verify_claims(frame.token), frame.since
     except TokenExpiredError:
         await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired")
     except TokenError:
@@ -137,11 +149,11 @@ class _Stream:
 
 
 async def _serve(
-    request: web.Request, ws: web.WebSocketResponse, user_id: str, since: int | None
+    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, since: int | None
 ) -> None:
     """Attach the socket to the user's mailbox actor, start its stream after `since`
     (default: the ack cursor) and run its reader and writer."""
-    app = request.app
+    app, user_id = request.app, token.user_id
     config, metrics, storage = app[CONFIG], app[METRICS], app[STORAGE]
     connection = Connection(
         WebSocketTransport(ws),
@@ -169,6 +181,10 @@ async def _serve(
         # after the read reaches this connection live, and one committed before is
         # below the last_seq read, so the catch-up covers it. Nothing falls in between.
         await mailboxes.tell(user_id, Attach(connection))
+        # A revocation applied between the storage check and the Attach above closed the
+        # sockets the actor held, not this one yet: this node remembers it for this check.
+        if app[REVOCATIONS].token_recently_revoked(user_id, token.issued_at_ms):
+            connection.close_soon(CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
         try:
             user = await storage.get_user(user_id)
         except StorageError:
@@ -218,14 +234,42 @@ def _start_stream(connection: Connection, user: UserRecord, since: int | None) -
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Upgrade, authenticate, then stream the user's notifications until either side closes."""
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_FRAME_BYTES)
+    max_frame = request.app[CONFIG].limits.ws_max_frame_bytes  # bigger: closed with 1009
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame)
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     try:
         authenticated = await _authenticate(request, ws)
         if authenticated is not None:
-            await _serve(request, ws, *authenticated)
+            await _admit(request, ws, *authenticated)
     finally:
         sockets.discard(ws)
     return ws
+
+
+async def _admit(
+    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, since: int | None
+) -> None:
+    """Refuse a revoked token or a socket over the user's quota; serve the others."""
+    try:
+        found = await request.app[STORAGE].get_user_and_token_cutoff(token.user_id)
+    except StorageError:
+        await ws.close(code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later")
+        return
+    if found is None:
+        await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
+        return
+    user, tokens_revoked_before = found
+    if token.issued_at_ms <= tokens_revoked_before:
+        await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
+        return
+    quota = request.app[LIMITS].sockets
+    if not quota.acquire(user.id):
+        reason = f"this user already has {quota.per_user} sockets open on this node"
+        await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, message=reason.encode())
+        return
+    try:
+        await _serve(request, ws, token, since)
+    finally:
+        quota.release(user.id)

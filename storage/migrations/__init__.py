@@ -24,6 +24,7 @@ Dialect = Literal["sqlite", "postgresql"]
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _DIALECT_ONLY = re.compile(r"/\*(sqlite|postgresql):(.*?)\*/", re.DOTALL)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 # Created by `migrate()` itself, before reading the version: it must exist before any
 # numbered migration can be recorded. One row per applied version.
@@ -49,6 +50,11 @@ class Migration:
             lambda match: match[2] if match[1] == dialect else "",
             self.sql,
         )
+
+    def is_blank_for(self, dialect: Dialect) -> bool:
+        """Whether the text for `dialect` holds only comments: a placeholder keeping a
+        version number (asyncpg fails on a query with no statement, so it is skipped)."""
+        return not _COMMENTS.sub("", self.sql_for(dialect)).strip()
 
 
 @cache

@@ -25,13 +25,15 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 def make_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeClient:
     """Build and start an app; keyword arguments override config sections."""
 
-    async def make(**sections: dict[str, Any]) -> TestClient[Any, Any]:
+    async def make(
+        token_secret: str = TOKEN_SECRET, **sections: dict[str, Any]
+    ) -> TestClient[Any, Any]:
         overrides: dict[str, dict[str, Any]] = {"server": {"data_dir": str(tmp_path)}}
         for section, values in sections.items():
             overrides.setdefault(section, {}).update(values)
         config = load_config(None, environ={}, overrides=overrides)
         identity = Identity("test-node", admin_key=ADMIN_KEY)
-        app = build_app(config, identity=identity, token_secret=TOKEN_SECRET)
+        app = build_app(config, identity=identity, token_secret=token_secret)
         return await aiohttp_client(app)
 
     return make
@@ -62,3 +64,14 @@ async def user_token(client: TestClient[Any, Any], user_id: str, **body: Any) ->
     assert response.status == 201, await response.text()
     token: str = (await response.json())["token"]
     return token
+
+
+async def create_key(
+    client: TestClient[Any, Any], role: str, **fields: Any
+) -> tuple[str, dict[str, Any]]:
+    """A new API key of `role` (created with the admin key): the secret and its record."""
+    body = {"name": f"{role} key", "role": role, **fields}
+    response = await client.post("/api/keys", json=body, headers=AUTH)
+    assert response.status == 201, await response.text()
+    created: dict[str, Any] = await response.json()
+    return created["key"], created["api_key"]

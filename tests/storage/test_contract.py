@@ -10,19 +10,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
 from storage import (
     ConflictError,
+    LastAdminKeyError,
     SchemaTooNewError,
     Storage,
     StorageUnavailableError,
     UnknownUserError,
     open_storage,
 )
-from storage.migrations import CREATE_VERSION_TABLE, RECORD_VERSION, newest_version
-from storage.records import ApiKeyRecord, DeviceRecord, NewDevice, NotificationRecord
+from storage.migrations import (
+    CREATE_VERSION_TABLE,
+    RECORD_VERSION,
+    Migration,
+    all_migrations,
+    newest_version,
+)
+from storage.records import (
+    ApiKeyRecord,
+    AuditRecord,
+    DeviceRecord,
+    NewAuditRecord,
+    NewDevice,
+    NotificationRecord,
+)
 from tests.storage.conftest import CREATED_AT, note, opened, raw_sql, table_names, user
 
 # migrations ----------------------------------------------------------------------------
@@ -33,7 +48,9 @@ async def test_empty_database_is_at_version_zero_until_migrated(storage_url: str
         assert await store.schema_version() == 0
         assert await store.migrate() == newest_version()
         assert await store.schema_version() == newest_version()
-    assert {"users", "devices", "notifications", "api_keys"} <= await table_names(storage_url)
+    assert {"users", "devices", "notifications", "api_keys", "audit_log"} <= await table_names(
+        storage_url
+    )
 
 
 async def test_migrate_is_idempotent(storage: Storage) -> None:
@@ -448,3 +465,234 @@ async def test_api_keys(storage: Storage) -> None:
         await storage.create_api_key(api_key("k1", "d" * 64))
     assert taken_id.value.field == "id"
     assert await storage.count_api_keys() == 2
+
+
+# access control (issue #4) -------------------------------------------------------------
+
+
+def test_comment_only_migration_is_blank_for_both_dialects() -> None:
+    """Guards the placeholder that keeps a version number (0002 in this branch): asyncpg
+    fails on a query without a statement, so the backends must skip it."""
+    placeholder = Migration(9, "placeholder", "-- only a comment\n/* and another */\n")
+    assert placeholder.is_blank_for("sqlite")
+    assert placeholder.is_blank_for("postgresql")
+    dialect_only = Migration(9, "x", "/*postgresql: SELECT 1*/ -- pg only\n")
+    assert dialect_only.is_blank_for("sqlite")
+    assert not dialect_only.is_blank_for("postgresql")
+    assert not any(m.is_blank_for("sqlite") for m in all_migrations() if m.name == "access")
+
+
+def admin_key(key_id: str, key_hash: str, **fields: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=key_id,
+        name=f"admin {key_id}",
+        role="admin",
+        key_hash=key_hash,
+        created_at=CREATED_AT,
+        **fields,
+    )
+
+
+async def test_api_key_categories_round_trip(storage: Storage) -> None:
+    limited = ApiKeyRecord(
+        id="k1",
+        name="billing",
+        role="publisher",
+        key_hash="a" * 64,
+        created_at=CREATED_AT,
+        categories=("billing", "invoices"),
+    )
+    await storage.create_api_key(limited)
+    await storage.create_api_key(api_key("k2", "b" * 64))
+    assert await storage.find_api_key("a" * 64) == limited
+    assert await storage.get_api_key("k1") == limited
+    unlimited = await storage.get_api_key("k2")
+    assert unlimited is not None
+    assert unlimited.categories is None
+    assert await storage.get_api_key("nope") is None
+
+
+async def test_list_api_keys_oldest_first_revoked_included(storage: Storage) -> None:
+    keys = [
+        api_key("k-b", "b" * 64),
+        ApiKeyRecord(
+            id="k-a", name="older", role="reader", key_hash="a" * 64, created_at=CREATED_AT - 1
+        ),
+        api_key("k-c", "c" * 64, revoked_at=CREATED_AT + 5),
+    ]
+    for key in keys:
+        await storage.create_api_key(key)
+    assert [key.id for key in await storage.list_api_keys()] == ["k-a", "k-b", "k-c"]
+
+
+async def test_revoke_api_key_is_idempotent_and_keeps_the_first_instant(storage: Storage) -> None:
+    await storage.create_api_key(api_key("k1", "a" * 64))
+    revoked = await storage.revoke_api_key("k1", at=CREATED_AT + 10)
+    assert revoked is not None
+    assert revoked.revoked_at == CREATED_AT + 10
+    again = await storage.revoke_api_key("k1", at=CREATED_AT + 99)
+    assert again == revoked
+    assert await storage.find_api_key("a" * 64) == revoked
+    assert await storage.revoke_api_key("ghost", at=CREATED_AT) is None
+
+
+async def test_last_live_admin_key_cannot_be_revoked(storage: Storage) -> None:
+    """Guards an administrator locking everyone out: with one live admin key left (a
+    revoked one does not count), revoking it is refused and changes nothing."""
+    await storage.create_api_key(admin_key("a1", "a" * 64))
+    await storage.create_api_key(admin_key("a0", "0" * 64, revoked_at=CREATED_AT))
+    await storage.create_api_key(api_key("p1", "b" * 64))
+    with pytest.raises(LastAdminKeyError) as refused:
+        await storage.revoke_api_key("a1", at=CREATED_AT + 1)
+    assert refused.value.key_id == "a1"
+    still = await storage.get_api_key("a1")
+    assert still is not None
+    assert still.revoked_at is None
+    # Non-admin keys and already revoked admin keys are not concerned by the rule.
+    assert await storage.revoke_api_key("p1", at=CREATED_AT + 1) is not None
+    assert await storage.revoke_api_key("a0", at=CREATED_AT + 1) is not None
+    await storage.create_api_key(admin_key("a2", "c" * 64))
+    first = await storage.revoke_api_key("a1", at=CREATED_AT + 2)
+    assert first is not None
+    assert first.revoked_at == CREATED_AT + 2
+
+
+async def test_concurrent_revocations_of_the_last_two_admin_keys_leave_one(
+    storage_url: str,
+) -> None:
+    """Guards a check-then-act race: two processes each revoking one of the last two
+    admin keys would each see the other key live, and both would revoke."""
+    async with opened(storage_url) as first, opened(storage_url) as second:
+        await first.migrate()
+        for round_number in range(5):
+            ids = [f"r{round_number}-x", f"r{round_number}-y"]
+            for index, key_id in enumerate(ids):
+                await first.create_api_key(admin_key(key_id, f"{round_number}{index}" * 32))
+            if round_number:  # the survivor of the previous round must not count
+                for key in await first.list_api_keys():
+                    if key.revoked_at is None and key.id not in ids:
+                        await first.revoke_api_key(key.id, at=CREATED_AT)
+            results = await asyncio.gather(
+                first.revoke_api_key(ids[0], at=CREATED_AT),
+                second.revoke_api_key(ids[1], at=CREATED_AT),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, LastAdminKeyError)]
+            assert len(refused) == 1, results
+            live = [k.id for k in await second.list_api_keys() if k.revoked_at is None]
+            assert live == [refused[0].key_id]
+
+
+async def test_user_token_cutoff_only_moves_forward(storage: Storage) -> None:
+    created = await storage.create_user(user("u1"))
+    await storage.create_user(user("u2"))
+    assert await storage.get_user_and_token_cutoff("u1") == (created, 0)
+    assert await storage.revoke_user_tokens("u1", before=CREATED_AT + 50)
+    assert await storage.revoke_user_tokens("u1", before=CREATED_AT + 10)
+    assert await storage.get_user_and_token_cutoff("u1") == (created, CREATED_AT + 50)
+    other = await storage.get_user_and_token_cutoff("u2")
+    assert other is not None
+    assert other[1] == 0
+    assert not await storage.revoke_user_tokens("ghost", before=CREATED_AT)
+    assert await storage.get_user_and_token_cutoff("ghost") is None
+
+
+def audit(action: str, *, at: int = CREATED_AT, **fields: Any) -> NewAuditRecord:
+    values: dict[str, Any] = {"actor": "key:k1", "result": "201", **fields}
+    return NewAuditRecord(at=at, action=action, **values)
+
+
+def without_id(record: AuditRecord) -> NewAuditRecord:
+    return NewAuditRecord(
+        at=record.at,
+        actor=record.actor,
+        action=record.action,
+        target=record.target,
+        source=record.source,
+        result=record.result,
+        detail=record.detail,
+    )
+
+
+async def test_append_audit_round_trips_in_order(storage: Storage) -> None:
+    first = [
+        audit(
+            "user.create",
+            target="user:u1",
+            source="10.0.0.7",
+            detail={"name": "Zoë", "nested": {"n": [1, None]}},
+        ),
+        audit("key.revoke", actor="cli", result="ok"),
+    ]
+    await storage.append_audit(first)
+    await storage.append_audit([])
+    await storage.append_audit([audit("notification.send", result="202")])
+    listed = await storage.list_audit(limit=10)
+    assert [without_id(r) for r in reversed(listed)] == [
+        *first,
+        audit("notification.send", result="202"),
+    ]
+    ids = [record.id for record in listed]
+    assert ids == sorted(ids, reverse=True)
+    assert len(set(ids)) == 3
+    assert listed[-1].target == "user:u1"
+    assert listed[-2].target is None
+    assert listed[-2].detail is None
+
+
+async def test_list_audit_filters_and_pages(storage: Storage) -> None:
+    await storage.append_audit(
+        [
+            audit(
+                "user.create" if i % 2 else "notification.send",
+                at=CREATED_AT + i,
+                actor=f"key:k{i % 3}",
+                target=f"user:u{i % 4}",
+            )
+            for i in range(24)
+        ]
+    )
+    everything = await storage.list_audit(limit=100)
+    assert len(everything) == 24
+
+    def ats(records: list[AuditRecord]) -> list[int]:
+        return [record.at - CREATED_AT for record in records]
+
+    created = await storage.list_audit(action="user.create", limit=100)
+    assert ats(created) == list(range(23, 0, -2))
+    by_actor_and_target = await storage.list_audit(actor="key:k0", target="user:u0", limit=100)
+    assert ats(by_actor_and_target) == [12, 0]
+    between = await storage.list_audit(since=CREATED_AT + 5, until=CREATED_AT + 8, limit=100)
+    assert ats(between) == [7, 6, 5]
+    assert await storage.list_audit(actor="key:nobody", limit=100) == []
+    pages: list[list[int]] = []
+    before_id: int | None = None
+    while page := await storage.list_audit(
+        action="notification.send", before_id=before_id, limit=5
+    ):
+        pages.append(ats(page))
+        before_id = page[-1].id
+    assert pages == [[22, 20, 18, 16, 14], [12, 10, 8, 6, 4], [2, 0]]
+    with pytest.raises(ValueError, match="limit"):
+        await storage.list_audit(limit=-1)
+
+
+async def test_pseudonymise_audit_replaces_actor_and_target_only(storage: Storage) -> None:
+    await storage.append_audit(
+        [
+            audit("user.create", target="user:u1"),
+            audit("ws.auth", actor="user:u1", target="user:u1"),
+            audit("user.create", target="user:u10"),
+            audit("user.create", target="user:u2"),
+        ]
+    )
+    assert await storage.pseudonymise_audit("user:u1", "user:erased-7f3a") == 2
+    targets = [(r.actor, r.target) for r in reversed(await storage.list_audit(limit=10))]
+    assert targets == [
+        ("key:k1", "user:erased-7f3a"),
+        ("user:erased-7f3a", "user:erased-7f3a"),
+        ("key:k1", "user:u10"),
+        ("key:k1", "user:u2"),
+    ]
+    assert await storage.list_audit(target="user:u1", limit=10) == []
+    assert await storage.pseudonymise_audit("user:u1", "user:erased-7f3a") == 0

@@ -1,0 +1,74 @@
+"""Headers on every response: security headers, and CORS for the configured origins
+(`http.cors_origins`), including the answer to browsers' preflight `OPTIONS` requests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pushd.api.errors import Handler
+from pushd.appkeys import CONFIG
+
+# The API and error responses are JSON, never a page: nothing may load, run or frame.
+# Pages (the console) set their own, narrower-than-nothing-but-enough policy.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+HSTS = "max-age=31536000"
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+# What a browser page may send and read besides the CORS-safelisted headers.
+ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+EXPOSED_RESPONSE_HEADERS = "Location, Retry-After, WWW-Authenticate"
+PREFLIGHT_MAX_AGE = "600"
+
+
+def allowed_origin(request: web.Request) -> str | None:
+    """The `Access-Control-Allow-Origin` value for this request, or None: no `Origin`,
+    or one that is not configured."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    origins = request.app[CONFIG].http.cors_origins
+    if "*" in origins:
+        return "*"
+    return origin if origin in origins else None
+
+
+async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: runs for every response, errors and 404s included."""
+    headers = response.headers
+    headers.update(_SECURITY_HEADERS)
+    headers.setdefault("Content-Security-Policy", API_CSP)
+    # Responses carry users' data and live figures: no cache may keep them.
+    headers.setdefault("Cache-Control", "no-store")
+    if request.secure:
+        headers["Strict-Transport-Security"] = HSTS
+    origin = allowed_origin(request)
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = EXPOSED_RESPONSE_HEADERS
+    if request.app[CONFIG].http.cors_origins and origin != "*":
+        # The answer depends on the Origin header: caches must not mix them up.
+        headers.add("Vary", "Origin")
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer a CORS preflight for an existing route with 204, before authentication:
+    browsers send it without credentials. Allowed origins get the Allow-* headers (added
+    with Allow-Origin by `add_response_headers`); others get none, so the browser refuses.
+    """
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return await handler(request)
+    unmatched = request.match_info.http_exception
+    if not isinstance(unmatched, web.HTTPMethodNotAllowed):
+        return await handler(request)  # unknown route (404), or a real OPTIONS route
+    headers = {}
+    if allowed_origin(request) is not None:
+        headers = {
+            "Access-Control-Allow-Methods": ", ".join(sorted(unmatched.allowed_methods)),
+            "Access-Control-Allow-Headers": ALLOWED_REQUEST_HEADERS,
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        }
+    return web.Response(status=204, headers=headers)

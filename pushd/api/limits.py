@@ -1,0 +1,54 @@
+"""Input limits of the HTTP API that come from configuration (`[limits]`), checked by
+handlers on top of the fixed ones in the request types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from pushd.api.errors import validation_error
+from pushd.api.schemas import SendNotification
+from pushd.config import LimitsConfig
+
+_encoder = msgspec.json.Encoder()
+
+
+def check_notification_size(body: SendNotification, limits: LimitsConfig) -> None:
+    """422 naming the field when the title, body or data is over its configured size."""
+    if body.title is not None and len(body.title) > limits.title_max_chars:
+        raise validation_error(
+            f"title has {len(body.title)} characters; the limit is {limits.title_max_chars} "
+            "(setting limits.title_max_chars)",
+            "title",
+        )
+    if body.body is not None and len(body.body) > limits.body_max_chars:
+        raise validation_error(
+            f"body has {len(body.body)} characters; the limit is {limits.body_max_chars} "
+            "(setting limits.body_max_chars)",
+            "body",
+        )
+    if body.data is not None:
+        size = len(_encoder.encode(body.data))
+        if size > limits.data_max_bytes:
+            raise validation_error(
+                f"data is {size} bytes as JSON; the limit is {limits.data_max_bytes} "
+                "(setting limits.data_max_bytes)",
+                "data",
+            )
+
+
+def document_limits(document: dict[str, Any], limits: LimitsConfig) -> dict[str, Any]:
+    """State the configured notification limits in the OpenAPI document (in place), so
+    that what the document allows, the server accepts."""
+    properties = document["components"]["schemas"]["SendNotification"]["properties"]
+    for field, configured in (("title", limits.title_max_chars), ("body", limits.body_max_chars)):
+        for option in properties[field].get("anyOf", [properties[field]]):
+            if option.get("type") == "string":
+                option["maxLength"] = min(configured, option.get("maxLength", configured))
+    data = properties["data"]
+    data["description"] = (
+        f"{data.get('description', '')} At most {limits.data_max_bytes} bytes once encoded "
+        "as JSON (setting limits.data_max_bytes)."
+    ).strip()
+    return document

@@ -1,0 +1,144 @@
+"""The audit trail's writer: records of who did what are appended to storage in batches
+by one owned background task, so that auditing `POST /api/notifications` costs a queue
+put per request, not a storage round trip.
+
+What is recorded, and where, is docs/security.md ("Audit trail").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from storage import Storage, StorageError
+from storage.records import NewAuditRecord
+
+log = logging.getLogger("pushd.audit")
+
+AUDIT_TARGET: web.RequestKey[str] = web.RequestKey("audit_target", str)
+"""Set by a handler to name what the request acted on (`user:<id>`, `key:<id>`) when the
+path does not say it (e.g. the id of a user it just created)."""
+AUDIT_DETAIL: web.RequestKey[dict[str, Any]] = web.RequestKey("audit_detail", dict)
+"""Set by a handler to add facts to the record (never personal data: ids go in the
+target, which is what erasing a user pseudonymises)."""
+
+CLI_ACTOR = "cli"
+ANONYMOUS_ACTOR = "anonymous"
+
+# A failing storage is retried this many times (with doubling pauses from the first
+# one) before a batch is given up on and written to the log instead.
+_WRITE_ATTEMPTS = 5
+_FIRST_RETRY_PAUSE_S = 0.2
+
+_record_encoder = msgspec.json.Encoder()
+
+
+class AuditWriterClosedError(RuntimeError):
+    """`record` was called after `close`: a component outlived the writer it uses."""
+
+
+class AuditWriter:
+    """Appends audit records to storage from a bounded queue, in batches.
+
+    Queue: at most `queue_size` records wait. Overflow policy: a full queue makes
+    `record` wait for space (backpressure reaches the request), it never drops one.
+    One owned task takes everything queued (at most `max_batch`) and appends it in ONE
+    transaction. A batch that storage keeps refusing is retried with backoff, then
+    logged at ERROR level, one JSON line per record, so that no record disappears
+    without a trace while the writer keeps going. `close` writes what is queued.
+    """
+
+    def __init__(self, storage: Storage, *, queue_size: int, max_batch: int) -> None:
+        self._storage = storage
+        self._max_batch = max_batch
+        # None is the stop marker put by close(), behind every record queued before it.
+        self._queue: asyncio.Queue[NewAuditRecord | None] = asyncio.Queue(queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._queued = 0
+        self._handled = 0
+        self._progress = asyncio.Condition()
+        self.written = 0
+        """Records appended to storage."""
+        self.batches = 0
+        """Successful appends (transactions)."""
+        self.logged_instead = 0
+        """Records storage refused even after retries, written to the log instead."""
+
+    async def start(self) -> None:
+        """Start the writer task (owned by this object, awaited by `close`)."""
+        self._task = asyncio.create_task(self._run(), name="pushd-audit-writer")
+
+    async def record(self, record: NewAuditRecord) -> None:
+        """Queue one record; waits while the queue is full."""
+        if self._closing:
+            raise AuditWriterClosedError("the audit writer is closed; nothing can be recorded")
+        await self._queue.put(record)
+        self._queued += 1
+
+    async def flush(self) -> None:
+        """Return once every record queued before this call has been handled (written,
+        or logged after storage refused it). Records queued meanwhile are not waited for,
+        so a steady stream cannot hold the caller forever."""
+        target = self._queued
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._handled >= target)
+
+    async def close(self) -> None:
+        """Write everything queued, then stop the task. Idempotent."""
+        if self._closing:
+            if self._task is not None:
+                await self._task
+            return
+        self._closing = True
+        if self._task is None:
+            return
+        await self._queue.put(None)
+        await self._task
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[NewAuditRecord] = []
+            item = await self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self._max_batch or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._write(batch)
+                async with self._progress:
+                    self._handled += len(batch)
+                    self._progress.notify_all()
+
+    async def _write(self, batch: list[NewAuditRecord]) -> None:
+        pause = _FIRST_RETRY_PAUSE_S
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                await self._storage.append_audit(batch)
+            except StorageError as exc:
+                log.warning(
+                    "audit: appending %d records failed (attempt %d of %d): %s",
+                    len(batch),
+                    attempt,
+                    _WRITE_ATTEMPTS,
+                    exc,
+                )
+                if attempt < _WRITE_ATTEMPTS:
+                    await asyncio.sleep(pause)
+                    pause *= 2
+            else:
+                self.written += len(batch)
+                self.batches += 1
+                return
+        for record in batch:
+            log.error("audit record not stored: %s", _record_encoder.encode(record).decode())
+        self.logged_instead += len(batch)

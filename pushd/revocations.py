@@ -1,0 +1,147 @@
+"""Revocations that take effect at once on every node (docs/security.md).
+
+Storage is the truth: a revoked API key is refused by any node that asks storage, and a
+user token older than the user's `tokens_revoked_before` is refused at WebSocket auth.
+What storage cannot do alone is reach into each node's memory: the API key cache, and
+the sockets already open. So the node that revokes also publishes the revocation on the
+shared state's `revocations` channel, and every node (itself included) applies it: it
+drops the key from its cache, or closes the user's sockets with 4505 "token revoked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+
+import msgspec
+from aiohttp import web
+
+from actors.runtime import ActorSystemStoppedError
+from actors.transport import CloseCode
+from actors.user_mailbox import CloseAll
+from pushd.appkeys import API_KEYS, MAILBOXES, STATE
+from pushd.state import SharedState, StateError
+
+log = logging.getLogger("pushd.revocations")
+
+CHANNEL = "revocations"
+TOKEN_REVOKED_REASON = "the user's tokens were revoked: get a new token"  # noqa: S105 - a close reason
+
+# How long, and for how many users, a node remembers a token revocation it applied. It
+# closes the race with a socket that read the user's cutoff from storage just before the
+# revocation and attaches to the mailbox just after the CloseAll: such a socket checks
+# this memory after attaching. Only that short window needs it, so both bounds are small;
+# past them the oldest entries are forgotten (storage still refuses old tokens on connect).
+_RECENT_SECONDS = 60.0
+_RECENT_MAX_USERS = 10_000
+
+
+class ApiKeyRevoked(msgspec.Struct, frozen=True, tag="api_key"):
+    key_id: str
+
+
+class UserTokensRevoked(msgspec.Struct, frozen=True, tag="user_tokens"):
+    user_id: str
+    before: int
+    """Epoch ms: tokens issued at or before it are revoked."""
+
+
+Revocation = ApiKeyRevoked | UserTokensRevoked
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Revocation)
+
+
+def encode_revocation(revocation: Revocation) -> bytes:
+    """The message published on `CHANNEL` (also by the CLI, which runs no app)."""
+    return _encoder.encode(revocation)
+
+
+class Revocations:
+    """Applies revocations on this node and tells every other node about them.
+
+    It reaches the app's components when a revocation comes: the subscription is made
+    before the shared state starts (so that none published after start-up is missed),
+    which is before the key cache and the mailboxes exist; until they do, there is
+    nothing on this node to revoke.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        # user id -> (cutoff, monotonic time applied), oldest first.
+        self._recent: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def subscribe(self, state: SharedState) -> None:
+        """Listen for revocations published by any node; call before `state.start()`."""
+        state.subscribe(CHANNEL, self._on_message)
+
+    async def api_key_revoked(self, key_id: str) -> None:
+        """The key was revoked in storage: forget it here, then on every node."""
+        await self._apply(ApiKeyRevoked(key_id))
+        await self._publish(ApiKeyRevoked(key_id))
+
+    async def user_tokens_revoked(self, user_id: str, before: int) -> None:
+        """The user's tokens up to `before` were revoked in storage: close the user's
+        sockets here, then on every node."""
+        revocation = UserTokensRevoked(user_id, before)
+        await self._apply(revocation)
+        await self._publish(revocation)
+
+    def token_recently_revoked(self, user_id: str, issued_at_ms: int) -> bool:
+        """Whether a revocation this node applied lately covers a token issued then."""
+        recent = self._recent.get(user_id)
+        return recent is not None and issued_at_ms <= recent[0]
+
+    async def _publish(self, revocation: Revocation) -> None:
+        try:
+            await self._app[STATE].publish(CHANNEL, encode_revocation(revocation))
+        except StateError as exc:
+            # Storage already holds the revocation, and this node applied it. Elsewhere
+            # keys expire from caches within auth.api_key_cache_ttl and new sockets are
+            # refused, but sockets already open on other nodes stay open: say so loudly.
+            log.warning(
+                "revocation %r stored and applied on this node, but not broadcast to the "
+                "other nodes (shared state unavailable: %s); sockets open on other nodes "
+                "stay open until they reconnect",
+                revocation,
+                exc,
+            )
+
+    async def _on_message(self, message: bytes) -> None:
+        try:
+            revocation = _decoder.decode(message)
+        except msgspec.DecodeError:
+            log.warning("ignored a malformed message on the %r channel", CHANNEL)
+            return
+        await self._apply(revocation)
+
+    async def _apply(self, revocation: Revocation) -> None:
+        match revocation:
+            case ApiKeyRevoked(key_id=key_id):
+                verifier = self._app.get(API_KEYS)
+                if verifier is not None:
+                    verifier.forget(key_id)
+            case UserTokensRevoked(user_id=user_id, before=before):
+                self._remember(user_id, before)
+                # Only an actor that exists here holds sockets here; telling a missing
+                # one would create an actor on every node for nothing.
+                mailboxes = self._app.get(MAILBOXES)
+                if mailboxes is not None and mailboxes.get(user_id):
+                    # Shutting down: the sockets are being closed anyway.
+                    with contextlib.suppress(ActorSystemStoppedError):
+                        await mailboxes.tell(
+                            user_id, CloseAll(CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
+                        )
+
+    def _remember(self, user_id: str, before: int) -> None:
+        now = time.monotonic()
+        previous = self._recent.pop(user_id, None)
+        cutoff = before if previous is None else max(before, previous[0])
+        self._recent[user_id] = (cutoff, now)
+        while self._recent:
+            oldest_user, (_, applied_at) = next(iter(self._recent.items()))
+            if len(self._recent) <= _RECENT_MAX_USERS and now - applied_at < _RECENT_SECONDS:
+                break
+            del self._recent[oldest_user]

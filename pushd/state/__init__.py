@@ -1,0 +1,51 @@
+"""Shared state: rate-limit budgets and cross-node signals.
+
+`memory://` keeps them in this process (embedded shape); `redis://` (or `rediss://`) in
+Redis, so that they hold across every node of a cluster.
+"""
+
+from __future__ import annotations
+
+from pushd.state.protocol import (
+    RateDecision,
+    SharedState,
+    SignalHandler,
+    StateError,
+    StateUnavailableError,
+)
+
+__all__ = [
+    "RateDecision",
+    "SharedState",
+    "SignalHandler",
+    "StateError",
+    "StateUnavailableError",
+    "open_state",
+]
+
+# URL scheme -> backend. Drivers are imported only when their scheme is used.
+_BACKENDS = {
+    "memory": "pushd.state.memory:MemoryState",
+    "redis": "pushd.state.redis:RedisState",
+    "rediss": "pushd.state.redis:RedisState",
+    "unix": "pushd.state.redis:RedisState",
+}
+
+
+def open_state(url: str, *, prefix: str = "pushd:") -> SharedState:
+    """Build the backend named by the URL's scheme (not yet connected: call `start`).
+
+    Every key and channel is put under `prefix`, so several deployments (or test runs)
+    can share one Redis without seeing each other.
+    """
+    import importlib
+
+    scheme = url.split(":", 1)[0].lower()
+    target = _BACKENDS.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(_BACKENDS))
+        raise StateError(f"state.url {url!r} has scheme {scheme!r}; supported schemes are: {known}")
+    module_name, class_name = target.split(":")
+    backend = getattr(importlib.import_module(module_name), class_name)
+    state: SharedState = backend(url, prefix=prefix)
+    return state

@@ -1,0 +1,267 @@
+"""Every route of the API, called with no key, a revoked key and a key of each role,
+checked against the roles table of docs/security.md (which must be exactly the table
+generated from the route table: the documentation cannot drift from the server)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from pushd.api import ROUTES
+from pushd.api.access import ALLOWED, PUBLIC, REFUSED, render_roles_table
+from pushd.api.routing import ROLES
+from tests.api.conftest import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
+
+Client = TestClient[Any, Any]
+
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+_TABLE = re.compile(
+    r"<!-- roles table: generated, do not edit by hand -->\n"
+    r"(?P<table>.*?)<!-- end of roles table -->",
+    re.DOTALL,
+)
+_ROW = re.compile(r"^\| (?P<method>[A-Z]+) \| `(?P<path>[^`]+)` \| (?P<cells>.*) \|$")
+
+
+def documented_table() -> str:
+    found = _TABLE.search(SECURITY_DOC.read_text(encoding="utf-8"))
+    assert found is not None, "docs/security.md lost its roles table markers"
+    return found["table"]
+
+
+def documented_rows() -> list[tuple[str, str, dict[str, str]]]:
+    """(method, path, {role: cell}) for every row of the documented table."""
+    rows = []
+    for line in documented_table().splitlines():
+        row = _ROW.match(line)
+        if row:
+            cells = [cell.strip() for cell in row["cells"].split("|")]
+            rows.append((row["method"], row["path"], dict(zip(ROLES, cells, strict=True))))
+    return rows
+
+
+def test_documented_roles_table_is_the_route_table() -> None:
+    """Guards the documentation drifting from the server: regenerate the table with
+    `python -m pushd.api.access` when a route or its roles change."""
+    assert documented_table() == render_roles_table(ROUTES)
+
+
+# A request for each route that succeeds when the caller may make it: (path, JSON body).
+# Each call prepares its own resources (as admin), so that one call cannot spoil the next
+# (a device deleted twice, a key revoked twice).
+Request = tuple[str, Any]
+Prepare = Callable[[Client], Awaitable[Request]]
+
+
+async def _user(client: Client) -> str:
+    user_id: str = (await create_user(client))["id"]
+    return user_id
+
+
+async def _device(client: Client) -> tuple[str, str]:
+    user_id = await _user(client)
+    device = {"kind": "fcm", "token": "fcm-token:" + "x" * 20}
+    response = await client.post(f"/api/users/{user_id}/devices", json=device, headers=AUTH)
+    assert response.status == 201
+    return user_id, (await response.json())["id"]
+
+
+async def _key(client: Client) -> str:
+    _, record = await create_key(client, "reader")
+    key_id: str = record["id"]
+    return key_id
+
+
+async def healthcheck(_client: Client) -> Request:
+    return "/api/healthcheck", None
+
+
+async def openapi(_client: Client) -> Request:
+    return "/api/openapi.json", None
+
+
+async def create_user_route(_client: Client) -> Request:
+    return "/api/users", {"name": "Ada"}
+
+
+async def list_users(_client: Client) -> Request:
+    return "/api/users", None
+
+
+async def get_user(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}", None
+
+
+async def add_device(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/devices", {"kind": "fcm", "token": "f" * 20}
+
+
+async def list_devices(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/devices", None
+
+
+async def delete_device(client: Client) -> Request:
+    user_id, device_id = await _device(client)
+    return f"/api/users/{user_id}/devices/{device_id}", None
+
+
+async def issue_token(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/tokens", None
+
+
+async def revoke_tokens(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/tokens/revoke", None
+
+
+async def send_notification(client: Client) -> Request:
+    return "/api/notifications", {"user_id": await _user(client), "title": "hi"}
+
+
+async def user_notifications(client: Client) -> Request:
+    return f"/api/notifications/user/{await _user(client)}", None
+
+
+async def get_notification(client: Client) -> Request:
+    accepted = await send(client, await _user(client))
+    return f"/api/notifications/{accepted['id']}", None
+
+
+async def notification_events(client: Client) -> Request:
+    accepted = await send(client, await _user(client))
+    return f"/api/notifications/{accepted['id']}/events", None
+
+
+async def mark_notification_read(client: Client) -> Request:
+    accepted = await send(client, await _user(client))
+    return f"/api/notifications/{accepted['id']}/read", None
+
+
+async def mark_all_read(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/notifications/read-all", None
+
+
+async def stats(_client: Client) -> Request:
+    return "/api/stats", None
+
+
+async def create_api_key(_client: Client) -> Request:
+    return "/api/keys", {"name": "made by the roles test", "role": "reader"}
+
+
+async def list_api_keys(_client: Client) -> Request:
+    return "/api/keys", None
+
+
+async def get_api_key(client: Client) -> Request:
+    return f"/api/keys/{await _key(client)}", None
+
+
+async def revoke_api_key(client: Client) -> Request:
+    return f"/api/keys/{await _key(client)}", None
+
+
+async def audit(_client: Client) -> Request:
+    return "/api/audit?action=user.create", None
+
+
+PREPARE: dict[tuple[str, str], Prepare] = {
+    ("GET", "/api/healthcheck"): healthcheck,
+    ("GET", "/api/openapi.json"): openapi,
+    ("POST", "/api/users"): create_user_route,
+    ("GET", "/api/users"): list_users,
+    ("GET", "/api/users/{userId}"): get_user,
+    ("POST", "/api/users/{userId}/devices"): add_device,
+    ("GET", "/api/users/{userId}/devices"): list_devices,
+    ("DELETE", "/api/users/{userId}/devices/{deviceId}"): delete_device,
+    ("POST", "/api/users/{userId}/tokens"): issue_token,
+    ("POST", "/api/users/{userId}/tokens/revoke"): revoke_tokens,
+    ("POST", "/api/notifications"): send_notification,
+    ("GET", "/api/notifications/user/{userId}"): user_notifications,
+    ("GET", "/api/notifications/{id}"): get_notification,
+    ("GET", "/api/notifications/{id}/events"): notification_events,
+    ("POST", "/api/notifications/{id}/read"): mark_notification_read,
+    ("POST", "/api/users/{userId}/notifications/read-all"): mark_all_read,
+    ("GET", "/api/stats"): stats,
+    ("POST", "/api/keys"): create_api_key,
+    ("GET", "/api/keys"): list_api_keys,
+    ("GET", "/api/keys/{keyId}"): get_api_key,
+    ("DELETE", "/api/keys/{keyId}"): revoke_api_key,
+    ("GET", "/api/audit"): audit,
+}
+
+
+def test_every_route_has_a_prepared_request() -> None:
+    assert set(PREPARE) == {(route.method, route.path) for route in ROUTES}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "cells"),
+    documented_rows(),
+    ids=[f"{method} {path}" for method, path, _ in documented_rows()],
+)
+async def test_route_answers_each_caller_as_documented(
+    make_client: MakeClient, method: str, path: str, cells: dict[str, str]
+) -> None:
+    client = await make_client()
+    keys = {"admin": ADMIN_KEY}
+    for role in ROLES[1:]:
+        keys[role], _ = await create_key(client, role)
+    revoked, revoked_record = await create_key(client, "publisher")
+    response = await client.delete(f"/api/keys/{revoked_record['id']}", headers=AUTH)
+    assert response.status == 200
+    prepare = PREPARE[(method, path)]
+    public = set(cells.values()) == {PUBLIC}
+
+    async def call(key: str | None) -> tuple[int, dict[str, Any] | None]:
+        url, body = await prepare(client)
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        response = await client.request(method, url, json=body, headers=headers)
+        text = await response.text()
+        is_json = response.content_type == "application/json" and text
+        return response.status, (await response.json()) if is_json else None
+
+    for key in (None, revoked):
+        status, body = await call(key)
+        if public:
+            assert 200 <= status < 300, (key, status, body)
+        else:
+            assert status == 401, (key, status, body)
+            assert body is not None
+            assert body["error"]["code"] == "unauthorized"
+    for role, cell in cells.items():
+        status, body = await call(keys[role])
+        if cell in (ALLOWED, PUBLIC):
+            assert 200 <= status < 300, (role, status, body)
+        else:
+            assert cell == REFUSED
+            assert status == 403, (role, status, body)
+            assert body is not None
+            assert body["error"]["code"] == "forbidden"
+            assert f"role {role!r}" in body["error"]["message"]
+            allowed = [r for r, c in cells.items() if c == ALLOWED]
+            assert all(r in body["error"]["message"] for r in allowed)
+
+
+async def test_metrics_take_a_key_of_any_role(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await client.get("/metrics")).status == 401
+    for role in ROLES:
+        key = ADMIN_KEY if role == "admin" else (await create_key(client, role))[0]
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 200, role
+
+
+async def test_openapi_lists_the_roles_of_every_operation(client: Client) -> None:
+    document = await (await client.get("/api/openapi.json", headers=AUTH)).json()
+    for route in ROUTES:
+        operation = document["paths"][route.path][route.method.lower()]
+        if route.public:
+            assert "x-roles" not in operation
+            continue
+        assert operation["x-roles"] == sorted(route.roles)
+        assert "403" in operation["responses"]
