@@ -1,6 +1,6 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
-order (shared state, storage, cursor recorder, mailbox actors, bus, ingest, audit) and
-torn down in reverse, after the sockets were closed with 1001."""
+order (shared state, storage, cursor recorder, mailbox actors, bus, ingest, audit,
+retention) and torn down in reverse, after the sockets were closed with 1001."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from pushd.appkeys import (
 from pushd.audit import AuditWriter
 from pushd.bus import open_bus
 from pushd.config import Config
+from pushd.encryption import storage_cipher
 from pushd.ingest import NotificationIngest
 from pushd.limits import Limits
 from pushd.metrics import Metrics
@@ -46,6 +47,7 @@ from pushd.realtime.consumer import MailboxFeeder
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.sockets import OpenSockets
 from pushd.realtime.ws import websocket
+from pushd.retention import RetentionJob
 from pushd.revocations import Revocations
 from pushd.state import open_state
 from pushd.tokens import TokenSigner
@@ -84,7 +86,11 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config, identity = app[CONFIG], app[IDENTITY]
-    storage = await open_storage(config.storage_url, pool_size=config.storage.pool_size)
+    # Reads (or, on first start, writes) data_dir/secrets.json: off the loop.
+    cipher = await asyncio.to_thread(storage_cipher, config)
+    storage = await open_storage(
+        config.storage_url, pool_size=config.storage.pool_size, cipher=cipher
+    )
     try:
         version = await storage.migrate()
         log.info("storage ready: %s (schema version %d)", type(storage).__name__, version)
@@ -164,6 +170,17 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     await audit.close()
 
 
+async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Last up, first down: a purge in flight is cancelled before anything it uses stops.
+    config = app[CONFIG]
+    job = RetentionJob(
+        app[STORAGE], config.retention, idempotency_window=config.ingest.idempotency_window
+    )
+    await job.start()
+    yield
+    await job.close()
+
+
 async def _describe_api(app: web.Application) -> None:
     # Listing the IANA zones (for the document and for validation) walks the tz
     # database on disk: once, off the event loop.
@@ -211,6 +228,7 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx]
     )
     app.cleanup_ctx.append(_audit_ctx)
+    app.cleanup_ctx.append(_retention_ctx)
     app.on_startup.append(_describe_api)
     app.on_response_prepare.append(add_response_headers)
     app.on_shutdown.append(_close_sockets)

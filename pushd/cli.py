@@ -1,5 +1,6 @@
 """The `pushd` command: `serve` runs the server, `migrate` upgrades the database, `keys`
-manages API keys (pushd/cli_keys.py)."""
+manages API keys (pushd/cli_keys.py), `rekey` re-encrypts under the active encryption key
+(pushd/cli_rekey.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd import cli_keys, datadir
+from pushd import cli_keys, cli_rekey, datadir
 from pushd.app import Identity, build_app
 from pushd.config import Config, ConfigError, load_config
+from pushd.encryption import parse_keys
 from pushd.tls import server_tls
 from storage import StorageError, open_storage
 
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring the database schema up to date and exit")
     common(migrate)
     cli_keys.add_parser(commands, common)
+    cli_rekey.add_parser(commands, common)
     return parser
 
 
@@ -157,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_path = args.config or os.environ.get("PUSHD_CONFIG")
     try:
         config = load_config(config_path, overrides=_flag_overrides(args))
+        parse_keys(config.encryption.keys)  # a bad key stops start-up here, named
         # Certificate files are read here, before the loop runs.
         tls = server_tls(config) if args.command == "serve" else None
     except ConfigError as exc:
@@ -176,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return runner.run(_serve(config, identity, datadir.token_secret(config), tls))
             if args.command == "keys":
                 return runner.run(cli_keys.run(config, args, _print))
+            if args.command == "rekey":
+                return runner.run(cli_rekey.run(config, args, _print))
             return runner.run(_migrate(config))
     except StorageError as exc:
         _print(f"pushd: {exc}")

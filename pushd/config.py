@@ -122,6 +122,25 @@ class AuditConfig(_Section):
     max_batch: Positive = 512
 
 
+# `<key id>:<standard base64 of 32 bytes>`, e.g. from `openssl rand -base64 32`.
+EncryptionKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}:[A-Za-z0-9+/]{43}=$")]
+
+
+class EncryptionConfig(_Section):
+    enabled: bool = True
+    keys: list[EncryptionKey] = msgspec.field(default_factory=list)
+
+
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class RetentionConfig(_Section):
+    notifications_max_age: NonNegativeFloat = 7_776_000.0
+    per_category: dict[str, NonNegativeFloat] = msgspec.field(default_factory=dict)
+    batch_size: Positive = 1000
+    interval: PositiveFloat = 300.0
+
+
 class HttpConfig(_Section):
     cors_origins: list[str] = msgspec.field(default_factory=list)
 
@@ -144,6 +163,8 @@ class Config(_Section):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
 
     @property
     def storage_url(self) -> str:

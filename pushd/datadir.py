@@ -6,6 +6,7 @@ the same node queue and keep issued tokens valid.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -36,6 +37,14 @@ def node_id(config: Config) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+def _rewrite_private(path: Path, text: str) -> None:
+    """Replace the file's content at once (a crash leaves the old or the new one)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    _write_private(temporary, text)
+    os.replace(temporary, path)
+
+
 def token_secret(config: Config) -> str:
     """The configured token secret, else the one stored in data_dir/secrets.json."""
     if config.auth.token_secret:
@@ -48,3 +57,35 @@ def token_secret(config: Config) -> str:
     if not isinstance(secret, str):
         raise ValueError(f"{path} has no token_secret: delete the file to generate a new one")
     return secret
+
+
+def stored_encryption_key(config: Config) -> str | None:
+    """The encryption key data_dir/secrets.json holds, if any (never creates one)."""
+    path = Path(config.server.data_dir) / "secrets.json"
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    key = stored.get("encryption_key") if isinstance(stored, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def encryption_key(config: Config) -> str:
+    """The encryption key stored in data_dir/secrets.json (`<key id>:<base64>`),
+    generated and added to the file on first use. Losing it makes the encrypted columns
+    unreadable: back the file up with the database."""
+    path = _prepare(config.server.data_dir) / "secrets.json"
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path} is not a JSON object: restore it from a backup")
+    key = stored.get("encryption_key")
+    if key is None:
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        key = f"k{secrets.token_hex(4)}:{secret}"
+        text = json.dumps({**stored, "encryption_key": key}) + "\n"
+        if path.exists():
+            _rewrite_private(path, text)
+        else:
+            _write_private(path, text)
+    if not isinstance(key, str):
+        raise ValueError(f"{path}: encryption_key is not a string: restore it from a backup")
+    return key

@@ -5,7 +5,8 @@ user token older than the user's `tokens_revoked_before` is refused at WebSocket
 What storage cannot do alone is reach into each node's memory: the API key cache, and
 the sockets already open. So the node that revokes also publishes the revocation on the
 shared state's `revocations` channel, and every node (itself included) applies it: it
-drops the key from its cache, or closes the user's sockets with 4505 "token revoked".
+drops the key from its cache, or closes the user's sockets with 4505 "token revoked"
+(or 4503 "user unknown" when the user was erased).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger("pushd.revocations")
 
 CHANNEL = "revocations"
 TOKEN_REVOKED_REASON = "the user's tokens were revoked: get a new token"  # noqa: S105 - a close reason
+USER_ERASED_REASON = "the user was erased"
 
 # How long, and for how many users, a node remembers a token revocation it applied. It
 # closes the race with a socket that read the user's cutoff from storage just before the
@@ -48,7 +50,13 @@ class UserTokensRevoked(msgspec.Struct, frozen=True, tag="user_tokens"):
     """Epoch ms: tokens issued at or before it are revoked."""
 
 
-Revocation = ApiKeyRevoked | UserTokensRevoked
+class UserErased(msgspec.Struct, frozen=True, tag="user_erased"):
+    """The user was erased (GDPR): their sockets close with 4503 "user unknown"."""
+
+    user_id: str
+
+
+Revocation = ApiKeyRevoked | UserTokensRevoked | UserErased
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Revocation)
@@ -89,6 +97,13 @@ class Revocations:
         await self._apply(revocation)
         await self._publish(revocation)
 
+    async def user_erased(self, user_id: str) -> None:
+        """The user was erased from storage: close the user's sockets here, then on every
+        node. No memory is needed for a socket attaching meanwhile (unlike tokens): it
+        reads the user after attaching, and finds none."""
+        await self._apply(UserErased(user_id))
+        await self._publish(UserErased(user_id))
+
     def token_recently_revoked(self, user_id: str, issued_at_ms: int) -> bool:
         """Whether a revocation this node applied lately covers a token issued then."""
         recent = self._recent.get(user_id)
@@ -125,15 +140,18 @@ class Revocations:
                     verifier.forget(key_id)
             case UserTokensRevoked(user_id=user_id, before=before):
                 self._remember(user_id, before)
-                # Only an actor that exists here holds sockets here; telling a missing
-                # one would create an actor on every node for nothing.
-                mailboxes = self._app.get(MAILBOXES)
-                if mailboxes is not None and mailboxes.get(user_id):
-                    # Shutting down: the sockets are being closed anyway.
-                    with contextlib.suppress(ActorSystemStoppedError):
-                        await mailboxes.tell(
-                            user_id, CloseAll(CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
-                        )
+                await self._close_sockets(user_id, CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
+            case UserErased(user_id=user_id):
+                await self._close_sockets(user_id, CloseCode.USER_UNKNOWN, USER_ERASED_REASON)
+
+    async def _close_sockets(self, user_id: str, code: CloseCode, reason: str) -> None:
+        # Only an actor that exists here holds sockets here; telling a missing one would
+        # create an actor on every node for nothing.
+        mailboxes = self._app.get(MAILBOXES)
+        if mailboxes is not None and mailboxes.get(user_id):
+            # Shutting down: the sockets are being closed anyway.
+            with contextlib.suppress(ActorSystemStoppedError):
+                await mailboxes.tell(user_id, CloseAll(code, reason))
 
     def _remember(self, user_id: str, before: int) -> None:
         now = time.monotonic()

@@ -5,8 +5,10 @@ This package imports nothing from `pushd` or `actors`.
 
 from __future__ import annotations
 
+from storage.crypto import PLAINTEXT, Cipher, KeyRing
 from storage.errors import (
     ConflictError,
+    EncryptionError,
     IdempotencyConflictError,
     LastAdminKeyError,
     SchemaTooNewError,
@@ -18,8 +20,12 @@ from storage.errors import (
 from storage.protocol import Storage
 
 __all__ = [
+    "PLAINTEXT",
+    "Cipher",
     "ConflictError",
+    "EncryptionError",
     "IdempotencyConflictError",
+    "KeyRing",
     "LastAdminKeyError",
     "SchemaTooNewError",
     "Storage",
@@ -38,11 +44,12 @@ _BACKENDS = {
 }
 
 
-async def open_storage(url: str, *, pool_size: int = 10) -> Storage:
+async def open_storage(url: str, *, pool_size: int = 10, cipher: Cipher = PLAINTEXT) -> Storage:
     """Open (connect) the backend named by the URL's scheme.
 
     `sqlite:///relative/or/absolute/path.db`, `postgresql://user@host:port/db`.
-    The schema is not migrated here: call `migrate()`.
+    The schema is not migrated here: call `migrate()`. `cipher` seals the columns that
+    hold personal data (storage/crypto.py); the default stores them as given.
     """
     import importlib
 
@@ -55,5 +62,5 @@ async def open_storage(url: str, *, pool_size: int = 10) -> Storage:
         )
     module_name, class_name = target.split(":")
     backend = getattr(importlib.import_module(module_name), class_name)
-    storage: Storage = await backend.open(url, pool_size=pool_size)
+    storage: Storage = await backend.open(url, pool_size=pool_size, cipher=cipher)
     return storage

@@ -8,12 +8,15 @@ transaction handling: lifecycle, migrations, the upsert, the seq assignment and 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from storage import _sql
+from storage.crypto import SEALED_COLUMNS, Cipher
 from storage.records import (
     ApiKeyRecord,
     AuditRecord,
+    CursorHistoryRecord,
     DeviceRecord,
     IdempotencyRecord,
     NewUser,
@@ -23,7 +26,10 @@ from storage.records import (
 
 
 class SqlStorageBase(ABC):
-    """Single-statement `Storage` methods over a backend's three primitives."""
+    """Single-statement `Storage` methods over a backend's primitives."""
+
+    _cipher: Cipher
+    """Seals and opens the columns of `SEALED_COLUMNS` (set by the backend's constructor)."""
 
     @abstractmethod
     async def _fetch_one(self, sql: str, *params: Any) -> Any:
@@ -44,24 +50,37 @@ class SqlStorageBase(ABC):
     async def _write_all(self, sql: str, *params: Any) -> list[Any]:
         """Run one write in its own transaction; every RETURNING row."""
 
+    @abstractmethod
+    async def _write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Run the statements in order in ONE transaction; each one's RETURNING rows."""
+
+    @abstractmethod
+    def _in_list(self, param: int) -> str:
+        """The backend's `IN <list>` form for a list of texts passed as parameter `param`
+        (made by `_list_param`)."""
+
+    @abstractmethod
+    def _list_param(self, values: Sequence[str]) -> Any:
+        """A list of texts as a parameter for `_in_list`."""
+
     async def ping(self) -> None:
         """See `Storage.ping`."""
         await self._fetch_one("SELECT 1")
 
     async def create_user(self, user: NewUser) -> UserRecord:
         """See `Storage.create_user`."""
-        row = await self._write_one(_sql.INSERT_USER, *_sql.user_params(user))
-        return _sql.user_from_row(row)
+        row = await self._write_one(_sql.INSERT_USER, *_sql.user_params(user, self._cipher))
+        return _sql.user_from_row(row, self._cipher)
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """See `Storage.get_user`."""
         row = await self._fetch_one(_sql.GET_USER, user_id)
-        return None if row is None else _sql.user_from_row(row)
+        return None if row is None else _sql.user_from_row(row, self._cipher)
 
     async def get_user_by_external_id(self, external_id: str) -> UserRecord | None:
         """See `Storage.get_user_by_external_id`."""
         row = await self._fetch_one(_sql.GET_USER_BY_EXTERNAL_ID, external_id)
-        return None if row is None else _sql.user_from_row(row)
+        return None if row is None else _sql.user_from_row(row, self._cipher)
 
     async def list_users(self, *, after_id: str | None, limit: int) -> list[UserRecord]:
         """See `Storage.list_users`."""
@@ -70,7 +89,7 @@ class SqlStorageBase(ABC):
             rows = await self._fetch_all(_sql.LIST_USERS_FIRST, limit)
         else:
             rows = await self._fetch_all(_sql.LIST_USERS_AFTER, after_id, limit)
-        return [_sql.user_from_row(row) for row in rows]
+        return [_sql.user_from_row(row, self._cipher) for row in rows]
 
     async def list_devices(self, user_id: str) -> list[DeviceRecord]:
         """See `Storage.list_devices`."""
@@ -84,7 +103,7 @@ class SqlStorageBase(ABC):
     async def get_notification(self, notification_id: str) -> NotificationRecord | None:
         """See `Storage.get_notification`."""
         row = await self._fetch_one(_sql.GET_NOTIFICATION, notification_id)
-        return None if row is None else _sql.notification_from_row(row)
+        return None if row is None else _sql.notification_from_row(row, self._cipher)
 
     async def list_notifications(
         self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool = False
@@ -97,7 +116,7 @@ class SqlStorageBase(ABC):
         else:
             before = _sql.LIST_UNREAD_BEFORE if unread_only else _sql.LIST_NOTIFICATIONS_BEFORE
             rows = await self._fetch_all(before, user_id, before_seq, limit)
-        return [_sql.notification_from_row(row) for row in rows]
+        return [_sql.notification_from_row(row, self._cipher) for row in rows]
 
     async def count_unread(self, user_id: str) -> int:
         """See `Storage.count_unread`."""
@@ -110,7 +129,7 @@ class SqlStorageBase(ABC):
         """See `Storage.notifications_after`."""
         _sql.check_limit(limit)
         rows = await self._fetch_all(_sql.NOTIFICATIONS_AFTER, user_id, after_seq, limit)
-        return [_sql.notification_from_row(row) for row in rows]
+        return [_sql.notification_from_row(row, self._cipher) for row in rows]
 
     async def mark_all_read(self, user_id: str, at: int) -> tuple[int, int]:
         """See `Storage.mark_all_read`."""
@@ -160,7 +179,7 @@ class SqlStorageBase(ABC):
         """See `Storage.unpublished_notifications`."""
         _sql.check_limit(limit)
         rows = await self._fetch_all(_sql.UNPUBLISHED, node_id, after_gid, limit)
-        return [_sql.notification_from_row(row) for row in rows]
+        return [_sql.notification_from_row(row, self._cipher) for row in rows]
 
     async def max_gid(self, node_id: str) -> int:
         """See `Storage.max_gid`."""
@@ -194,7 +213,7 @@ class SqlStorageBase(ABC):
     async def get_user_and_token_cutoff(self, user_id: str) -> tuple[UserRecord, int] | None:
         """See `Storage.get_user_and_token_cutoff`."""
         row = await self._fetch_one(_sql.GET_USER_AND_TOKEN_CUTOFF, user_id)
-        return None if row is None else _sql.user_and_token_cutoff_from_row(row)
+        return None if row is None else _sql.user_and_token_cutoff_from_row(row, self._cipher)
 
     async def revoke_user_tokens(self, user_id: str, *, before: int) -> bool:
         """See `Storage.revoke_user_tokens`."""
@@ -223,3 +242,87 @@ class SqlStorageBase(ABC):
             limit=limit,
         )
         return [_sql.audit_from_row(row) for row in await self._fetch_all(sql, *params)]
+
+    # data protection (issue #4) ---------------------------------------------------------
+
+    async def erase_user(self, user_id: str, *, batch_size: int) -> bool:
+        """See `Storage.erase_user`."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        while await self._write_all(_sql.ERASE_NOTIFICATIONS, user_id, batch_size):
+            pass
+        results = await self._write_many([(sql, (user_id,)) for sql in _sql.ERASE_USER])
+        return bool(results[-1])
+
+    async def idempotency_keys_of(
+        self, user_id: str, *, after_seq: int, limit: int
+    ) -> list[IdempotencyRecord]:
+        """See `Storage.idempotency_keys_of`."""
+        _sql.check_limit(limit)
+        rows = await self._fetch_all(_sql.IDEMPOTENCY_OF_USER, user_id, after_seq, limit)
+        return [_sql.idempotency_from_row(row) for row in rows]
+
+    async def cursor_history_of(
+        self, user_id: str, *, after: tuple[str, int] | None, limit: int
+    ) -> list[CursorHistoryRecord]:
+        """See `Storage.cursor_history_of`."""
+        _sql.check_limit(limit)
+        cursor, seq = after if after is not None else ("", -1)
+        rows = await self._fetch_all(_sql.CURSOR_HISTORY_OF_USER, user_id, cursor, seq, limit)
+        return [_sql.cursor_history_from_row(row) for row in rows]
+
+    async def purge_notifications(
+        self,
+        *,
+        created_before: int,
+        limit: int,
+        category: str | None = None,
+        except_categories: Sequence[str] = (),
+    ) -> int:
+        """See `Storage.purge_notifications`. The batch is chosen by a read, then deleted
+        in one transaction: a row another node deleted in between is not counted."""
+        _sql.check_limit(limit)
+        listed = list(except_categories) if category is None else [category]
+        select = _sql.purge_candidates_sql(self._in_list(2), others=category is None)
+        candidates = await self._fetch_all(select, created_before, self._list_param(listed), limit)
+        if not candidates:
+            return 0
+        ids = [row[0] for row in candidates]
+        users = sorted({row[1] for row in candidates})
+        deleted, _ = await self._write_many(
+            [
+                (_sql.delete_notifications_sql(self._in_list(1)), (self._list_param(ids),)),
+                (
+                    _sql.purge_cursor_history_sql(self._in_list(1)),
+                    (self._list_param(users), _sql.NO_SEQ),
+                ),
+            ]
+        )
+        return len(deleted)
+
+    async def count_not_under_active_key(self) -> int:
+        """See `Storage.count_not_under_active_key`."""
+        prefix = _sql.active_prefix(self._cipher)
+        total = 0
+        for table in SEALED_COLUMNS:
+            row = await self._fetch_one(_sql.count_not_under_key_sql(table), prefix, len(prefix))
+            total += int(row[0])
+        return total
+
+    async def rekey_batch(self, table: str, *, after_id: str, limit: int) -> tuple[int, str | None]:
+        """See `Storage.rekey_batch`. Read, resealed here, written in one transaction:
+        sealed columns are written only at insert (and by a rekey, which writes the same
+        plaintext under the same key), so nothing can change them between the two."""
+        if table not in SEALED_COLUMNS:
+            raise ValueError(f"table {table!r} has no sealed columns: {list(SEALED_COLUMNS)}")
+        _sql.check_limit(limit)
+        prefix = _sql.active_prefix(self._cipher)
+        rows = await self._fetch_all(
+            _sql.rekey_select_sql(table), after_id, prefix, len(prefix), limit
+        )
+        if not rows:
+            return 0, None
+        update = _sql.rekey_update_sql(table)
+        resealed = [(update, _sql.reseal_row(table, row, self._cipher)) for row in rows]
+        await self._write_many(resealed)
+        return len(rows), rows[-1][0]

@@ -20,10 +20,12 @@ from typing import Any, Protocol
 
 import msgspec
 
+from storage.crypto import PREFIX, SEALED_COLUMNS, Cipher
 from storage.errors import ConflictError
 from storage.records import (
     ApiKeyRecord,
     AuditRecord,
+    CursorHistoryRecord,
     CursorTimes,
     DeviceRecord,
     IdempotencyRecord,
@@ -65,6 +67,16 @@ def sqlite_placeholders(sql: str) -> str:
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
+def seal(cipher: Cipher, value: str | None, column: str, row_id: str) -> str | None:
+    """`value` as stored in `column` (`table.column`) of the row `row_id`."""
+    return None if value is None else cipher.seal(value, f"{column}:{row_id}")
+
+
+def unseal(cipher: Cipher, stored: str | None, column: str, row_id: str) -> str | None:
+    """The value behind what `seal` stored."""
+    return None if stored is None else cipher.open(stored, f"{column}:{row_id}")
+
+
 def check_limit(limit: int) -> None:
     """Refuse a negative limit: SQLite reads it as 'no limit', PostgreSQL as an error."""
     if limit < 0:
@@ -94,28 +106,30 @@ LIST_USERS_FIRST = f"SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1"
 LIST_USERS_AFTER = f"SELECT {USER_COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 
 
-def user_params(user: NewUser) -> tuple[Any, ...]:
-    """Parameters of INSERT_USER."""
+def user_params(user: NewUser, cipher: Cipher) -> tuple[Any, ...]:
+    """Parameters of INSERT_USER, contact fields sealed (external_id stays plaintext: it
+    is looked up by equality and must stay unique)."""
     return (
         user.id,
         user.external_id,
-        user.name,
-        user.email,
-        user.phone,
+        seal(cipher, user.name, "users.name", user.id),
+        seal(cipher, user.email, "users.email", user.id),
+        seal(cipher, user.phone, "users.phone", user.id),
         user.locale,
         user.timezone,
         user.created_at,
     )
 
 
-def user_from_row(row: Row) -> UserRecord:
+def user_from_row(row: Row, cipher: Cipher) -> UserRecord:
     """A row of USER_COLUMNS."""
+    user_id = row[0]
     return UserRecord(
-        id=row[0],
+        id=user_id,
         external_id=row[1],
-        name=row[2],
-        email=row[3],
-        phone=row[4],
+        name=unseal(cipher, row[2], "users.name", user_id),
+        email=unseal(cipher, row[3], "users.email", user_id),
+        phone=unseal(cipher, row[4], "users.phone", user_id),
         locale=row[5],
         timezone=row[6],
         created_at=row[7],
@@ -251,15 +265,18 @@ def cursor_times_sql(seq_source: str, seq_column: str) -> str:
     )
 
 
-def notification_params(record: NotificationRecord, node_id: str) -> tuple[Any, ...]:
-    """One notification as values in NOTIFICATION_INSERT_COLUMNS order."""
+def notification_params(
+    record: NotificationRecord, node_id: str, cipher: Cipher
+) -> tuple[Any, ...]:
+    """One notification as values in NOTIFICATION_INSERT_COLUMNS order, content sealed."""
+    data = None if record.data is None else encode_json(record.data)
     return (
         record.id,
         record.user_id,
         record.seq,
-        record.title,
-        record.body,
-        None if record.data is None else encode_json(record.data),
+        seal(cipher, record.title, "notifications.title", record.id),
+        seal(cipher, record.body, "notifications.body", record.id),
+        seal(cipher, data, "notifications.data", record.id),
         record.category,
         record.priority,
         record.created_at,
@@ -268,15 +285,16 @@ def notification_params(record: NotificationRecord, node_id: str) -> tuple[Any, 
     )
 
 
-def notification_from_row(row: Row) -> NotificationRecord:
+def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
     """A row of NOTIFICATION_COLUMNS."""
-    data = row[5]
+    notification_id = row[0]
+    data = unseal(cipher, row[5], "notifications.data", notification_id)
     return NotificationRecord(
-        id=row[0],
+        id=notification_id,
         user_id=row[1],
         seq=row[2],
-        title=row[3],
-        body=row[4],
+        title=unseal(cipher, row[3], "notifications.title", notification_id),
+        body=unseal(cipher, row[4], "notifications.body", notification_id),
         data=None if data is None else _data_decoder.decode(data),
         category=row[6],
         priority=row[7],
@@ -398,9 +416,9 @@ REVOKE_USER_TOKENS = (
 )
 
 
-def user_and_token_cutoff_from_row(row: Row) -> tuple[UserRecord, int]:
+def user_and_token_cutoff_from_row(row: Row, cipher: Cipher) -> tuple[UserRecord, int]:
     """A row of GET_USER_AND_TOKEN_CUTOFF."""
-    return user_from_row(row), row[_USER_COLUMN_COUNT]
+    return user_from_row(row, cipher), row[_USER_COLUMN_COUNT]
 
 
 AUDIT_COLUMNS = "id, at, actor, action, target, source, result, detail"
@@ -470,3 +488,118 @@ def list_audit_query(
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
     sql = f"SELECT {AUDIT_COLUMNS} FROM audit_log {where}ORDER BY id DESC LIMIT ${len(params)}"
     return sql, params
+
+
+# data protection (issue #4): rekey, erasure, export, retention ----------------------------
+
+
+def active_prefix(cipher: Cipher) -> str:
+    """What every value sealed under the cipher's active key starts with."""
+    if cipher.active_key_id is None:
+        raise ValueError("rekeying needs an active key: encryption is off")
+    return f"{PREFIX}{cipher.active_key_id}:"
+
+
+def _not_under(columns: tuple[str, ...], prefix: int, length: int) -> str:
+    # Compared with substr, not LIKE: a key id may hold `_`, a LIKE wildcard.
+    return " OR ".join(
+        f"({column} IS NOT NULL AND substr({column}, 1, ${length}) <> ${prefix})"
+        for column in columns
+    )
+
+
+def count_not_under_key_sql(table: str) -> str:
+    """Rows of `table` with a sealed column not under the key `$1` (prefix, then its
+    length as $2): plaintext rows or rows of an older key."""
+    return f"SELECT count(*) FROM {table} WHERE {_not_under(SEALED_COLUMNS[table], 1, 2)}"
+
+
+def rekey_select_sql(table: str) -> str:
+    """The next rows of `table` to rekey: id above $1, not under the key $2 (length $3),
+    in id order, at most $4."""
+    columns = SEALED_COLUMNS[table]
+    return (
+        f"SELECT id, {', '.join(columns)} FROM {table} "
+        f"WHERE id > $1 AND ({_not_under(columns, 2, 3)}) ORDER BY id LIMIT $4"
+    )
+
+
+def rekey_update_sql(table: str) -> str:
+    """Write the resealed columns of one row ($1 = id)."""
+    columns = SEALED_COLUMNS[table]
+    sets = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, start=2))
+    return f"UPDATE {table} SET {sets} WHERE id = $1"
+
+
+def reseal_row(table: str, row: Row, cipher: Cipher) -> tuple[Any, ...]:
+    """Parameters of rekey_update_sql for a row of rekey_select_sql: each column opened
+    with whatever key sealed it, then sealed under the active key."""
+    row_id = row[0]
+    values = []
+    for index, column in enumerate(SEALED_COLUMNS[table], start=1):
+        name = f"{table}.{column}"
+        values.append(seal(cipher, unseal(cipher, row[index], name, row_id), name, row_id))
+    return (row_id, *values)
+
+
+# Everything about one user, each a statement of one transaction (the user row last).
+# The user's notifications are deleted before, in batches (ERASE_NOTIFICATIONS): a long
+# history must not hold the database in one transaction. Every table with a user id is
+# here; tests/storage/test_gdpr_contract.py fails for a table that is not.
+ERASE_NOTIFICATIONS = (
+    "DELETE FROM notifications WHERE id IN ("
+    "SELECT id FROM notifications WHERE user_id = $1 ORDER BY seq LIMIT $2) RETURNING id"
+)
+ERASE_USER = (
+    "DELETE FROM idempotency_keys WHERE user_id = $1",
+    "DELETE FROM cursor_history WHERE user_id = $1",
+    "DELETE FROM devices WHERE user_id = $1",
+    "DELETE FROM notifications WHERE user_id = $1",
+    "DELETE FROM users WHERE id = $1 RETURNING id",
+)
+IDEMPOTENCY_OF_USER = (
+    f"SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE user_id = $1 AND seq > $2 "
+    "ORDER BY seq LIMIT $3"
+)
+# CAST, not `::`: the same text runs on SQLite.
+CURSOR_HISTORY_OF_USER = (
+    "SELECT cursor, seq, at FROM cursor_history WHERE user_id = $1 "
+    "AND (cursor, seq) > (CAST($2 AS TEXT), CAST($3 AS BIGINT)) ORDER BY cursor, seq LIMIT $4"
+)
+
+
+def cursor_history_from_row(row: Row) -> CursorHistoryRecord:
+    """A row of CURSOR_HISTORY_OF_USER."""
+    return CursorHistoryRecord(cursor=row[0], seq=row[1], at=row[2])
+
+
+def purge_candidates_sql(in_list: str, *, others: bool) -> str:
+    """The oldest notifications created before $1 whose category is in the list $2 (or,
+    `others`, is not in it, or null), at most $3: (id, user_id). `in_list` is the
+    backend's `IN list` form for $2."""
+    category = (
+        f"(category IS NULL OR NOT (category {in_list}))" if others else f"category {in_list}"
+    )
+    return (
+        "SELECT id, user_id FROM notifications "
+        f"WHERE created_at < $1 AND {category} ORDER BY created_at LIMIT $3"
+    )
+
+
+def delete_notifications_sql(in_list: str) -> str:
+    """Delete the notifications whose ids are in the list $1."""
+    return f"DELETE FROM notifications WHERE id {in_list} RETURNING id"
+
+
+# No seq above this is ever stored (a BIGINT holds 2^63 - 1).
+NO_SEQ = 2**62
+
+
+def purge_cursor_history_sql(in_list: str) -> str:
+    """For the users in the list $1: delete the cursor history below their oldest
+    remaining notification (all of it when none remains, `NO_SEQ` as $2): `cursor_times`
+    only reads rows at or above a seq that still exists."""
+    return (
+        f"DELETE FROM cursor_history WHERE user_id {in_list} AND seq < coalesce(("
+        "SELECT min(n.seq) FROM notifications n WHERE n.user_id = cursor_history.user_id), $2)"
+    )

@@ -63,3 +63,8 @@ class LastAdminKeyError(StorageError):
             "administrator out. Create another admin key first, then revoke this one."
         )
         self.key_id = key_id
+
+
+class EncryptionError(StorageError):
+    """A stored value could not be opened: its key is not in the key ring, or it was
+    altered or moved from another row (see storage/crypto.py)."""

@@ -161,3 +161,14 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     source: str | None
     result: str
     detail: dict[str, Any] | None
+
+
+# data protection (issue #4) ------------------------------------------------------------
+
+
+class CursorHistoryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One advance of a user's cursor (`sent` or `acked`) to `seq`, at `at`."""
+
+    cursor: str
+    seq: int
+    at: int

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from storage import _sql, migrations
 from storage._base import SqlStorageBase
+from storage.crypto import Cipher
 from storage.errors import (
     IdempotencyConflictError,
     LastAdminKeyError,
@@ -218,6 +219,16 @@ def _write_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) 
             raise _integrity_error(exc) from exc
 
 
+def _write_many(
+    connection: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[Any]]:
+    with _write_transaction(connection):
+        try:
+            return [_fetch_all(connection, sql, params) for sql, params in statements]
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from exc
+
+
 def _upsert_device(connection: sqlite3.Connection, device: NewDevice) -> tuple[Any, bool]:
     with _write_transaction(connection):
         try:
@@ -267,7 +278,10 @@ def _assign_seqs(
 
 
 def _insert_notifications(
-    connection: sqlite3.Connection, batch: Sequence[NewNotification], node_id: str
+    connection: sqlite3.Connection,
+    batch: Sequence[NewNotification],
+    node_id: str,
+    cipher: Cipher,
 ) -> list[NotificationRecord]:
     counts = _count_per_user(batch)
     with _write_transaction(connection):
@@ -279,8 +293,9 @@ def _insert_notifications(
             batch, counts, {row[0]: row[1] for row in bumped}, last_gid - len(batch) + 1
         )
         try:
+            # Sealed here, on the worker thread: the event loop never pays for it.
             rows = _sql.encode_json(
-                [(*_sql.notification_params(r, node_id), r.gid) for r in records]
+                [(*_sql.notification_params(r, node_id, cipher), r.gid) for r in records]
             )
             connection.execute(_INSERT_NOTIFICATIONS, (rows,))
         except sqlite3.IntegrityError as exc:
@@ -369,15 +384,20 @@ class SqliteStorage(SqlStorageBase):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""
 
     def __init__(
-        self, path: str, worker: ThreadPoolExecutor, connection: sqlite3.Connection
+        self,
+        path: str,
+        worker: ThreadPoolExecutor,
+        connection: sqlite3.Connection,
+        cipher: Cipher,
     ) -> None:
         self._path = path
+        self._cipher = cipher
         self._worker = worker
         # Only ever used on the worker thread (sqlite3 checks it); None once closed.
         self._connection: sqlite3.Connection | None = connection
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int) -> SqliteStorage:
+    async def open(cls, url: str, *, pool_size: int, cipher: Cipher) -> SqliteStorage:
         """Open (creating it and its folder if needed) the file named by the URL.
 
         `pool_size` is ignored: one connection on one thread serves every call.
@@ -401,7 +421,7 @@ class SqliteStorage(SqlStorageBase):
         except BaseException:
             worker.shutdown(wait=False)
             raise
-        return cls(path, worker, connection)
+        return cls(path, worker, connection, cipher)
 
     async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connection
@@ -431,6 +451,15 @@ class SqliteStorage(SqlStorageBase):
 
     async def _write_all(self, sql: str, *params: Any) -> list[Any]:
         return await self._run(lambda connection: _write_all(connection, sql, params))
+
+    async def _write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        return await self._run(lambda connection: _write_many(connection, statements))
+
+    def _in_list(self, param: int) -> str:
+        return f"IN (SELECT value FROM json_each(${param}))"  # noqa: S608 - a placeholder number
+
+    def _list_param(self, values: Sequence[str]) -> Any:
+        return _sql.encode_json(list(values))
 
     async def migrate(self) -> int:
         """See `Storage.migrate`; BEGIN IMMEDIATE serialises migrating processes."""
@@ -463,7 +492,10 @@ class SqliteStorage(SqlStorageBase):
         if not batch:
             return []
         rows = tuple(batch)  # the caller may reuse its list while the worker reads this
-        return await self._run(lambda connection: _insert_notifications(connection, rows, node_id))
+        cipher = self._cipher
+        return await self._run(
+            lambda connection: _insert_notifications(connection, rows, node_id, cipher)
+        )
 
     async def advance_cursors(
         self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int

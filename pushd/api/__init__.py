@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd.api import audit, key_admin, notifications, stats, tokens, users
+from pushd.api import audit, gdpr, key_admin, notifications, stats, tokens, users
 from pushd.api.openapi import build_openapi
 from pushd.api.routing import Reply, Route, add_routes
 from pushd.api.schemas import ComponentHealth, Health, known_timezones
@@ -76,6 +76,7 @@ ROUTES: list[Route] = [
         tag="system",
     ),
     *users.ROUTES,
+    *gdpr.ROUTES,
     *tokens.ROUTES,
     *notifications.ROUTES,
     *stats.ROUTES,

@@ -6,8 +6,9 @@ records every state-changing call in the audit trail (pushd/audit.py)."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from pushd.audit import ANONYMOUS_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import now_ms
 from storage import StorageUnavailableError
 from storage.records import NewAuditRecord
+
+log = logging.getLogger("pushd.api")
 
 # Roles of API keys (docs/security.md). A role is a set of routes, listed per route in
 # the table below (`Route.roles`), not a hierarchy checked in handlers.
@@ -42,6 +45,16 @@ class Reply:
     status: int
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A `Reply.body` written piece by piece, for documents too big to build in memory
+    (a user's export): `chunks` yields the JSON text of ONE document of the route's
+    response type, in parts. A failure after the first part cuts the connection, so the
+    client sees an incomplete body, never a truncated document that looks whole."""
+
+    chunks: AsyncIterator[bytes]
 
 
 RouteHandler = Callable[[web.Request, Any, Any], Awaitable[Reply]]
@@ -168,7 +181,10 @@ def _bind(
             _authorize(request, route)
         body = await _decode_body(request, route, decoder) if decoder is not None else None
         query = _decode_query(request, route.query) if route.query is not None else None
-        return encode_reply(await route.handler(request, body, query))
+        reply = await route.handler(request, body, query)
+        if isinstance(reply.body, Streamed):
+            return await _stream(request, reply, reply.body)
+        return encode_reply(reply)
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         if not route.audited:
@@ -177,6 +193,25 @@ def _bind(
 
     endpoint.__name__ = route.operation_id
     return endpoint
+
+
+async def _stream(request: web.Request, reply: Reply, body: Streamed) -> web.StreamResponse:
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    response.content_type = "application/json"
+    await response.prepare(request)
+    try:
+        async for chunk in body.chunks:
+            await response.write(chunk)
+    except ConnectionError:
+        return response  # the client went away
+    except Exception:
+        # The status is sent: the only way left to say "failed" is to cut the body short.
+        log.exception("%s %s failed while streaming its answer", request.method, request.path)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 def _authorize(request: web.Request, route: Route) -> None:

@@ -110,6 +110,14 @@ async def delete_device(client: Client) -> Request:
     return f"/api/users/{user_id}/devices/{device_id}", None
 
 
+async def export_user(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/export", None
+
+
+async def erase_user(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}", None
+
+
 async def issue_token(client: Client) -> Request:
     return f"/api/users/{await _user(client)}/tokens", None
 
@@ -178,6 +186,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/api/users/{userId}/devices"): add_device,
     ("GET", "/api/users/{userId}/devices"): list_devices,
     ("DELETE", "/api/users/{userId}/devices/{deviceId}"): delete_device,
+    ("GET", "/api/users/{userId}/export"): export_user,
+    ("DELETE", "/api/users/{userId}"): erase_user,
     ("POST", "/api/users/{userId}/tokens"): issue_token,
     ("POST", "/api/users/{userId}/tokens/revoke"): revoke_tokens,
     ("POST", "/api/notifications"): send_notification,

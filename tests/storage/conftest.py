@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from storage import Storage, open_storage
+from storage import PLAINTEXT, Cipher, Storage, open_storage
 from storage._sql import sqlite_placeholders
 from storage.records import NewNotification, NewUser
 
@@ -41,9 +41,9 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Storage]:
+async def opened(url: str, cipher: Cipher = PLAINTEXT) -> AsyncIterator[Storage]:
     """A storage instance on `url`, closed afterwards (not migrated)."""
-    store = await open_storage(url, pool_size=4)
+    store = await open_storage(url, pool_size=4, cipher=cipher)
     try:
         yield store
     finally:
