@@ -94,6 +94,8 @@ class Connection:
         self._catching_up = False
         self._epoch = 0
         """Bumped by `resume`: a catch-up page read before it is stale."""
+        self._offers_while_stalled = 0
+        """Notifications offered while catching up since the last frame the socket took."""
         self.duplicates_skipped = 0
 
     def __repr__(self) -> str:
@@ -161,8 +163,7 @@ class Connection:
         if self.closed:
             return False
         if not self._started or self._catching_up:
-            self._target = max(self._target, seq)
-            return True
+            return self._note_while_catching_up(seq)
         if seq <= self._cursor:
             self.duplicates_skipped += 1
             return True
@@ -173,6 +174,16 @@ class Connection:
         if not self._enqueue(seq, frame):
             return False
         self._cursor = seq
+        return True
+
+    def _note_while_catching_up(self, seq: int) -> bool:
+        self._target = max(self._target, seq)
+        # The replay has no outbox to overflow: a client that stopped reading is told
+        # apart by live notifications piling up while none of its sends ends.
+        self._offers_while_stalled += 1
+        if self._offers_while_stalled > self._queue_size:
+            self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+            return False
         return True
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
@@ -263,6 +274,7 @@ class Connection:
                 return
             self._cursor = covered
             self._target = max(self._target, covered)
+            self._offers_while_stalled = 0
             if self._on_sent is not None:
                 self._on_sent(covered)
         if epoch == self._epoch and (not page or self._cursor >= self._target):
@@ -275,6 +287,11 @@ class Connection:
         self._sending_task = asyncio.current_task()
         try:
             await self._transport.send(frame)
+            if self._interrupted:
+                # The close came as the send completed: its cancellation is still pending
+                # and must be taken here, or it would hit the close handshake instead
+                # (which then never aborts a peer that stopped reading).
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self._interrupted or task is None or task.uncancel() > 0:
@@ -282,4 +299,4 @@ class Connection:
             return False
         finally:
             self._sending_task = None
-        return True
+        return not self._interrupted

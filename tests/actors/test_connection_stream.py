@@ -164,3 +164,18 @@ async def test_a_replay_does_not_fill_the_outbox() -> None:
         await eventually(lambda: len(socket.frames) == 40)
     assert socket.frames == [frame(seq) for seq in range(1, 41)]
     assert socket.close_code == CloseCode.NORMAL
+
+
+async def test_a_client_that_stops_reading_during_the_replay_is_a_slow_consumer() -> None:
+    """Guards the replay path, which has no outbox to overflow: a stuck client must
+    still be closed once live notifications pile up behind it."""
+    backlog = FakeBacklog(range(1, 4))
+    connection, socket, _ = stream(backlog, queue_size=4)
+    socket.stall()
+    async with writers_running(connection):
+        connection.start(since=0, last_seq=3)
+        await eventually(lambda: backlog.reads == 1)
+        accepted = [connection.offer_notification(seq, frame(seq)) for seq in range(4, 10)]
+        assert accepted == [True] * 4 + [False] * 2
+        await closed(connection)
+    assert socket.close_code == CloseCode.SLOW_CONSUMER
