@@ -182,6 +182,12 @@ class Connection:
         # apart by live notifications piling up while none of its sends ends.
         self._offers_while_stalled += 1
         if self._offers_while_stalled > self._queue_size:
+            log.info(
+                "connection %s: slow consumer (%d notifications arrived while its replay "
+                "was stuck)",
+                self.connection_id,
+                self._offers_while_stalled,
+            )
             self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
             return False
         return True
@@ -226,6 +232,7 @@ class Connection:
         if self.closed:
             return False
         if len(self._outbox) >= self._queue_size:
+            log.info("connection %s: slow consumer (outbox full)", self.connection_id)
             self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
             return False
         self._outbox.append((seq, frame))

@@ -83,7 +83,7 @@ class IngestConfig(_Section):
 
 
 class MailboxConfig(_Section):
-    backlog_max_count: Positive = 1000
+    backlog_max_count: Positive = 10_000
     backlog_max_age: PositiveFloat = 604800.0
     replay_page_size: Positive = 200
     cursor_flush_interval: PositiveFloat = 0.5

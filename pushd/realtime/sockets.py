@@ -6,45 +6,63 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import WSMsgType, web
+from aiohttp.base_protocol import BaseProtocol
 
 CLOSE_TIMEOUT = 5.0
 """Seconds a close may take. aiohttp's close first drains the send buffer, which never
 empties for a client that stopped reading (the slow consumers closed with 4008): past
 this, the TCP connection is aborted so that its socket, buffer and handler are freed."""
+_POLL_SECONDS = 0.05
 
 
 async def close_or_abort(
-    ws: web.WebSocketResponse,
-    transport: asyncio.BaseTransport | None,
-    code: int,
-    reason: str,
+    ws: web.WebSocketResponse, connection: BaseProtocol | None, code: int, reason: str
 ) -> None:
-    """Close `ws` with `code`; abort its connection if the peer does not let it close
-    within `CLOSE_TIMEOUT`."""
+    """Close `ws` with `code`; abort its TCP connection if the peer does not let it close
+    within `CLOSE_TIMEOUT`. `connection` is the request's protocol (its `transport` is
+    None once the connection is gone)."""
     if ws.closed:
-        # Closed without finishing the handshake (a send to a client that stopped reading
-        # was interrupted): the reader would wait on the connection for ever.
-        _abort(transport)
+        # Closed without finishing the handshake (a send to a client that stopped
+        # reading was interrupted): the reader would wait on the connection for ever.
+        await _release(connection)
         return
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(code=code, message=reason.encode())
     except TimeoutError:
-        _abort(transport)
+        _abort(connection)
     except asyncio.CancelledError:
-        _abort(transport)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
+            _abort(connection)
             raise
         # Not a cancellation of this task: aiohttp keeps the flow-control waiter of a send
         # that was interrupted (slow consumer) and raises its CancelledError on the next
-        # write. The close cannot complete; the connection is aborted above.
+        # write. The close frame may be buffered: let a client that reads again get it.
+        await _release(connection)
 
 
-def _abort(transport: asyncio.BaseTransport | None) -> None:
+async def _release(connection: BaseProtocol | None) -> None:
+    """Close the connection after its buffered frames (the close frame among them), or
+    abort it if the peer has not taken them within `CLOSE_TIMEOUT`."""
+    transport = None if connection is None else connection.transport
+    if transport is None:
+        return
+    transport.close()
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + CLOSE_TIMEOUT
+    while connection is not None and connection.transport is not None:
+        if loop.time() >= give_up_at:
+            _abort(connection)
+            return
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+def _abort(connection: BaseProtocol | None) -> None:
     # A plain transport.close() (what aiohttp calls) still waits to flush to a peer that
     # never reads; abort() drops the buffer. Looked up by name: uvloop's transports have
     # it without registering as asyncio.WriteTransport.
+    transport = None if connection is None else connection.transport
     abort = getattr(transport, "abort", None)
     if abort is not None:
         abort()
@@ -53,7 +71,7 @@ def _abort(transport: asyncio.BaseTransport | None) -> None:
 class WebSocketTransport:
     """`actors.transport.Transport` over aiohttp's WebSocketResponse."""
 
-    def __init__(self, ws: web.WebSocketResponse, connection: asyncio.BaseTransport | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, connection: BaseProtocol | None) -> None:
         self._ws = ws
         self._connection = connection
 
@@ -72,12 +90,12 @@ class WebSocketTransport:
 
 
 class OpenSockets:
-    """Every WebSocket currently open on this node, with its TCP connection."""
+    """Every WebSocket currently open on this node, with its connection."""
 
     def __init__(self) -> None:
-        self._sockets: dict[web.WebSocketResponse, asyncio.BaseTransport | None] = {}
+        self._sockets: dict[web.WebSocketResponse, BaseProtocol | None] = {}
 
-    def add(self, ws: web.WebSocketResponse, connection: asyncio.BaseTransport | None) -> None:
+    def add(self, ws: web.WebSocketResponse, connection: BaseProtocol | None) -> None:
         self._sockets[ws] = connection
 
     def discard(self, ws: web.WebSocketResponse) -> None:

@@ -156,7 +156,7 @@ async def _serve(
     app, user_id = request.app, token.user_id
     config, metrics, storage = app[CONFIG], app[METRICS], app[STORAGE]
     connection = Connection(
-        WebSocketTransport(ws, request.transport),
+        WebSocketTransport(ws, request.protocol),
         queue_size=config.actors.socket_queue_size,
         connection_id=new_id("con"),
         backlog=StoredBacklog(
@@ -238,7 +238,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame)
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
-    sockets.add(ws, request.transport)
+    sockets.add(ws, request.protocol)
     try:
         authenticated = await _authenticate(request, ws)
         if authenticated is not None:
