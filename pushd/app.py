@@ -162,7 +162,10 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     # written on the way down (the HTTP handlers have finished by then).
     config = app[CONFIG]
     audit = AuditWriter(
-        app[STORAGE], queue_size=config.audit.queue_size, max_batch=config.audit.max_batch
+        app[STORAGE],
+        queue_size=config.audit.queue_size,
+        max_batch=config.audit.max_batch,
+        linger=config.audit.flush_interval,
     )
     await audit.start()
     app[AUDIT] = audit

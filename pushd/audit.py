@@ -8,6 +8,7 @@ What is recorded, and where, is docs/security.md ("Audit trail").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -52,9 +53,14 @@ class AuditWriter:
     without a trace while the writer keeps going. `close` writes what is queued.
     """
 
-    def __init__(self, storage: Storage, *, queue_size: int, max_batch: int) -> None:
+    def __init__(
+        self, storage: Storage, *, queue_size: int, max_batch: int, linger: float = 0.0
+    ) -> None:
         self._storage = storage
         self._max_batch = max_batch
+        self._linger = linger
+        self._batch_ready = asyncio.Event()
+        """Set when a full batch is queued (or on close): the writer stops lingering."""
         # None is the stop marker put by close(), behind every record queued before it.
         self._queue: asyncio.Queue[NewAuditRecord | None] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
@@ -79,6 +85,8 @@ class AuditWriter:
             raise AuditWriterClosedError("the audit writer is closed; nothing can be recorded")
         await self._queue.put(record)
         self._queued += 1
+        if self._queue.qsize() >= self._max_batch:
+            self._batch_ready.set()
 
     async def flush(self) -> None:
         """Return once every record queued before this call has been handled (written,
@@ -98,6 +106,7 @@ class AuditWriter:
         if self._task is None:
             return
         await self._queue.put(None)
+        self._batch_ready.set()  # no lingering on the way down
         await self._task
 
     async def _run(self) -> None:
@@ -105,6 +114,14 @@ class AuditWriter:
         while not stopping:
             batch: list[NewAuditRecord] = []
             item = await self._queue.get()
+            if item is not None and self._linger and self._queue.qsize() < self._max_batch:
+                # Gather a batch: one transaction (on SQLite, one fsync on the writer
+                # thread the notifications also need) per `linger` or per full batch,
+                # whichever comes first, instead of one per burst of requests.
+                self._batch_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger):
+                        await self._batch_ready.wait()
             while True:
                 if item is None:
                     stopping = True

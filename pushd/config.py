@@ -120,6 +120,7 @@ class LimitsConfig(_Section):
 class AuditConfig(_Section):
     queue_size: Positive = 8192
     max_batch: Positive = 512
+    flush_interval: Annotated[float, msgspec.Meta(ge=0)] = 0.2
 
 
 # `<key id>:<standard base64 of 32 bytes>`, e.g. from `openssl rand -base64 32`.
