@@ -180,6 +180,26 @@ class Rig:
     runs: int = 0
 
 
+def load_command(
+    rig: Rig, mode: str, rate: float | None, *, start_ns: int, duration: float, out: str
+) -> dict[str, Any]:
+    """The load generator's `run` command: POSTs from `start_ns` for `duration` s."""
+    return {
+        "cmd": "run",
+        "host": "127.0.0.1",
+        "port": rig.server.port,
+        "key": rig.key,
+        "users_file": rig.users_file,
+        "mode": mode,
+        "rate": rate,
+        "connections": rig.connections,
+        "start_ns": start_ns,
+        "duration": duration,
+        "n_base": rig.runs * 10_000_000,
+        "out": out,
+    }
+
+
 async def measure(
     rig: Rig, mode: str, duration: float, rate: float | None, *, acks: bool = False
 ) -> RunResult:
@@ -192,20 +212,7 @@ async def measure(
     pids = {"server": rig.server.pid, "loadgen": rig.loadgen.pid, "receivers": rig.receivers.pid}
     start_ns = time.time_ns() + 300_000_000
     window_end_ns = start_ns + int(duration * 1e9)
-    command = {
-        "cmd": "run",
-        "host": "127.0.0.1",
-        "port": rig.server.port,
-        "key": rig.key,
-        "users_file": rig.users_file,
-        "mode": mode,
-        "rate": rate,
-        "connections": rig.connections,
-        "start_ns": start_ns,
-        "duration": duration,
-        "n_base": rig.runs * 10_000_000,
-        "out": accepted_file,
-    }
+    command = load_command(rig, mode, rate, start_ns=start_ns, duration=duration, out=accepted_file)
     load = asyncio.create_task(rig.loadgen.call(command, timeout=duration + 60))
     try:
         await asyncio.sleep((start_ns - time.time_ns()) / 1e9)

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 from benchlib import read_columns, read_json
-from measure import RECORD_COLUMNS, Rig, percentile, wait_for_frames
+from measure import RECORD_COLUMNS, Rig, load_command, percentile, wait_for_frames
 
 
 @dataclass
@@ -88,20 +88,9 @@ async def measure_storm(rig: Rig, rate: float, before: float, after: float) -> S
     duration = before + after
     start_ns = time.time_ns() + 300_000_000
     storm_at_ns = start_ns + int(before * 1e9)
-    command = {
-        "cmd": "run",
-        "host": "127.0.0.1",
-        "port": rig.server.port,
-        "key": rig.key,
-        "users_file": rig.users_file,
-        "mode": "rate",
-        "rate": rate,
-        "connections": rig.connections,
-        "start_ns": start_ns,
-        "duration": duration,
-        "n_base": rig.runs * 10_000_000,
-        "out": accepted_file,
-    }
+    command = load_command(
+        rig, "rate", rate, start_ns=start_ns, duration=duration, out=accepted_file
+    )
     load = asyncio.create_task(rig.loadgen.call(command, timeout=duration + 60))
     try:
         await asyncio.sleep((storm_at_ns - time.time_ns()) / 1e9)

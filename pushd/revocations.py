@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections import OrderedDict
 
 import msgspec
 from aiohttp import web
@@ -30,14 +28,6 @@ log = logging.getLogger("pushd.revocations")
 CHANNEL = "revocations"
 TOKEN_REVOKED_REASON = "the user's tokens were revoked: get a new token"  # noqa: S105 - a close reason
 USER_ERASED_REASON = "the user was erased"
-
-# How long, and for how many users, a node remembers a token revocation it applied. It
-# closes the race with a socket that read the user's cutoff from storage just before the
-# revocation and attaches to the mailbox just after the CloseAll: such a socket checks
-# this memory after attaching. Only that short window needs it, so both bounds are small;
-# past them the oldest entries are forgotten (storage still refuses old tokens on connect).
-_RECENT_SECONDS = 60.0
-_RECENT_MAX_USERS = 10_000
 
 
 class ApiKeyRevoked(msgspec.Struct, frozen=True, tag="api_key"):
@@ -78,8 +68,6 @@ class Revocations:
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
-        # user id -> (cutoff, monotonic time applied), oldest first.
-        self._recent: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
     def subscribe(self, state: SharedState) -> None:
         """Listen for revocations published by any node; call before `state.start()`."""
@@ -99,15 +87,10 @@ class Revocations:
 
     async def user_erased(self, user_id: str) -> None:
         """The user was erased from storage: close the user's sockets here, then on every
-        node. No memory is needed for a socket attaching meanwhile (unlike tokens): it
-        reads the user after attaching, and finds none."""
+        node. A socket attaching meanwhile needs nothing more: it reads the user after
+        attaching (pushd/realtime/ws.py), and finds none; likewise a revoked token."""
         await self._apply(UserErased(user_id))
         await self._publish(UserErased(user_id))
-
-    def token_recently_revoked(self, user_id: str, issued_at_ms: int) -> bool:
-        """Whether a revocation this node applied lately covers a token issued then."""
-        recent = self._recent.get(user_id)
-        return recent is not None and issued_at_ms <= recent[0]
 
     async def _publish(self, revocation: Revocation) -> None:
         try:
@@ -138,8 +121,7 @@ class Revocations:
                 verifier = self._app.get(API_KEYS)
                 if verifier is not None:
                     verifier.forget(key_id)
-            case UserTokensRevoked(user_id=user_id, before=before):
-                self._remember(user_id, before)
+            case UserTokensRevoked(user_id=user_id):
                 await self._close_sockets(user_id, CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
             case UserErased(user_id=user_id):
                 await self._close_sockets(user_id, CloseCode.USER_UNKNOWN, USER_ERASED_REASON)
@@ -152,14 +134,3 @@ class Revocations:
             # Shutting down: the sockets are being closed anyway.
             with contextlib.suppress(ActorSystemStoppedError):
                 await mailboxes.tell(user_id, CloseAll(code, reason))
-
-    def _remember(self, user_id: str, before: int) -> None:
-        now = time.monotonic()
-        previous = self._recent.pop(user_id, None)
-        cutoff = before if previous is None else max(before, previous[0])
-        self._recent[user_id] = (cutoff, now)
-        while self._recent:
-            oldest_user, (_, applied_at) = next(iter(self._recent.items()))
-            if len(self._recent) <= _RECENT_MAX_USERS and now - applied_at < _RECENT_SECONDS:
-                break
-            del self._recent[oldest_user]

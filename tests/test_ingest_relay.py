@@ -37,9 +37,12 @@ class SwitchableBus:
 
 @contextlib.asynccontextmanager
 async def storage_at(path: Path) -> AsyncIterator[Storage]:
+    """A migrated SQLite storage with the users u0, u1 and u2."""
     store = await open_storage(f"sqlite:///{path}", pool_size=1)
     try:
         await store.migrate()
+        for u in range(3):
+            await store.create_user(NewUser(id=f"u{u}", created_at=1))
         yield store
     finally:
         await store.close()
@@ -82,20 +85,20 @@ async def test_notifications_accepted_while_the_bus_is_down_are_relayed(tmp_path
     received: list[BusMessage] = []
     bus = await started_bus(received)
     switchable = SwitchableBus(bus)
-    async with storage_at(tmp_path / "db") as storage:
-        for u in range(3):
-            await storage.create_user(NewUser(id=f"u{u}", created_at=1))
-        async with running_ingest(storage, switchable) as ingest:
-            await eventually(lambda: not ingest.relaying)
-            switchable.down = True
-            records = [await ingest.submit(note(i)) for i in range(30)]  # all 202-able
-            await eventually(lambda: ingest.relaying and switchable.refused > 0)
-            assert received == []
-            switchable.down = False
-            await eventually(lambda: len(received) == 30, within=5)
-            await eventually(lambda: not ingest.relaying, within=5)
-            later = await ingest.submit(note(30))
-            await eventually(lambda: len(received) == 31)
+    async with (
+        storage_at(tmp_path / "db") as storage,
+        running_ingest(storage, switchable) as ingest,
+    ):
+        await eventually(lambda: not ingest.relaying)
+        switchable.down = True
+        records = [await ingest.submit(note(i)) for i in range(30)]  # all 202-able
+        await eventually(lambda: ingest.relaying and switchable.refused > 0)
+        assert received == []
+        switchable.down = False
+        await eventually(lambda: len(received) == 30, within=5)
+        await eventually(lambda: not ingest.relaying, within=5)
+        later = await ingest.submit(note(30))
+        await eventually(lambda: len(received) == 31)
     await bus.close()
     assert [(m.user_id, m.seq) for m in received] == [(r.user_id, r.seq) for r in [*records, later]]
 
@@ -109,8 +112,6 @@ async def test_a_restart_relays_what_the_previous_process_never_published(
     bus = await started_bus(received)
     switchable = SwitchableBus(bus)
     async with storage_at(tmp_path / "db") as storage:
-        for u in range(3):
-            await storage.create_user(NewUser(id=f"u{u}", created_at=1))
         async with running_ingest(storage, switchable) as first:
             await eventually(lambda: not first.relaying)
             switchable.down = True

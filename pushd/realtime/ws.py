@@ -28,7 +28,6 @@ from pushd.appkeys import (
     LIMITS,
     MAILBOXES,
     METRICS,
-    REVOCATIONS,
     SOCKETS,
     STORAGE,
     TOKENS,
@@ -179,21 +178,23 @@ async def _serve(
     try:
         # Attached (and subscribed) BEFORE the user is read: a notification committed
         # after the read reaches this connection live, and one committed before is
-        # below the last_seq read, so the catch-up covers it. Nothing falls in between.
+        # below the last_seq read, so the catch-up covers it. The same holds for a token
+        # revocation: stored before the read, it is seen here; stored after, its CloseAll
+        # reaches the actor behind this Attach. Nothing falls in between.
         await mailboxes.tell(user_id, Attach(connection))
-        # A revocation applied between the storage check and the Attach above closed the
-        # sockets the actor held, not this one yet: this node remembers it for this check.
-        if app[REVOCATIONS].token_recently_revoked(user_id, token.issued_at_ms):
-            connection.close_soon(CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
         try:
-            user = await storage.get_user(user_id)
+            found = await storage.get_user_and_token_cutoff(user_id)
         except StorageError:
             await ws.close(
                 code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
             )
             return
-        if user is None:
+        if found is None:
             await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
+            return
+        user, tokens_revoked_before = found
+        if token.issued_at_ms <= tokens_revoked_before:
+            await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
             return
         _start_stream(connection, user, since)
         async with asyncio.TaskGroup() as tasks:
@@ -251,25 +252,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 async def _admit(
     request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, since: int | None
 ) -> None:
-    """Refuse a revoked token or a socket over the user's quota; serve the others."""
-    try:
-        found = await request.app[STORAGE].get_user_and_token_cutoff(token.user_id)
-    except StorageError:
-        await ws.close(code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later")
-        return
-    if found is None:
-        await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
-        return
-    user, tokens_revoked_before = found
-    if token.issued_at_ms <= tokens_revoked_before:
-        await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
-        return
+    """Refuse a socket over the user's quota on this node; serve the others."""
     quota = request.app[LIMITS].sockets
-    if not quota.acquire(user.id):
+    if not quota.acquire(token.user_id):
         reason = f"this user already has {quota.per_user} sockets open on this node"
         await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, message=reason.encode())
         return
     try:
         await _serve(request, ws, token, since)
     finally:
-        quota.release(user.id)
+        quota.release(token.user_id)

@@ -4,7 +4,6 @@ revocation that closes every session with 4505 on every node."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
-from pushd.appkeys import REVOCATIONS, STORAGE
+from pushd.appkeys import MAILBOXES, STORAGE
 from tests import services
 from tests.api.conftest import AUTH, TOKEN_SECRET, MakeClient, create_user, send, user_token
 from tests.api.test_websocket import close_code_of, connect, next_notification
@@ -159,15 +158,26 @@ async def test_revocation_on_one_node_closes_sessions_on_another(
     await fresh.close()
 
 
-async def test_a_node_remembers_recent_revocations_for_sockets_mid_auth(client: Client) -> None:
-    """Guards the race of a socket that read the user's cutoff from storage just before a
-    revocation and attached to the mailbox just after its CloseAll: the node remembers
-    the cutoff, which the socket checks once attached."""
+async def test_a_socket_reads_its_user_only_once_attached(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the race of a revocation landing while a socket authenticates: the user's
+    token cutoff must be read after the socket is attached to the user's mailbox, so a
+    revocation stored before the read is seen, and one stored after it reaches the
+    socket through the mailbox's CloseAll. Read before attaching, the socket could miss
+    both."""
     user = await create_user(client)
-    revoked = await revoke(client, user["id"])
-    cutoff = round(datetime.fromisoformat(revoked["tokens_revoked_before"]).timestamp() * 1000)
-    revocations = client.app[REVOCATIONS]
-    assert revocations.token_recently_revoked(user["id"], cutoff)
-    assert revocations.token_recently_revoked(user["id"], cutoff - 1)
-    assert not revocations.token_recently_revoked(user["id"], cutoff + 1)
-    assert not revocations.token_recently_revoked("usr_other", 0)
+    token = await user_token(client, user["id"])
+    storage = client.app[STORAGE]
+    read_cutoff = storage.get_user_and_token_cutoff
+    attached_at_read: list[int] = []
+
+    async def observed(user_id: str) -> Any:
+        actor = client.app[MAILBOXES].get(user_id)
+        attached_at_read.append(0 if actor is None else 1)
+        return await read_cutoff(user_id)
+
+    monkeypatch.setattr(storage, "get_user_and_token_cutoff", observed)
+    ws, _ = await connect(client, token)
+    assert attached_at_read == [1]
+    await ws.close()
