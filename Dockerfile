@@ -27,7 +27,7 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/api/healthcheck', timeout=2).status == 200 else 1)"
+    CMD python -c "import os,sys,urllib.request; port=os.environ.get('PUSHD_SERVER__PORT','8080'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/api/healthcheck', timeout=2).status == 200 else 1)"
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["pushd"]
 CMD ["serve"]
