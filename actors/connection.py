@@ -80,7 +80,12 @@ class Connection:
         # end or making the user's other sockets wait. Entries are (seq, frame), seq 0
         # for frames outside the stream.
         self._outbox: deque[tuple[int, bytes]] = deque()
-        self._wake_writer = asyncio.Event()
+        # The writer task and the future it sleeps on while there is nothing to write.
+        # Not an asyncio.Event, and no current_task() per frame: those look the running
+        # loop up on every wait, which in CPython 3.11 is a getpid() system call, and the
+        # writer sleeps and wakes about once per frame.
+        self._writer_task: asyncio.Task[None] | None = None
+        self._writer_wakeup: asyncio.Future[None] | None = None
         self._close_request: tuple[CloseCode, str] | None = None
         self._sending_task: asyncio.Task[None] | None = None
         """The writer task while a send is in flight, so that a close can interrupt it."""
@@ -199,7 +204,7 @@ class Connection:
             return
         self._close_request = (code, reason)
         self._outbox.clear()
-        self._wake_writer.set()
+        self._wake_writer()
         if self._sending_task is not None and not self._interrupted:
             # A client that stopped reading blocks `send` for good: interrupt it, or the
             # slow consumer would never be disconnected.
@@ -218,6 +223,7 @@ class Connection:
         TaskGroup ends because the reader finished), the connection is marked closed and
         the edge, which owns the socket, releases it.
         """
+        self._writer_task = asyncio.current_task()
         try:
             await self._write_until_close_requested()
             assert self._close_request is not None
@@ -236,12 +242,17 @@ class Connection:
             self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
             return False
         self._outbox.append((seq, frame))
-        self._wake_writer.set()
+        self._wake_writer()
         return True
+
+    def _wake_writer(self) -> None:
+        wakeup = self._writer_wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def _catch_up_if_behind(self) -> None:
         self._catching_up = self._backlog is not None and self._cursor < self._target
-        self._wake_writer.set()
+        self._wake_writer()
 
     async def _write_until_close_requested(self) -> None:
         while self._close_request is None:
@@ -254,8 +265,14 @@ class Connection:
             elif self._catching_up:
                 await self._catch_up_one_page()
             else:
-                self._wake_writer.clear()
-                await self._wake_writer.wait()
+                assert self._writer_task is not None
+                # Checked above with no await since: whatever is queued from now on
+                # finds this future and wakes the writer.
+                self._writer_wakeup = self._writer_task.get_loop().create_future()
+                try:
+                    await self._writer_wakeup
+                finally:
+                    self._writer_wakeup = None
 
     async def _catch_up_one_page(self) -> None:
         """Send the next page of the backlog; go live once the stream reached the
@@ -291,7 +308,7 @@ class Connection:
         """Write one frame; False if a close interrupted it."""
         # No asyncio.timeout per frame (it showed in profiles): close_soon cancels this
         # task instead, and only that cancellation is swallowed here.
-        self._sending_task = asyncio.current_task()
+        self._sending_task = self._writer_task
         try:
             await self._transport.send(frame)
             if self._interrupted:
@@ -300,7 +317,7 @@ class Connection:
                 # (which then never aborts a peer that stopped reading).
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
+            task = self._writer_task
             if not self._interrupted or task is None or task.uncancel() > 0:
                 raise  # cancelled from outside (the edge's TaskGroup), not by us
             return False

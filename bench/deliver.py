@@ -155,7 +155,7 @@ async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeRe
                     runs.append(await measure(rig, "rate", args.duration, rate))
                     await asyncio.sleep(1)
             if args.profile:
-                profile = await profile_run(rig, args.duration)
+                profile = await profile_run(rig, args.duration, args.profile_args.split())
         memory = None
         if args.memory_users:
             memory = await measure_memory(
@@ -214,6 +214,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rates", default="2000,500", help="fixed-rate runs, per s")
     parser.add_argument("--repeats", type=int, help="runs per measurement (3; quick: 1)")
     parser.add_argument("--profile", action="store_true", help="one extra py-spy run")
+    parser.add_argument(
+        "--profile-args",
+        default="",
+        help='more py-spy record flags, e.g. "--gil" or "--idle --native"',
+    )
     parser.add_argument("--deadline", type=float, default=600.0, help="global limit, s")
     parser.add_argument(
         "--acks",

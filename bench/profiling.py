@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from measure import Rig, measure
@@ -113,8 +114,11 @@ def summarize_profile(collapsed: Path, top: int = 15) -> list[str]:
     ]
 
 
-async def profile_run(rig: Rig, duration: float) -> list[str]:
-    """One extra max-load run with py-spy sampling the server (not counted in results)."""
+async def profile_run(rig: Rig, duration: float, extra_args: Sequence[str] = ()) -> list[str]:
+    """One extra max-load run with py-spy sampling the server (not counted in results).
+
+    `extra_args` go to `py-spy record`: `--gil` samples only the thread holding the GIL,
+    `--idle --native --threads` shows where each thread waits (the GIL, fsync, epoll)."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
     if py_spy is None:
         return ["(py-spy not installed: `.venv/bin/pip install py-spy`)"]
@@ -130,6 +134,7 @@ async def profile_run(rig: Rig, duration: float) -> list[str]:
         "100",
         "--format",
         "raw",
+        *extra_args,
         "--output",
         str(output),
         stdout=asyncio.subprocess.DEVNULL,
@@ -149,8 +154,9 @@ async def profile_run(rig: Rig, duration: float) -> list[str]:
     kept = BENCH / "profiles"
     kept.mkdir(exist_ok=True)
     shutil.copy(output, kept / output.name)
+    command = " ".join(["py-spy record --rate 100", *extra_args])
     return [
-        f"Profiled run ({rig.shape}, `py-spy record --rate 100`, not counted above): "
+        f"Profiled run ({rig.shape}, `{command}`, not counted above): "
         f"accepted {result.accepted_per_s:,.0f}/s, delivered {result.delivered_per_s:,.0f}/s, "
         f"server CPU {result.cpu['server']:.0f}%. Collapsed stacks: "
         f"`bench/profiles/{output.name}`.",

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd import cli_keys, cli_rekey, datadir
+from pushd import cli_keys, cli_rekey, datadir, interpreter
 from pushd.app import Identity, build_app
 from pushd.config import Config, ConfigError, load_config
 from pushd.encryption import parse_keys
@@ -108,6 +108,7 @@ async def _serve(
         return EXIT_STARTUP
     storage_kind, bus_kind = config.storage_url.split(":", 1)[0], config.bus.url.split(":", 1)[0]
     scheme = "https" if tls is not None else "http"
+    interpreter.freeze_startup_objects()
     for host, port, *_ in runner.addresses:
         _print(
             f"pushd listening on {scheme}://{host}:{port} "
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Files in the data dir are read here, before the loop runs.
                 admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
                 identity = Identity(datadir.node_id(config), admin_key, _announce_admin_key)
+                interpreter.tune_for_serving()
                 return runner.run(_serve(config, identity, datadir.token_secret(config), tls))
             if args.command == "keys":
                 return runner.run(cli_keys.run(config, args, _print))

@@ -3,9 +3,10 @@ milliseconds, 80 random bits), so ids sort by creation time and say what they na
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
+
+from storage.crypto import random_bytes
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # Every 10-bit value as its two characters: 13 table lookups encode 128 bits (the
@@ -14,30 +15,10 @@ _PAIRS = [first + second for first in _ALPHABET for second in _ALPHABET]
 _SHIFTS = range(120, -1, -10)
 
 
-class _RandomPool:
-    """Cryptographic random bits read from the OS 4 KiB at a time: one getrandom()
-    system call per 400 ids instead of one per id (it showed in profiles under load)."""
-
-    _CHUNK = 4000  # a multiple of the 10 bytes one id takes
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._offset = 0
-
-    def take80(self) -> int:
-        if self._offset >= len(self._buffer):
-            self._buffer, self._offset = os.urandom(self._CHUNK), 0
-        start, self._offset = self._offset, self._offset + 10
-        return int.from_bytes(self._buffer[start : self._offset], "big")
-
-
-_random = _RandomPool()
-
-
 def new_id(prefix: str) -> str:
     """`usr_01jb…`: sortable by creation time, unguessable, URL-safe."""
     # 48 bits of milliseconds + 80 random bits, shifted to 130 bits = 26 characters.
-    value = (((time.time_ns() // 1_000_000) << 80) | _random.take80()) << 2
+    value = (((time.time_ns() // 1_000_000) << 80) | int.from_bytes(random_bytes(10), "big")) << 2
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 

@@ -89,6 +89,9 @@ class NotificationIngest:
         # While relaying, nothing is queued here: the relay reads storage instead.
         self._to_publish: asyncio.Queue[list[NotificationRecord]] = asyncio.Queue(maxsize=64)
         self._tasks: list[asyncio.Task[None]] = []
+        # Looked up once: asyncio.get_running_loop() is a getpid() system call in CPython
+        # 3.11, and `submit` runs once per notification.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._claims_in_flight: set[tuple[str, str]] = set()
         self._relaying = True  # until start-up has caught up with what is on disk
         self._committed_gid = 0
@@ -108,6 +111,7 @@ class NotificationIngest:
     async def start(self) -> None:
         """Read the relay mark (raises `StorageError`), then start the tasks (owned here,
         stopped by `close`)."""
+        self._loop = asyncio.get_running_loop()
         mark = await self._storage.get_relay_mark(self._node_id)
         if mark is None:
             # A node that never recorded a mark has published nothing it committed
@@ -158,7 +162,8 @@ class NotificationIngest:
         claim's key was stored meanwhile, `StorageUnavailableError` if the database
         cannot be written (nothing was accepted).
         """
-        future: asyncio.Future[NotificationRecord] = asyncio.get_running_loop().create_future()
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[NotificationRecord] = loop.create_future()
         try:
             self._incoming.put_nowait((notification, future))  # the common case: no await
         except asyncio.QueueFull:

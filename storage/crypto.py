@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import binascii
 import os
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +27,37 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from storage.errors import EncryptionError
 
 PREFIX = "enc:v1:"
+
+
+class _RandomPool(threading.local):
+    """Cryptographic random bytes read from the OS 4 KiB at a time, one pool per thread.
+
+    `os.urandom` is a system call per use. Sealing takes a nonce per value (three per
+    notification) and pushd/ids.py 80 bits per id. On the SQLite worker thread each call
+    also released the GIL and then waited to take it back from the busy event loop.
+    """
+
+    _CHUNK = 4096
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.offset = 0
+
+    def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.buffer):
+            self.buffer, self.offset = os.urandom(max(self._CHUNK, count)), 0
+        start, self.offset = self.offset, self.offset + count
+        return self.buffer[start : self.offset]
+
+
+_random_pool = _RandomPool()
+
+
+def random_bytes(count: int) -> bytes:
+    """`count` bytes from the OS's CSPRNG (as `os.urandom`), drawn from a per-thread pool."""
+    return _random_pool.take(count)
+
+
 # What is sealed: table -> its columns (each row's `id` binds them). Not sealed, and why:
 # `users.external_id` (looked up by equality, must stay unique), device addresses (the
 # upsert matches on them), categories, timestamps and ids (queried by the database).
@@ -141,6 +173,6 @@ class KeyRing(_OpenOnly):
 
     def seal(self, value: str, context: str) -> str:
         """See `Cipher.seal`."""
-        nonce = os.urandom(_NONCE_BYTES)
+        nonce = random_bytes(_NONCE_BYTES)
         sealed = self._active.encrypt(nonce, value.encode(), context.encode())
         return self._prefix + binascii.b2a_base64(nonce + sealed, newline=False).decode()

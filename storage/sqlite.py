@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+
 from storage import _sql, migrations
 from storage._base import SqlStorageBase
 from storage.crypto import Cipher
@@ -54,6 +56,11 @@ _PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",  # off by default in SQLite, per connection
     f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+    # 64 MiB of page cache instead of SQLite's 2 MiB: every notification, audit record
+    # and cursor advance lands in its user's part of an index, so the pages written
+    # together are one per active user per index (thousands). With 2 MiB they no longer
+    # fit once the file has grown, and each insert first read its page back.
+    "PRAGMA cache_size = -65536",
 )
 # Errors that say the database cannot be used right now rather than that a statement is
 # wrong: retrying later (or fixing the disk) can make them go away.
@@ -73,9 +80,18 @@ _UNAVAILABLE_ERRORS = {
 # BEGIN IMMEDIATE already serialises writers, so no lock order is needed here.
 _BUMP_LAST_SEQS = (
     "UPDATE users SET last_seq = last_seq + given.value FROM json_each(?1) AS given "
-    "WHERE users.id = given.key RETURNING users.id, users.last_seq"
+    "WHERE users.id = given.key"
 )
-_BUMP_GID = "UPDATE counters SET value = value + ?1 WHERE name = 'notification_gid' RETURNING value"
+# The gid counter raised by the batch size, and the users' raised last_seqs as ONE JSON
+# object, in one row of one statement. The sqlite3 module releases the GIL at every step
+# of a statement and every row it reads, and under load each time this thread waits to
+# take it back from the busy event loop: `RETURNING` a row per user made each commit
+# wait about as many times as the batch had users.
+_BUMP_GID_AND_READ_SEQS = (
+    "UPDATE counters SET value = value + ?1 WHERE name = 'notification_gid' "
+    "RETURNING value, (SELECT json_group_object(id, last_seq) FROM users "
+    "WHERE id IN (SELECT key FROM json_each(?2)))"
+)
 _CURSORS_OF = (
     "SELECT id, sent_seq, ack_seq, last_seq FROM users "
     "WHERE id IN (SELECT value FROM json_each(?1))"
@@ -101,6 +117,7 @@ _INSERT_NOTIFICATIONS = (
     "FROM json_each(?1)"
 )
 _OLDEST_SQLITE = (3, 38, 0)
+_seqs_decoder = msgspec.json.Decoder(dict[str, int])
 _HAS_VERSION_TABLE = "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'"
 
 
@@ -285,12 +302,15 @@ def _insert_notifications(
 ) -> list[NotificationRecord]:
     counts = _count_per_user(batch)
     with _write_transaction(connection):
-        bumped = connection.execute(_BUMP_LAST_SEQS, (_sql.encode_json(counts),)).fetchall()
+        counts_json = _sql.encode_json(counts)
+        connection.execute(_BUMP_LAST_SEQS, (counts_json,))
         # A counter, not max(gid) + 1: a gid must never be handed out twice, even after
         # the newest rows were deleted, or the relay would take a new row for a published one.
-        last_gid = connection.execute(_BUMP_GID, (len(batch),)).fetchone()[0]
+        last_gid, last_seqs = connection.execute(
+            _BUMP_GID_AND_READ_SEQS, (len(batch), counts_json)
+        ).fetchone()
         records = _assign_seqs(
-            batch, counts, {row[0]: row[1] for row in bumped}, last_gid - len(batch) + 1
+            batch, counts, _seqs_decoder.decode(last_seqs), last_gid - len(batch) + 1
         )
         try:
             # Sealed here, on the worker thread: the event loop never pays for it.
