@@ -50,6 +50,7 @@ from measure import (
     connect_receivers,
     measure,
     measure_memory,
+    python_speed_us,
     wait_until_quiet,
 )
 from profiling import profile_run
@@ -209,7 +210,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shapes", default="embedded,cluster", help="embedded,cluster")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--memory-users", type=int, default=5000, help="0 skips memory")
-    parser.add_argument("--connections", type=int, default=64, help="HTTP connections")
+    parser.add_argument("--connections", type=int, default=128, help="HTTP connections")
     parser.add_argument("--duration", type=float, help="seconds per run (10; quick: 3)")
     parser.add_argument("--rates", default="2000,500", help="fixed-rate runs, per s")
     parser.add_argument("--repeats", type=int, help="runs per measurement (3; quick: 1)")
@@ -217,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-args",
         default="",
-        help='more py-spy record flags, e.g. "--gil" or "--idle --native"',
+        help='more py-spy record flags, with =: --profile-args=--gil, or ="--idle --native"',
     )
     parser.add_argument("--deadline", type=float, default=600.0, help="global limit, s")
     parser.add_argument(
@@ -260,6 +261,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace, command: str) -> int:
     began = time.monotonic()
+    speed_before = python_speed_us()
     results: list[ShapeResult] = []
     delivery: list[DeliveryShapeResult] = []
     with tempfile.TemporaryDirectory(prefix="pushd-bench-") as tmp:
@@ -271,6 +273,10 @@ async def run(args: argparse.Namespace, command: str) -> int:
                 else:
                     results.append(await run_shape(shape, args, Path(tmp)))
     elapsed = time.monotonic() - began
+    versions["Python speed probe"] = (
+        f"{speed_before:.1f} µs at the start and {python_speed_us():.1f} µs at the end "
+        "(bench/measure.py python_speed_us; lower is faster)"
+    )
     if args.delivery:
         text = delivery_report(delivery, args, command, versions, elapsed)
     else:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import timeit
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,17 @@ def cpu_percent(before: CpuSample, after: CpuSample) -> dict[str, float]:
         v for k, v in used.items() if k not in ("machine", "server_loop")
     )
     return {name: 100 * seconds / elapsed for name, seconds in used.items()}
+
+
+def python_speed_us() -> float:
+    """Microseconds one core takes for a fixed pure-Python workload (best of 5).
+
+    The cores of this shared machine do not always run at the same speed: the same probe
+    was seen at 1.7 µs and at 5 µs minutes apart in one session, with nothing else of
+    ours running. The report prints it so that figures from different runs can be put
+    side by side."""
+    timer = timeit.Timer("sum([i * i for i in range(100)])")
+    return min(timer.repeat(5, 2000)) / 2000 * 1e6
 
 
 async def wait_until_quiet(max_wait: float, threshold: float = 25.0) -> float:
