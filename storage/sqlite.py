@@ -56,11 +56,6 @@ _PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",  # off by default in SQLite, per connection
     f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
-    # 64 MiB of page cache instead of SQLite's 2 MiB: every notification, audit record
-    # and cursor advance lands in its user's part of an index, so the pages written
-    # together are one per active user per index (thousands). With 2 MiB they no longer
-    # fit once the file has grown, and each insert first read its page back.
-    "PRAGMA cache_size = -65536",
 )
 # Errors that say the database cannot be used right now rather than that a statement is
 # wrong: retrying later (or fixing the disk) can make them go away.
@@ -92,8 +87,11 @@ _BUMP_GID_AND_READ_SEQS = (
     "RETURNING value, (SELECT json_group_object(id, last_seq) FROM users "
     "WHERE id IN (SELECT key FROM json_each(?2)))"
 )
+# Every user's cursors as ONE row (a JSON array of [id, sent, ack, last]): a row per user
+# would be a GIL hand-off per user on the worker thread (see _BUMP_GID_AND_READ_SEQS),
+# a thousand per flush with a thousand users online.
 _CURSORS_OF = (
-    "SELECT id, sent_seq, ack_seq, last_seq FROM users "
+    "SELECT json_group_array(json_array(id, sent_seq, ack_seq, last_seq)) FROM users "
     "WHERE id IN (SELECT value FROM json_each(?1))"
 )
 _SET_CURSORS = (
@@ -118,6 +116,7 @@ _INSERT_NOTIFICATIONS = (
 )
 _OLDEST_SQLITE = (3, 38, 0)
 _seqs_decoder = msgspec.json.Decoder(dict[str, int])
+_cursors_decoder = msgspec.json.Decoder(list[tuple[str, int, int, int]])
 _HAS_VERSION_TABLE = "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'"
 
 
@@ -346,7 +345,8 @@ def _advance_cursors(
     connection: sqlite3.Connection, wanted: Mapping[str, tuple[int, int]], at: int
 ) -> None:
     with _write_transaction(connection):
-        current = connection.execute(_CURSORS_OF, (_sql.encode_json(list(wanted)),)).fetchall()
+        (found,) = connection.execute(_CURSORS_OF, (_sql.encode_json(list(wanted)),)).fetchone()
+        current = _cursors_decoder.decode(found)
         moved: dict[str, tuple[int, int]] = {}
         history: list[tuple[str, str, int]] = []
         for user_id, sent_seq, ack_seq, last_seq in current:
