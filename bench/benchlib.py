@@ -24,6 +24,14 @@ Command = dict[str, Any]
 Handler = Callable[[Command], Awaitable[Command]]
 
 
+async def cancel_unfinished(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` if it is still running (a measurement that failed half-way) and wait
+    for it to end, so that no load keeps going behind the next measurement."""
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def raise_nofile_limit() -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit; children inherit it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

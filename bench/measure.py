@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
+    cancel_unfinished,
     cpu_seconds,
     machine_busy_seconds,
     main_thread_cpu_seconds,
@@ -233,9 +234,7 @@ async def measure(
         after = cpu_sample(pids, rig.database)
         summary = await load
     finally:
-        if not load.done():
-            load.cancel()
-            await asyncio.gather(load, return_exceptions=True)
+        await cancel_unfinished(load)
 
     accepted_count = int(summary["accepted"])
     await wait_for_frames(rig.receivers, accepted_count)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from benchlib import read_columns, read_json
+from benchlib import cancel_unfinished, read_columns, read_json
 from measure import RECORD_COLUMNS, Rig, load_command, percentile, wait_for_frames
 
 
@@ -98,9 +98,7 @@ async def measure_storm(rig: Rig, rate: float, before: float, after: float) -> S
         storm = await rig.receivers.call({"cmd": "storm", "concurrency": 1000}, timeout=120)
         summary = await load
     finally:
-        if not load.done():
-            load.cancel()
-            await asyncio.gather(load, return_exceptions=True)
+        await cancel_unfinished(load)
     accepted_count = int(summary["accepted"])
     await wait_for_frames(rig.receivers, accepted_count)
     catchup = await rig.receivers.call({"cmd": "catchup", "storm_ns": storm_ns}, timeout=30)

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pushd.api.keys import generate_key, hash_key
+from pushd.api.keys import generate_key, key_record
 from pushd.api.routing import ADMIN, ROLES
 from pushd.audit import CLI_ACTOR
 from pushd.config import Config
-from pushd.ids import new_id, now_ms
+from pushd.ids import now_ms
 from pushd.revocations import CHANNEL, ApiKeyRevoked, encode_revocation
 from pushd.state import StateError, open_state
 from storage import LastAdminKeyError, Storage, open_storage
@@ -94,14 +94,7 @@ async def _create(storage: Storage, args: argparse.Namespace, say: Callable[[str
         say("pushd: admin keys cannot be limited to categories: use --role publisher or reader")
         return EXIT_FAILED
     key = generate_key()
-    record = ApiKeyRecord(
-        id=new_id("key"),
-        name=args.name,
-        role=args.role,
-        key_hash=hash_key(key),
-        created_at=now_ms(),
-        categories=None if not categories else tuple(sorted(set(categories))),
-    )
+    record = key_record(key, name=args.name, role=args.role, categories=categories)
     await storage.create_api_key(record)
     await _audit(
         storage, "key.create", f"key:{record.id}", True, role=record.role, categories=categories

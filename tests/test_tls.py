@@ -73,14 +73,7 @@ async def test_serve_speaks_https_and_wss(tmp_path: Path, certificate: tuple[Pat
 def test_a_certificate_without_its_key_stops_with_exit_2(
     tmp_path: Path, certificate: tuple[Path, Path]
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pushd", "serve", "--data-dir", str(tmp_path), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"PUSHD_SERVER__TLS_CERT": str(certificate[0]), "PATH": "/usr/bin:/bin"},
-    )
+    result = _serve_with(tmp_path, {"PUSHD_SERVER__TLS_CERT": str(certificate[0])})
     assert result.returncode == 2, result.stdout + result.stderr
     assert "server.tls_key" in result.stdout
 
@@ -88,17 +81,20 @@ def test_a_certificate_without_its_key_stops_with_exit_2(
 def test_an_unusable_certificate_stops_with_exit_2(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.pem"
     bogus.write_text("not a certificate")
-    result = subprocess.run(
-        [sys.executable, "-m", "pushd", "serve", "--data-dir", str(tmp_path), "--port", "0"],
+    result = _serve_with(
+        tmp_path, {"PUSHD_SERVER__TLS_CERT": str(bogus), "PUSHD_SERVER__TLS_KEY": str(bogus)}
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "server.tls_cert" in result.stdout
+
+
+def _serve_with(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `pushd serve` with only `env` (and PATH) set; it is expected to stop by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "pushd", "serve", "--data-dir", str(data_dir), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env={
-            "PUSHD_SERVER__TLS_CERT": str(bogus),
-            "PUSHD_SERVER__TLS_KEY": str(bogus),
-            "PATH": "/usr/bin:/bin",
-        },
+        env={**env, "PATH": "/usr/bin:/bin"},
     )
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "server.tls_cert" in result.stdout

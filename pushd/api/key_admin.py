@@ -9,12 +9,12 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.keys import generate_key, hash_key
+from pushd.api.keys import generate_key, key_record
 from pushd.api.routing import ADMIN, ADMIN_ONLY, Reply, Route
 from pushd.api.schemas import Category
 from pushd.appkeys import REVOCATIONS, STORAGE
 from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
-from pushd.ids import from_ms, new_id, now_ms
+from pushd.ids import from_ms, now_ms
 from storage import LastAdminKeyError
 from storage.records import ApiKeyRecord
 
@@ -73,14 +73,7 @@ async def create_api_key(request: web.Request, body: CreateApiKey, _query: None)
             "categories",
         )
     key = generate_key()
-    record = ApiKeyRecord(
-        id=new_id("key"),
-        name=body.name,
-        role=body.role,
-        key_hash=hash_key(key),
-        created_at=now_ms(),
-        categories=None if body.categories is None else tuple(sorted(set(body.categories))),
-    )
+    record = key_record(key, name=body.name, role=body.role, categories=body.categories)
     await request.app[STORAGE].create_api_key(record)
     request[AUDIT_TARGET] = f"key:{record.id}"
     request[AUDIT_DETAIL] = {"role": record.role, "categories": body.categories}

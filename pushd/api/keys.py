@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -98,18 +99,29 @@ async def bootstrap_admin_key(storage: Storage, given: str | None) -> str | None
     """
     if given:
         if await storage.find_api_key(hash_key(given)) is None:
-            await storage.create_api_key(_admin_record(given, "bootstrap (PUSHD_ADMIN_KEY)"))
+            await storage.create_api_key(
+                key_record(given, name="bootstrap (PUSHD_ADMIN_KEY)", role="admin")
+            )
         return None
     if await storage.count_api_keys() > 0:
         return None
     key = generate_key()
-    await storage.create_api_key(_admin_record(key, "bootstrap"))
+    await storage.create_api_key(key_record(key, name="bootstrap", role="admin"))
     return key
 
 
-def _admin_record(key: str, name: str) -> ApiKeyRecord:
+def key_record(
+    key: str, *, name: str, role: str, categories: Iterable[str] | None = None
+) -> ApiKeyRecord:
+    """The stored form of a new `key`: a fresh id and only the key's hash; categories
+    deduplicated and sorted, none (or an empty list) meaning unrestricted."""
     return ApiKeyRecord(
-        id=new_id("key"), name=name, role="admin", key_hash=hash_key(key), created_at=now_ms()
+        id=new_id("key"),
+        name=name,
+        role=role,
+        key_hash=hash_key(key),
+        created_at=now_ms(),
+        categories=tuple(sorted(set(categories))) if categories else None,
     )
 
 
