@@ -157,6 +157,7 @@ async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeRe
                     await asyncio.sleep(1)
             if args.profile:
                 profile = await profile_run(rig, args.duration, args.profile_args.split())
+            sweep = await sweep_connections(rig, args)
         memory = None
         if args.memory_users:
             memory = await measure_memory(
@@ -167,7 +168,24 @@ async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeRe
                 work=setup.work,
                 max_seconds=args.deadline,
             )
-        return ShapeResult(shape, runs, memory, connect_seconds, setup.quiet, profile, problems)
+        return ShapeResult(
+            shape, runs, memory, connect_seconds, setup.quiet, profile, problems, sweep
+        )
+
+
+async def sweep_connections(rig: Rig, args: argparse.Namespace) -> list[tuple[int, RunResult]]:
+    """--sweep: one max-load run per number of HTTP connections, fewest first, on the
+    same server after the counted runs (so the larger counts meet the larger file)."""
+    sweep = []
+    counted = rig.connections
+    try:
+        for connections in sorted(args.sweep):
+            rig.connections = connections
+            sweep.append((connections, await measure(rig, "max", args.duration, None)))
+            await asyncio.sleep(1)
+    finally:
+        rig.connections = counted
+    return sweep
 
 
 async def run_delivery_shape(
@@ -210,7 +228,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shapes", default="embedded,cluster", help="embedded,cluster")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--memory-users", type=int, default=5000, help="0 skips memory")
-    parser.add_argument("--connections", type=int, default=128, help="HTTP connections")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=512,
+        help="HTTP connections (512: fewer leave the server waiting, see --sweep)",
+    )
+    parser.add_argument(
+        "--sweep",
+        default="",
+        help="extra max-load runs, one per number of connections: --sweep 128,256,512,1024",
+    )
     parser.add_argument("--duration", type=float, help="seconds per run (10; quick: 3)")
     parser.add_argument("--rates", default="2000,500", help="fixed-rate runs, per s")
     parser.add_argument("--repeats", type=int, help="runs per measurement (3; quick: 1)")
@@ -253,6 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.sweep = [int(n) for n in args.sweep.split(",") if n.strip()]
     args.shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     if not set(args.shapes) <= {"embedded", "cluster"}:
         parser.error("--shapes takes embedded and/or cluster")

@@ -357,3 +357,5 @@ class ShapeResult:
     busy_before: float  # machine's busy % of one core just before the shape ran
     profile: list[str]
     log_problems: list[str]
+    sweep: list[tuple[int, RunResult]] = field(default_factory=list)
+    """--sweep: (HTTP connections, one max-load run), after the counted runs."""

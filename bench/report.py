@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 import aiohttp
-from measure import DRAIN_TIMEOUT, ShapeResult
+from measure import DRAIN_TIMEOUT, RunResult, ShapeResult
 
 
 def machine() -> dict[str, str]:
@@ -55,6 +55,11 @@ def report_header(title: str, command: str, versions: dict[str, str], elapsed: f
         "receivers) shares these cores over loopback.",
         "",
     ]
+
+
+def problems_of(r: RunResult) -> int:
+    """Everything the run's correctness check found wrong, as one count."""
+    return r.missing + r.duplicates + r.out_of_order + r.wrong_user + r.extra + r.failed_posts
 
 
 def report(
@@ -101,8 +106,9 @@ def report(
 
     def correctness(shape: ShapeResult) -> str:
         keys = ("missing", "duplicates", "out_of_order", "wrong_user", "extra", "failed_posts")
-        totals = {k: sum(getattr(r, k) for r in shape.runs) for k in keys}
-        accepted = sum(r.accepted for r in shape.runs)
+        every_run = [*shape.runs, *(r for _, r in shape.sweep)]
+        totals = {k: sum(getattr(r, k) for r in every_run) for k in keys}
+        accepted = sum(r.accepted for r in every_run)
         return (
             f"{accepted:,} accepted: {totals['missing']} missing, {totals['duplicates']} dup, "
             f"{totals['out_of_order']} out of order, {totals['wrong_user']} wrong user, "
@@ -200,9 +206,7 @@ def report(
     for shape in results:
         for r in shape.runs:
             c = r.cpu
-            problems = (
-                r.missing + r.duplicates + r.out_of_order + r.wrong_user + r.extra + r.failed_posts
-            )
+            problems = problems_of(r)
             lines.append(
                 f"| {r.shape} | {'max' if r.mode == 'max' else f'{r.target_rate:,.0f}/s'} | "
                 f"{r.accepted_per_s:,.0f} | {r.delivered_per_s:,.0f} | "
@@ -215,6 +219,30 @@ def report(
                 + (f"{problems} {r.errors}" if problems or r.errors else "none")
                 + " |"
             )
+    if any(s.sweep for s in results):
+        lines += [
+            "",
+            "### Max load by number of HTTP connections (`--sweep`)",
+            "",
+            "One run each, on the same server after the runs above, fewest connections "
+            "first. The counted runs use the number at which adding connections stopped "
+            "raising accepted/s: with fewer, the server waits between batch commits for the "
+            "next requests (a closed loop: each connection sends only after its answer).",
+            "",
+            "| shape | connections | accepted/s | delivered/s | POST→frame p50 / p99 ms "
+            "| POST round trip p50 ms | CPU server (loop thread) | problems |",
+            "|---|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for shape in results:
+            for connections, r in shape.sweep:
+                lines.append(
+                    f"| {r.shape} | {connections:,} | {r.accepted_per_s:,.0f} | "
+                    f"{r.delivered_per_s:,.0f} | {r.p50_ms:,.1f} / {r.p99_ms:,.1f} | "
+                    f"{r.post_p50_ms:,.1f} | {r.cpu['server']:.0f}% "
+                    f"({r.cpu['server_loop']:.0f}%) | "
+                    + ("none" if not problems_of(r) else f"{problems_of(r)} {r.errors}")
+                    + " |"
+                )
     lines += [
         "",
         "## How it is measured",
