@@ -150,11 +150,9 @@ async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeRe
         async with shape_rig(setup, args) as (rig, connect_seconds, problems):
             for _ in range(args.repeats):
                 runs.append(await measure(rig, "max", args.duration, None))
-                await asyncio.sleep(1)
             for rate in args.rates:
                 for _ in range(args.repeats):
                     runs.append(await measure(rig, "rate", args.duration, rate))
-                    await asyncio.sleep(1)
             if args.profile:
                 profile = await profile_run(rig, args.duration, args.profile_args.split())
             sweep = await sweep_connections(rig, args)
@@ -182,7 +180,6 @@ async def sweep_connections(rig: Rig, args: argparse.Namespace) -> list[tuple[in
         for connections in sorted(args.sweep):
             rig.connections = connections
             sweep.append((connections, await measure(rig, "max", args.duration, None)))
-            await asyncio.sleep(1)
     finally:
         rig.connections = counted
     return sweep
@@ -201,13 +198,11 @@ async def run_delivery_shape(
                 for _ in range(args.repeats):
                     for acks in (False, True):
                         ack_runs.append(await measure(rig, "max", args.duration, None, acks=acks))
-                        await asyncio.sleep(1)
                 for _ in range(args.repeats):
                     for acks in (False, True):
                         ack_runs.append(
                             await measure(rig, "rate", args.duration, args.ack_rate, acks=acks)
                         )
-                        await asyncio.sleep(1)
             if args.reconnect_storm:
                 for _ in range(args.repeats):
                     storms.append(

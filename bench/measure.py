@@ -105,6 +105,9 @@ async def wait_until_quiet(max_wait: float, threshold: float = 25.0) -> float:
 
 # one measurement --------------------------------------------------------------------
 
+SETTLE_MAX_S = 15.0
+"""Longest wait for a quiet machine before each run."""
+
 
 @dataclass
 class RunResult:
@@ -216,7 +219,12 @@ def load_command(
 async def measure(
     rig: Rig, mode: str, duration: float, rate: float | None, *, acks: bool = False
 ) -> RunResult:
-    """One run; with `acks`, the receivers ack every notification frame during it."""
+    """One run; with `acks`, the receivers ack every notification frame during it.
+
+    It starts once the machine is quiet: what the previous run left the server to do
+    (the audit queue, the cursor flush, a WAL checkpoint) would otherwise be measured
+    in this one, and the first fixed-rate run after a max-load run suffered from it."""
+    await wait_until_quiet(SETTLE_MAX_S)
     rig.runs += 1
     tag = f"{rig.shape}-{mode}-{rig.runs}"
     await rig.receivers.call({"cmd": "acks", "on": acks}, timeout=10)

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 import aiohttp
-from measure import DRAIN_TIMEOUT, RunResult, ShapeResult
+from measure import DRAIN_TIMEOUT, SETTLE_MAX_S, RunResult, ShapeResult
 
 
 def machine() -> dict[str, str]:
@@ -286,7 +286,9 @@ def report(
         "max-load run per shape (not counted in the table) is sampled by `py-spy record` "
         "(100 Hz, idle waits excluded; a thread blocked on a lock still counts, so part of "
         "the `_worker` and `Runner.run` self time is waiting) and summarised below. The "
-        "bench waits up to 20 s for an idle machine before each shape, stops itself at a "
+        "bench waits up to 20 s for an idle machine (under 25% of one core for a second) "
+        f"before each shape and up to {SETTLE_MAX_S:.0f} s before each run, so that a run "
+        "does not measure what the previous one left the server to do, stops itself at a "
         "global deadline (`--deadline`, 600 s) and removes its children, database and vhost "
         "on every exit.",
     ]
