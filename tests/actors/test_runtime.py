@@ -412,3 +412,32 @@ async def test_a_tell_waiting_on_an_actor_cancelled_at_the_stop_timeout_raises()
     async with asyncio.timeout(1):
         with pytest.raises(ActorSystemStoppedError):
             await blocked
+
+
+async def test_an_actor_waiting_for_each_next_message_does_not_look_the_loop_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # asyncio.Queue looks the running loop up whenever a get has to wait, and in CPython
+    # 3.11 that is a getpid() system call: once per message for an actor whose mailbox
+    # runs dry between messages. The mailbox is bound to its loop once instead.
+    script = Script()
+    system = make_system(script, idle_timeout=10)
+    await system.tell("k", 0)
+    await eventually(lambda: script.received("k") == [0])
+    lookups = 0
+    look_up = asyncio.events._get_running_loop
+
+    def counting_look_up() -> asyncio.AbstractEventLoop | None:
+        nonlocal lookups
+        lookups += 1
+        return look_up()
+
+    monkeypatch.setattr(asyncio.events, "_get_running_loop", counting_look_up)
+    for n in range(1, 51):
+        await system.tell("k", n)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the actor takes n, then waits for the next
+    monkeypatch.undo()
+    assert script.received("k") == list(range(51))
+    assert lookups == 0
+    await system.stop(timeout=2)
