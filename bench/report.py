@@ -225,9 +225,11 @@ def report(
             "### Max load by number of HTTP connections (`--sweep`)",
             "",
             "One run each, on the same server after the runs above, fewest connections "
-            "first. The counted runs use the number at which adding connections stopped "
-            "raising accepted/s: with fewer, the server waits between batch commits for the "
-            "next requests (a closed loop: each connection sends only after its answer).",
+            "first (so each meets a bigger database file than the one before). Each "
+            "connection sends its next request only after its answer: with few of them the "
+            "server waits for requests between batch commits, and the figure measures the "
+            "load generator more than the server. The runs above use "
+            f"{args.connections:,}.",
             "",
             "| shape | connections | accepted/s | delivered/s | POST→frame p50 / p99 ms "
             "| POST round trip p50 ms | CPU server (loop thread) | problems |",
