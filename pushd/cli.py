@@ -99,7 +99,13 @@ async def _serve(
     except StorageError as exc:
         _print(f"pushd: cannot start: {exc}")
         return EXIT_STARTUP
-    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=tls)
+    site = web.TCPSite(
+        runner,
+        config.server.host,
+        config.server.port,
+        ssl_context=tls,
+        backlog=config.server.listen_backlog,
+    )
     try:
         await site.start()
     except OSError as exc:

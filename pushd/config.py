@@ -36,6 +36,7 @@ class ServerConfig(_Section):
     max_body_bytes: Positive = 1_048_576
     node_id: str = ""
     uvloop: bool = True
+    listen_backlog: Positive = 4096
     tls_cert: str = ""
     tls_key: str = ""
 
