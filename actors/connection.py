@@ -87,8 +87,8 @@ class Connection:
         self._writer_task: asyncio.Task[None] | None = None
         self._writer_wakeup: asyncio.Future[None] | None = None
         self._close_request: tuple[CloseCode, str] | None = None
-        self._sending_task: asyncio.Task[None] | None = None
-        """The writer task while a send is in flight, so that a close can interrupt it."""
+        self._sending = False
+        """A send is in flight: a close interrupts it by cancelling the writer task."""
         self._interrupted = False
         self._writer_done = asyncio.Event()
         self._cursor = 0 if since is None else since
@@ -205,11 +205,12 @@ class Connection:
         self._close_request = (code, reason)
         self._outbox.clear()
         self._wake_writer()
-        if self._sending_task is not None and not self._interrupted:
+        if self._sending and not self._interrupted:
             # A client that stopped reading blocks `send` for good: interrupt it, or the
             # slow consumer would never be disconnected.
+            assert self._writer_task is not None
             self._interrupted = True
-            self._sending_task.cancel()
+            self._writer_task.cancel()
 
     async def wait_closed(self) -> None:
         """Return once the writer finished: the socket was closed or the peer is gone."""
@@ -308,7 +309,7 @@ class Connection:
         """Write one frame; False if a close interrupted it."""
         # No asyncio.timeout per frame (it showed in profiles): close_soon cancels this
         # task instead, and only that cancellation is swallowed here.
-        self._sending_task = self._writer_task
+        self._sending = True
         try:
             await self._transport.send(frame)
             if self._interrupted:
@@ -322,5 +323,5 @@ class Connection:
                 raise  # cancelled from outside (the edge's TaskGroup), not by us
             return False
         finally:
-            self._sending_task = None
+            self._sending = False
         return not self._interrupted

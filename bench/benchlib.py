@@ -59,9 +59,14 @@ def _stat_seconds(path: Path) -> float | None:
     return (utime + stime) / CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int, thread_id: int) -> float | None:
+    """user + system CPU time of one thread (its native id) of a process."""
+    return _stat_seconds(Path(f"/proc/{pid}/task/{thread_id}/stat"))
+
+
 def main_thread_cpu_seconds(pid: int) -> float | None:
     """user + system CPU time of a process's main thread (its event loop, for pushd)."""
-    return _stat_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return thread_cpu_seconds(pid, pid)
 
 
 def rss_kib(pid: int) -> int:

@@ -31,12 +31,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchlib import thread_cpu_seconds  # noqa: E402
+
 from pushd.ids import new_id, now_ms  # noqa: E402
 from storage.crypto import KeyRing  # noqa: E402
 from storage.records import NewAuditRecord, NewNotification, NewUser  # noqa: E402
 from storage.sqlite import SqliteStorage  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def io_counters() -> dict[str, int]:
@@ -48,11 +48,11 @@ def io_counters() -> dict[str, int]:
     return counters
 
 
-def thread_cpu_seconds(native_id: int) -> float:
-    """User + system CPU time of one thread of this process."""
-    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def worker_cpu_seconds(native_id: int) -> float:
+    """User + system CPU time of this process's storage worker thread."""
+    seconds = thread_cpu_seconds(os.getpid(), native_id)
+    assert seconds is not None, "the worker thread is gone"
+    return seconds
 
 
 def worker_thread_id() -> int:
@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
         print()
         print("| stored | worker CPU µs | bytes written | write calls | read calls |")
         print("|---:|---:|---:|---:|---:|")
-        stored, cpu_before, io_before = 0, thread_cpu_seconds(worker), io_counters()
+        stored, cpu_before, io_before = 0, worker_cpu_seconds(worker), io_counters()
         slice_start = 0
         while stored < args.notifications:
             batch = [
@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace, folder: Path) -> int:
             if stored % args.cursor_every < args.batch:
                 await storage.advance_cursors(sent=dict(sent), acked={}, at=now_ms())
             if stored - slice_start >= args.report_every or stored >= args.notifications:
-                cpu, io = thread_cpu_seconds(worker), io_counters()
+                cpu, io = worker_cpu_seconds(worker), io_counters()
                 count = stored - slice_start
                 print(
                     f"| {stored:,} | {(cpu - cpu_before) / count * 1e6:,.0f} | "

@@ -2,9 +2,9 @@
 
 Every socket reports each sequenced frame it wrote and every `ack` it got; the recorder
 keeps only the highest seq per user and writes them all every `interval` seconds, a few
-hundred users per storage call (issue #3: "batched, not one write per frame"). After a crash the
-stored cursors lag by at most one interval, so a client without `since` may get up to
-that much again: duplicates, never gaps.
+hundred users per storage call (issue #3: "batched, not one write per frame"). After a
+crash the stored cursors lag by at most one interval, so a client without `since` may
+get up to that much again: duplicates, never gaps.
 """
 
 from __future__ import annotations
