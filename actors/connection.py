@@ -35,12 +35,13 @@ UNSEQUENCED = 0
 class Backlog(Protocol):
     """The user's stored notifications, as frames, for a connection that catches up."""
 
-    async def replay(self, after_seq: int, up_to: int) -> Sequence[tuple[int, bytes]]:
+    async def replay(self, after_seq: int, up_to: int) -> Sequence[tuple[int, bytes | None]]:
         """Frames covering the seqs after `after_seq`, in order, as (the highest seq the
-        frame covers, frame): a notification covers its own seq, a gap frame a range.
+        frame covers, frame): a notification covers its own seq, a gap frame a range,
+        and None (no frame) seqs this socket does not see (a token limited to categories).
 
         At most one page. Never empty while `after_seq < up_to`: a range nothing is
-        stored for comes back as a gap frame. Raises `StorageError`.
+        stored for comes back as a gap frame (or None). Raises `StorageError`.
         """
         ...
 
@@ -63,6 +64,7 @@ class Connection:
         backlog: Backlog | None = None,
         on_sent: Callable[[int], None] | None = None,
         since: int | None = 0,
+        visible: Callable[[bytes], bool] | None = None,
     ) -> None:
         """`since`: the seq the stream starts after; None to start later with `start`
         (notifications offered meanwhile are caught up from the backlog). `on_sent` is
@@ -74,6 +76,9 @@ class Connection:
         self._queue_size = queue_size
         self._backlog = backlog
         self._on_sent = on_sent
+        # Whether the socket may be given a frame of the user's (None: every one). A
+        # notification it may not see still moves the stream past its seq.
+        self._visible = visible
         # Bounded by `_queue_size` in `_enqueue`. Overflow policy: the socket is a slow
         # consumer; its pending frames are dropped and it is closed with SLOW_CONSUMER,
         # so the client reconnects and resumes instead of the server buffering without
@@ -156,6 +161,8 @@ class Connection:
         connection is a slow consumer and is being closed with `CloseCode.SLOW_CONSUMER`.
         The caller should forget a connection that returned False.
         """
+        if self._visible is not None and not self._visible(frame):
+            return not self.closed
         return self._enqueue(UNSEQUENCED, frame)
 
     def offer_notification(self, seq: int, frame: bytes) -> bool:
@@ -176,7 +183,8 @@ class Connection:
             self._target = seq
             self._catch_up_if_behind()
             return True
-        if not self._enqueue(seq, frame):
+        # A frame the socket may not see is passed over: the stream moves on all the same.
+        if (self._visible is None or self._visible(frame)) and not self._enqueue(seq, frame):
             return False
         self._cursor = seq
         return True
@@ -292,6 +300,10 @@ class Connection:
             if epoch != self._epoch or self._close_request is not None:
                 return  # resumed elsewhere, or closing: this page is stale
             if covered <= self._cursor:
+                continue
+            if frame is None:  # seqs this socket does not see: passed over
+                self._cursor = covered
+                self._target = max(self._target, covered)
                 continue
             if not await self._send(frame):
                 return

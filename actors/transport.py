@@ -21,6 +21,9 @@ class CloseCode(IntEnum):
     """Server-side reset (e.g. an actor failed repeatedly): reconnect and resume."""
     AUTH_TIMEOUT = 4001
     """No `auth` frame arrived in time."""
+    SESSION_EXPIRED = 4002
+    """The token of an open socket expired and no `refresh` replaced it: get a new token
+    and reconnect (with `since`). Not 4502: the socket did nothing wrong."""
     SLOW_CONSUMER = 4008
     """The client did not read its frames fast enough; reconnect and resume."""
     PROTOCOL_ERROR = 4500

@@ -133,6 +133,8 @@ async def shape_setup(
         # and 3,600 notifications/hour per user by default would answer 429).
         "PUSHD_LIMITS__API_KEY_RATE": "0",
         "PUSHD_LIMITS__PER_RECIPIENT": "{}",
+        # Every simulated client connects from 127.0.0.1 (256 at once by default).
+        "PUSHD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",
     }
     print(f"== {shape}", flush=True)
     quiet = await wait_until_quiet(20)

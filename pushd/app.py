@@ -13,8 +13,8 @@ from aiohttp import web
 
 from actors.transport import CloseCode
 from actors.user_mailbox import user_mailbox_system
-from pushd import api
-from pushd.api.errors import error_middleware
+from pushd import api, datadir
+from pushd.api.errors import ApiError, error_middleware
 from pushd.api.headers import add_response_headers, cors_preflight
 from pushd.api.keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
 from pushd.api.limits import document_limits
@@ -30,6 +30,7 @@ from pushd.appkeys import (
     MAILBOXES,
     METRICS,
     OPENAPI,
+    REQUEST_HASHER,
     REVOCATIONS,
     SOCKETS,
     STATE,
@@ -39,9 +40,10 @@ from pushd.appkeys import (
 from pushd.audit import AuditWriter
 from pushd.bus import open_bus
 from pushd.config import Config
-from pushd.encryption import storage_cipher
+from pushd.encryption import cipher_of, storage_keys
+from pushd.idempotency import request_hasher
 from pushd.ingest import NotificationIngest
-from pushd.limits import Limits
+from pushd.limits import Limits, client_network
 from pushd.metrics import Metrics
 from pushd.realtime.consumer import MailboxFeeder
 from pushd.realtime.cursors import CursorRecorder
@@ -87,9 +89,11 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     config, identity = app[CONFIG], app[IDENTITY]
     # Reads (or, on first start, writes) data_dir/secrets.json: off the loop.
-    cipher = await asyncio.to_thread(storage_cipher, config)
+    keys = await asyncio.to_thread(storage_keys, config)
+    await asyncio.to_thread(datadir.warn_if_open_to_others, config)
+    app[REQUEST_HASHER] = await asyncio.to_thread(request_hasher, config, keys)
     storage = await open_storage(
-        config.storage_url, pool_size=config.storage.pool_size, cipher=cipher
+        config.storage_url, pool_size=config.storage.pool_size, cipher=cipher_of(keys)
     )
     try:
         version = await storage.migrate()
@@ -166,6 +170,7 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         queue_size=config.audit.queue_size,
         max_batch=config.audit.max_batch,
         linger=config.audit.flush_interval,
+        failed_auth_window=config.audit.unauthenticated_window,
     )
     await audit.start()
     app[AUDIT] = audit
@@ -196,7 +201,13 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _authenticate(request: web.Request) -> None:
-    await request.app[API_KEYS].authenticate(request)
+    try:
+        await request.app[API_KEYS].authenticate(request)
+    except ApiError:
+        # A failed authentication spends its source's budget: past it, 429 instead of
+        # 401, decided before the request is audited (docs/security.md, audit trail).
+        await request.app[LIMITS].unauthenticated.check(client_network(request.remote))
+        raise
     # Spends one request of the key's budget (429 once spent), before any work is done.
     await request.app[LIMITS].api_keys.check(request[API_KEY].id)
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pushd.audit import AuditWriter
     from pushd.bus import Bus
     from pushd.config import Config
+    from pushd.idempotency import RequestHasher
     from pushd.ingest import NotificationIngest
     from pushd.limits import Limits
     from pushd.metrics import Metrics
@@ -39,3 +40,5 @@ STATE: web.AppKey[SharedState] = web.AppKey("state")
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 REVOCATIONS: web.AppKey[Revocations] = web.AppKey("revocations")
+REQUEST_HASHER: web.AppKey[RequestHasher] = web.AppKey("request_hasher")
+"""Keyed hashes of Idempotency-Key requests (pushd/idempotency.py)."""

@@ -1,6 +1,7 @@
 """The audit trail's writer: records of who did what are appended to storage in batches
 by one owned background task, so that auditing `POST /api/notifications` costs a queue
-put per request, not a storage round trip.
+put per request, not a storage round trip. Failed authentications are not queued one by
+one but tallied (pushd/failed_auth.py) and queued once per window.
 
 What is recorded, and where, is docs/security.md ("Audit trail").
 """
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from pushd.failed_auth import FailedAuthTally
 from storage import Storage, StorageError
 from storage.records import NewAuditRecord
 
@@ -28,7 +30,6 @@ AUDIT_DETAIL: web.RequestKey[dict[str, Any]] = web.RequestKey("audit_detail", di
 target, which is what erasing a user pseudonymises)."""
 
 CLI_ACTOR = "cli"
-ANONYMOUS_ACTOR = "anonymous"
 
 # A failing storage is retried this many times (with doubling pauses from the first
 # one) before a batch is given up on and written to the log instead.
@@ -51,14 +52,31 @@ class AuditWriter:
     transaction. A batch that storage keeps refusing is retried with backoff, then
     logged at ERROR level, one JSON line per record, so that no record disappears
     without a trace while the writer keeps going. `close` writes what is queued.
+
+    Failed authentications (`record_failed_auth`) are tallied instead, and a second
+    owned task queues the tally's records every `failed_auth_window` seconds; `flush`
+    and `close` queue them at once.
     """
 
     def __init__(
-        self, storage: Storage, *, queue_size: int, max_batch: int, linger: float = 0.0
+        self,
+        storage: Storage,
+        *,
+        queue_size: int,
+        max_batch: int,
+        linger: float = 0.0,
+        failed_auth_window: float = 60.0,
     ) -> None:
         self._storage = storage
         self._max_batch = max_batch
         self._linger = linger
+        self._failed_auth = FailedAuthTally()
+        self._failed_auth_window = failed_auth_window
+        self._stopping = asyncio.Event()
+        """Set by close: the tally task queues what it holds a last time and ends."""
+        self._tally_task: asyncio.Task[None] | None = None
+        # Held while drained tallies are being queued: a flush meanwhile waits for them.
+        self._queueing_tallies = asyncio.Lock()
         self._batch_ready = asyncio.Event()
         """Set when a full batch is queued (or on close): the writer stops lingering."""
         # None is the stop marker put by close(), behind every record queued before it.
@@ -76,22 +94,56 @@ class AuditWriter:
         """Records storage refused even after retries, written to the log instead."""
 
     async def start(self) -> None:
-        """Start the writer task (owned by this object, awaited by `close`)."""
+        """Start the writer task and the tally task (owned by this object, awaited by
+        `close`)."""
         self._task = asyncio.create_task(self._run(), name="pushd-audit-writer")
+        self._tally_task = asyncio.create_task(
+            self._queue_tallies_every_window(), name="pushd-audit-tally"
+        )
 
     async def record(self, record: NewAuditRecord) -> None:
         """Queue one record; waits while the queue is full."""
         if self._closing:
             raise AuditWriterClosedError("the audit writer is closed; nothing can be recorded")
+        await self._put(record)
+
+    def record_failed_auth(
+        self, *, key_id: str | None, source: str, action: str, result: str, at: int
+    ) -> None:
+        """Count one request that failed authentication (see `FailedAuthTally.add`); it
+        is recorded with the others of its source and result at the end of the window."""
+        if self._closing:
+            raise AuditWriterClosedError("the audit writer is closed; nothing can be recorded")
+        self._failed_auth.add(key_id=key_id, source=source, action=action, result=result, at=at)
+
+    async def _put(self, record: NewAuditRecord) -> None:
         await self._queue.put(record)
         self._queued += 1
         if self._queue.qsize() >= self._max_batch:
             self._batch_ready.set()
 
+    async def _queue_tallies(self) -> None:
+        async with self._queueing_tallies:
+            for record in self._failed_auth.drain():
+                await self._put(record)
+
+    async def _queue_tallies_every_window(self) -> None:
+        # Ends on its own when close() sets `_stopping`, never cancelled: a cancellation
+        # while queueing would lose the tallies already drained.
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._failed_auth_window):
+                    await self._stopping.wait()
+            await self._queue_tallies()
+            if self._stopping.is_set():
+                return
+
     async def flush(self) -> None:
         """Return once every record queued before this call has been handled (written,
-        or logged after storage refused it). Records queued meanwhile are not waited for,
-        so a steady stream cannot hold the caller forever."""
+        or logged after storage refused it), the failed authentications tallied so far
+        included. Records queued meanwhile are not waited for, so a steady stream cannot
+        hold the caller forever."""
+        await self._queue_tallies()
         target = self._queued
         async with self._progress:
             await self._progress.wait_for(lambda: self._handled >= target)
@@ -103,6 +155,9 @@ class AuditWriter:
                 await self._task
             return
         self._closing = True
+        self._stopping.set()
+        if self._tally_task is not None:
+            await self._tally_task  # queues the last tallies, behind every record queued
         if self._task is None:
             return
         await self._queue.put(None)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd import cli_keys, cli_rekey, datadir, interpreter
+from pushd import cli_keys, cli_rekey, datadir, http_server, interpreter
 from pushd.app import Identity, build_app
 from pushd.config import Config, ConfigError, load_config
 from pushd.encryption import parse_keys
@@ -88,8 +88,9 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(
+    runner = http_server.app_runner(
         app,
+        config.server,
         handle_signals=False,
         shutdown_timeout=config.server.shutdown_timeout / 2,
         access_log=logging.getLogger("aiohttp.access") if config.log.access else None,

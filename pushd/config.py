@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
+
 ENV_PREFIX = "PUSHD_"
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
@@ -37,6 +39,9 @@ class ServerConfig(_Section):
     node_id: str = ""
     uvloop: bool = True
     listen_backlog: Positive = 4096
+    header_timeout: PositiveFloat = 10.0
+    keepalive_timeout: PositiveFloat = 75.0
+    max_connections_per_address: Annotated[int, msgspec.Meta(ge=0)] = 256
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -114,14 +119,18 @@ class LimitsConfig(_Section):
     title_max_chars: Positive = 1024
     body_max_chars: Positive = 16384
     data_max_bytes: Positive = 16384
+    json_max_depth: Annotated[int, msgspec.Meta(ge=2, le=JSON_DEPTH_CEILING)] = 32
     ws_max_frame_bytes: Positive = 65536
     max_sockets_per_user: Annotated[int, msgspec.Meta(ge=0)] = 16
+    unauthenticated_rate: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    unauthenticated_burst: Annotated[int, msgspec.Meta(ge=0)] = 20
 
 
 class AuditConfig(_Section):
     queue_size: Positive = 8192
     max_batch: Positive = 512
     flush_interval: Annotated[float, msgspec.Meta(ge=0)] = 0.2
+    unauthenticated_window: PositiveFloat = 60.0
 
 
 # `<key id>:<standard base64 of 32 bytes>`, e.g. from `openssl rand -base64 32`.
@@ -141,6 +150,11 @@ class RetentionConfig(_Section):
     per_category: dict[str, NonNegativeFloat] = msgspec.field(default_factory=dict)
     batch_size: Positive = 1000
     interval: PositiveFloat = 300.0
+    audit_max_age: NonNegativeFloat = 34_560_000.0
+
+
+class OutboundConfig(_Section):
+    allow_private: bool = False
 
 
 class HttpConfig(_Section):
@@ -164,6 +178,7 @@ class Config(_Section):
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)

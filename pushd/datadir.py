@@ -1,24 +1,47 @@
 """Files pushd keeps in its data directory: the node id and generated secrets.
 
-Created on first start with owner-only permissions; reused afterwards so restarts keep
-the same node queue and keep issued tokens valid.
+Created on first start with owner-only permissions (the directory 0700, the files 0600);
+reused afterwards so restarts keep the same node queue and keep issued tokens valid. A
+directory other users may enter is warned about at start (`warn_if_open_to_others`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from pushd.config import Config
+
+log = logging.getLogger("pushd")
 
 
 def _prepare(data_dir: str) -> Path:
     path = Path(data_dir)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def warn_if_open_to_others(config: Config) -> None:
+    """Log a WARNING when the data dir exists and other local users may enter or read
+    it: it holds secrets.json and, for the embedded shape, the database."""
+    path = Path(config.server.data_dir).resolve()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "data dir %s is open to other local users (mode %04o): it holds the token "
+            "secret, the encryption key and, with SQLite, the database. Fix: chmod 700 %s",
+            path,
+            mode,
+            path,
+        )
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -46,8 +46,20 @@ def parse_keys(specs: Sequence[str]) -> list[tuple[str, bytes]]:
 def storage_cipher(config: Config) -> Cipher:
     """The cipher for `open_storage`. May create data_dir/secrets.json: call it off the
     event loop. Raises `ConfigError` for a malformed key."""
+    return cipher_of(storage_keys(config))
+
+
+def cipher_of(keys: Sequence[tuple[str, bytes]]) -> Cipher:
+    """The cipher of a key ring from `storage_keys` (none: nothing is encrypted)."""
+    return KeyRing(keys) if keys else PLAINTEXT
+
+
+def storage_keys(config: Config) -> list[tuple[str, bytes]]:
+    """The storage key ring in effect, the key that encrypts first; empty when nothing is
+    encrypted. May create data_dir/secrets.json: call it off the event loop. Raises
+    `ConfigError` for a malformed key."""
     if not config.encryption.enabled:
-        return PLAINTEXT
+        return []
     specs = list(config.encryption.keys)
     if specs:
         # Rows sealed under a key generated before keys were configured stay readable
@@ -64,6 +76,6 @@ def storage_cipher(config: Config) -> Cipher:
                 "shared (PostgreSQL). Set the same PUSHD_ENCRYPTION__KEYS on every node "
                 "(docs/security.md), or encryption.enabled = false to silence this."
             )
-            return PLAINTEXT
+            return []
         specs = [datadir.encryption_key(config)]
-    return KeyRing(parse_keys(specs))
+    return parse_keys(specs)

@@ -1,6 +1,7 @@
-"""Rate limits and socket quotas: per API key, per recipient and channel, per user's
-sockets. Budgets live in the shared state (`pushd/state`), so with Redis they hold across
-every node; the socket quota is counted per node.
+"""Rate limits and socket quotas: per API key, per source of requests without a valid
+key, per recipient and channel, per user's sockets. Budgets live in the shared state
+(`pushd/state`), so with Redis they hold across every node; the socket quota is counted
+per node.
 
 While the shared state is unavailable, limits are not enforced: requests go through and
 a warning is logged (at most every `WARN_EVERY_SECONDS`). Refusing every request because
@@ -10,6 +11,7 @@ check reports the outage instead.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -49,34 +51,90 @@ class _FailOpen:
             log.warning("%s not enforced: shared state unavailable: %s", self._what, error)
 
 
+def client_network(remote: str | None) -> str:
+    """Who a request without a valid key is counted as: its IPv4 address, or the /64
+    network of its IPv6 address (a host usually holds a whole /64, so per address it
+    would get a fresh budget for every address it makes up); "unknown" without one."""
+    if remote is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote  # not an IP peer (a Unix socket): one source
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class _TokenBuckets:
+    """A token bucket per name in the shared state: `rate` per second, `burst` at once;
+    0 for either turns it off."""
+
+    def __init__(self, state: SharedState, *, rate: float, burst: int, what: str) -> None:
+        self._state = state
+        self.rate = rate
+        self.burst = burst
+        self._fail_open = _FailOpen(what)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 and self.burst > 0
+
+    async def take(self, name: str) -> RateDecision | None:
+        """Spend one token of `name`'s bucket. None: no limit, or not enforced (the
+        shared state is unavailable)."""
+        if not self.enabled:
+            return None
+        try:
+            return await self._state.take_token(name, rate=self.rate, burst=self.burst)
+        except StateUnavailableError as exc:
+            self._fail_open.unavailable(exc)
+            return None
+
+
 class ApiKeyLimiter:
     """A token bucket per API key: `rate` requests per second, `burst` at once."""
 
     def __init__(self, state: SharedState, *, rate: float, burst: int) -> None:
-        self._state = state
-        self._rate = rate
-        self._burst = burst
-        self._fail_open = _FailOpen("API key rate limit")
+        self._buckets = _TokenBuckets(state, rate=rate, burst=burst, what="API key rate limit")
 
     @property
     def enabled(self) -> bool:
-        return self._rate > 0 and self._burst > 0
+        return self._buckets.enabled
 
     async def check(self, key_id: str) -> None:
         """Spend one request of this key's budget; raise `RateLimitedError` if spent."""
-        if not self.enabled:
-            return
-        try:
-            decision = await self._state.take_token(
-                f"key:{key_id}", rate=self._rate, burst=self._burst
-            )
-        except StateUnavailableError as exc:
-            self._fail_open.unavailable(exc)
-            return
-        if not decision.allowed:
+        decision = await self._buckets.take(f"key:{key_id}")
+        if decision is not None and not decision.allowed:
             raise RateLimitedError(
-                f"API key {key_id} is over its rate limit of {self._rate:g} requests/s "
-                f"(bursts of {self._burst}); slow down and retry after Retry-After seconds",
+                f"API key {key_id} is over its rate limit of {self._buckets.rate:g} "
+                f"requests/s (bursts of {self._buckets.burst}); slow down and retry after "
+                "Retry-After seconds",
+                retry_after=decision.retry_after,
+            )
+
+
+class UnauthenticatedLimiter:
+    """A token bucket per source (`client_network`) for requests that fail
+    authentication: it is spent before such a request is answered or audited, so that
+    requests without a valid key (none, a wrong one, a revoked one) cannot load the
+    server or grow the audit trail at will. Requests with a valid key never spend it."""
+
+    def __init__(self, state: SharedState, *, rate: float, burst: int) -> None:
+        self._buckets = _TokenBuckets(
+            state, rate=rate, burst=burst, what="rate limit of requests without a valid API key"
+        )
+
+    async def check(self, source: str) -> None:
+        """Spend one failed request of `source`; raise `RateLimitedError` if spent."""
+        decision = await self._buckets.take(f"unauth:{source}")
+        if decision is not None and not decision.allowed:
+            raise RateLimitedError(
+                "too many requests without a valid API key from this address (at most "
+                f"{self._buckets.rate:g}/s, bursts of {self._buckets.burst}): send a valid "
+                "key as `Authorization: Bearer <key>`, and retry after Retry-After seconds",
                 retry_after=decision.retry_after,
             )
 
@@ -169,6 +227,7 @@ class Limits:
     """Every limiter of one app (`app[LIMITS]`)."""
 
     api_keys: ApiKeyLimiter
+    unauthenticated: UnauthenticatedLimiter
     recipients: RecipientLimiter
     sockets: SocketQuota
     config: LimitsConfig
@@ -177,6 +236,9 @@ class Limits:
     def build(cls, state: SharedState, config: LimitsConfig) -> Limits:
         return cls(
             api_keys=ApiKeyLimiter(state, rate=config.api_key_rate, burst=config.api_key_burst),
+            unauthenticated=UnauthenticatedLimiter(
+                state, rate=config.unauthenticated_rate, burst=config.unauthenticated_burst
+            ),
             recipients=RecipientLimiter(state, config.per_recipient),
             sockets=SocketQuota(config.max_sockets_per_user),
             config=config,

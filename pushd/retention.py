@@ -1,5 +1,6 @@
 """The retention job (`[retention]`, README "Retention"): deletes old notifications,
-the cursor history no remaining notification needs, and expired Idempotency-Keys.
+the cursor history no remaining notification needs, expired Idempotency-Keys and audit
+records older than `audit_max_age`.
 
 One owned task; every `interval` seconds it purges batch after batch, each batch one
 short transaction of at most `batch_size` rows, yielding to the event loop between two
@@ -33,6 +34,7 @@ class PurgeCounts:
 
     notifications: int = 0
     idempotency_keys: int = 0
+    audit_records: int = 0
 
 
 class RetentionJob:
@@ -69,11 +71,13 @@ class RetentionJob:
             except StorageError as exc:
                 log.warning("retention: purge failed, retrying next run: %s", exc)
             else:
-                if counts.notifications or counts.idempotency_keys:
+                if counts.notifications or counts.idempotency_keys or counts.audit_records:
                     log.info(
-                        "retention: purged %d notifications and %d idempotency keys",
+                        "retention: purged %d notifications, %d idempotency keys and %d "
+                        "audit records",
                         counts.notifications,
                         counts.idempotency_keys,
+                        counts.audit_records,
                     )
             await asyncio.sleep(self._config.interval)
 
@@ -105,6 +109,11 @@ class RetentionJob:
         counts.idempotency_keys += await self._drain(
             lambda: self._storage.purge_idempotency(before=expired, limit=limit)
         )
+        if config.audit_max_age > 0:
+            aged = now - int(config.audit_max_age * 1000)
+            counts.audit_records += await self._drain(
+                lambda: self._storage.purge_audit(before=aged, limit=limit)
+            )
         self.runs += 1
         return counts
 

@@ -105,40 +105,80 @@ class SqlStorageBase(ABC):
         row = await self._fetch_one(_sql.GET_NOTIFICATION, notification_id)
         return None if row is None else _sql.notification_from_row(row, self._cipher)
 
+    def _category_filter(self, categories: Sequence[str] | None) -> _sql.CategoryFilter | None:
+        """`categories` of a call as this backend passes a list, None for every category."""
+        if categories is None:
+            return None
+        return _sql.CategoryFilter(self._in_list, self._list_param(categories))
+
     async def list_notifications(
-        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool = False
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        unread_only: bool = False,
+        categories: Sequence[str] | None = None,
     ) -> list[NotificationRecord]:
         """See `Storage.list_notifications`."""
         _sql.check_limit(limit)
-        if before_seq is None:
-            latest = _sql.LIST_UNREAD_LATEST if unread_only else _sql.LIST_NOTIFICATIONS_LATEST
-            rows = await self._fetch_all(latest, user_id, limit)
-        else:
-            before = _sql.LIST_UNREAD_BEFORE if unread_only else _sql.LIST_NOTIFICATIONS_BEFORE
-            rows = await self._fetch_all(before, user_id, before_seq, limit)
+        sql, params = _sql.user_notifications_query(
+            user_id,
+            seq_below=before_seq,
+            unread_only=unread_only,
+            categories=self._category_filter(categories),
+            newest_first=True,
+            limit=limit,
+        )
+        rows = await self._fetch_all(sql, *params)
         return [_sql.notification_from_row(row, self._cipher) for row in rows]
 
-    async def count_unread(self, user_id: str) -> int:
+    async def count_unread(self, user_id: str, *, categories: Sequence[str] | None = None) -> int:
         """See `Storage.count_unread`."""
-        count: int = (await self._fetch_one(_sql.COUNT_UNREAD, user_id))[0]
+        sql, params = _sql.count_unread_query(user_id, self._category_filter(categories))
+        count: int = (await self._fetch_one(sql, *params))[0]
         return count
 
     async def notifications_after(
-        self, user_id: str, *, after_seq: int, limit: int
+        self,
+        user_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        categories: Sequence[str] | None = None,
     ) -> list[NotificationRecord]:
         """See `Storage.notifications_after`."""
         _sql.check_limit(limit)
-        rows = await self._fetch_all(_sql.NOTIFICATIONS_AFTER, user_id, after_seq, limit)
+        sql, params = _sql.user_notifications_query(
+            user_id,
+            seq_above=after_seq,
+            categories=self._category_filter(categories),
+            newest_first=False,
+            limit=limit,
+        )
+        rows = await self._fetch_all(sql, *params)
         return [_sql.notification_from_row(row, self._cipher) for row in rows]
 
-    async def mark_all_read(self, user_id: str, at: int) -> tuple[int, int]:
+    async def mark_all_read(
+        self, user_id: str, at: int, *, categories: Sequence[str] | None = None
+    ) -> tuple[int, int]:
         """See `Storage.mark_all_read`."""
-        row = await self._fetch_one(_sql.LAST_SEQ, user_id)
-        if row is None:
+        within = self._category_filter(categories)
+        if within is None:
+            row = await self._fetch_one(_sql.LAST_SEQ, user_id)
+            if row is None:
+                return 0, 0
+            through_seq: int = row[0]
+            marked = await self._write_all(_sql.MARK_ALL_READ, user_id, through_seq, at)
+            return len(marked), through_seq
+        # Up to the newest seq of those categories, not last_seq: that one counts the
+        # notifications of every category.
+        sql, params = _sql.newest_seq_within_query(user_id, within)
+        through_seq = int((await self._fetch_one(sql, *params))[0])
+        if through_seq == 0:
             return 0, 0
-        through_seq: int = row[0]
-        marked = await self._write_all(_sql.MARK_ALL_READ, user_id, through_seq, at)
-        return len(marked), through_seq
+        sql, params = _sql.mark_all_read_within_query(user_id, through_seq, at, within)
+        return len(await self._write_all(sql, *params)), through_seq
 
     async def mark_dropped(
         self, user_id: str, *, first_seq: int, last_seq: int, reason: str, at: int
@@ -242,6 +282,11 @@ class SqlStorageBase(ABC):
             limit=limit,
         )
         return [_sql.audit_from_row(row) for row in await self._fetch_all(sql, *params)]
+
+    async def purge_audit(self, *, before: int, limit: int) -> int:
+        """See `Storage.purge_audit`."""
+        _sql.check_limit(limit)
+        return len(await self._write_all(_sql.PURGE_AUDIT, before, limit))
 
     # data protection (issue #4) ---------------------------------------------------------
 

@@ -12,16 +12,18 @@ them into SQLite's equivalent `?1`. Rows are read by position, in the order of t
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
 from storage.crypto import PREFIX, SEALED_COLUMNS, Cipher
 from storage.errors import ConflictError
+from storage.jsondepth import CEILING, within_depth
 from storage.records import (
     ApiKeyRecord,
     AuditRecord,
@@ -29,6 +31,7 @@ from storage.records import (
     CursorTimes,
     DeviceRecord,
     IdempotencyRecord,
+    MarkedRead,
     NewAuditRecord,
     NewDevice,
     NewNotification,
@@ -48,6 +51,8 @@ class Row(Protocol):
 _json_encoder = msgspec.json.Encoder()
 _details_decoder = msgspec.json.Decoder(dict[str, str])
 _data_decoder = msgspec.json.Decoder(dict[str, Any])
+
+log = logging.getLogger("pushd.storage")
 _categories_decoder = msgspec.json.Decoder(tuple[str, ...])
 
 
@@ -197,27 +202,6 @@ NOTIFICATION_INSERT_COLUMNS = (
     "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, node_id"
 )
 GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
-LIST_NOTIFICATIONS_LATEST = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 "
-    "ORDER BY seq DESC LIMIT $2"
-)
-LIST_NOTIFICATIONS_BEFORE = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq < $2 "
-    "ORDER BY seq DESC LIMIT $3"
-)
-LIST_UNREAD_LATEST = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 "
-    "AND read_at IS NULL ORDER BY seq DESC LIMIT $2"
-)
-LIST_UNREAD_BEFORE = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq < $2 "
-    "AND read_at IS NULL ORDER BY seq DESC LIMIT $3"
-)
-COUNT_UNREAD = "SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL"
-NOTIFICATIONS_AFTER = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE user_id = $1 AND seq > $2 "
-    "ORDER BY seq LIMIT $3"
-)
 MARK_ALL_READ = (
     "UPDATE notifications SET read_at = $3 "
     "WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 RETURNING seq"
@@ -240,12 +224,105 @@ SET_RELAY_MARK = (
 )
 
 
-def mark_read_sql(id_list: str) -> str:
+class CategoryFilter(NamedTuple):
+    """The `categories` of a `Storage` call as a backend passes them: its `IN <list>`
+    form for a placeholder number, and the list as a parameter. A null category is
+    never in the list."""
+
+    in_list: Callable[[int], str]
+    param: Any
+
+    def clause(self, params: list[Any]) -> str:
+        """`category IN <list>`, the list appended to `params` as the next placeholder."""
+        params.append(self.param)
+        return f"category {self.in_list(len(params))}"
+
+
+def user_notifications_query(
+    user_id: str,
+    *,
+    seq_above: int | None = None,
+    seq_below: int | None = None,
+    unread_only: bool = False,
+    categories: CategoryFilter | None = None,
+    newest_first: bool,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The SELECT of `list_notifications` (newest first) and `notifications_after` and
+    its parameters: one condition per filter given, the category filter included, so
+    that `limit` counts only the rows the caller may see."""
+    params: list[Any] = [user_id]
+    clauses = ["user_id = $1"]
+    for condition, value in (("seq >", seq_above), ("seq <", seq_below)):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{condition} ${len(params)}")
+    if unread_only:
+        clauses.append("read_at IS NULL")
+    if categories is not None:
+        clauses.append(categories.clause(params))
+    params.append(limit)
+    order = "seq DESC" if newest_first else "seq"
+    sql = (
+        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(clauses)} "
+        f"ORDER BY {order} LIMIT ${len(params)}"
+    )
+    return sql, params
+
+
+def count_unread_query(user_id: str, categories: CategoryFilter | None) -> tuple[str, list[Any]]:
+    """The count of `Storage.count_unread` and its parameters."""
+    params: list[Any] = [user_id]
+    within = "" if categories is None else f" AND {categories.clause(params)}"
+    sql = f"SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL{within}"
+    return sql, params
+
+
+def newest_seq_within_query(user_id: str, categories: CategoryFilter) -> tuple[str, list[Any]]:
+    """The seq of the user's newest notification of `categories` (0 if none)."""
+    params: list[Any] = [user_id]
+    within = categories.clause(params)
+    sql = f"SELECT coalesce(max(seq), 0) FROM notifications WHERE user_id = $1 AND {within}"
+    return sql, params
+
+
+def mark_all_read_within_query(
+    user_id: str, through_seq: int, at: int, categories: CategoryFilter
+) -> tuple[str, list[Any]]:
+    """MARK_ALL_READ for the notifications of `categories` only."""
+    params: list[Any] = [user_id, through_seq, at]
+    within = categories.clause(params)
+    sql = (
+        "UPDATE notifications SET read_at = $3 "
+        f"WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 AND {within} RETURNING seq"
+    )
+    return sql, params
+
+
+def mark_read_sql(id_list: str, category_list: str | None = None) -> str:
     """MARK_READ for a backend's way of passing a list as $2 (`= ANY($2::text[])`, or
-    `IN (SELECT value FROM json_each($2))`)."""
+    `IN (SELECT value FROM json_each($2))`); with `category_list` (the same form for
+    $4), only notifications of those categories."""
+    within = "" if category_list is None else f" AND category {category_list}"
     return (
         "UPDATE notifications SET read_at = $3 "
-        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL RETURNING id"
+        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL{within} RETURNING id, category"
+    )
+
+
+def marked_read(ids: Sequence[str], rows: list[Any]) -> list[MarkedRead]:
+    """The rows MARK_READ returned, in `ids` order (each id once)."""
+    categories = {row[0]: row[1] for row in rows}
+    return [MarkedRead(id=i, category=categories[i]) for i in dict.fromkeys(ids) if i in categories]
+
+
+def first_seq_outside_sql(category_list: str) -> str:
+    """The seq of the user $1's first notification above $2 whose category is not in
+    the list $3 (`category_list`, the backend's form for $3), or NULL: a cursor of a
+    socket limited to those categories stops below it (`advance_cursors`)."""
+    return (
+        "SELECT min(seq) FROM notifications WHERE user_id = $1 AND seq > $2 "
+        f"AND (category IS NULL OR NOT (category {category_list}))"
     )
 
 
@@ -285,17 +362,41 @@ def notification_params(
     )
 
 
+def _decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, Any] | None, bool]:
+    """The JSON object of `notifications.data`, and whether it was unreadable (then None):
+    one stored value that cannot be decoded must not break every listing and export that
+    holds it. Too deep a value (stored before `limits.json_max_depth` existed) is
+    measured first, so that the decoder never recurses into it."""
+    if stored is None:
+        return None, False
+    if within_depth(stored, CEILING):
+        try:
+            return _data_decoder.decode(stored), False
+        except msgspec.DecodeError:
+            pass
+    log.warning(
+        "notification %s: its stored data is not a JSON object nested at most %d levels; "
+        "it is shown as null with data_unreadable = true",
+        notification_id,
+        CEILING,
+    )
+    return None, True
+
+
 def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
     """A row of NOTIFICATION_COLUMNS."""
     notification_id = row[0]
-    data = unseal(cipher, row[5], "notifications.data", notification_id)
+    data, unreadable = _decode_data(
+        unseal(cipher, row[5], "notifications.data", notification_id), notification_id
+    )
     return NotificationRecord(
         id=notification_id,
         user_id=row[1],
         seq=row[2],
         title=unseal(cipher, row[3], "notifications.title", notification_id),
         body=unseal(cipher, row[4], "notifications.body", notification_id),
-        data=None if data is None else _data_decoder.decode(data),
+        data=data,
+        data_unreadable=unreadable,
         category=row[6],
         priority=row[7],
         created_at=row[8],
@@ -428,18 +529,51 @@ PSEUDONYMISE_AUDIT = (
     "target = CASE WHEN target = $1 THEN $2 ELSE target END "
     "WHERE actor = $1 OR target = $1 RETURNING id"
 )
+# No order: every record older than the instant is due, and without one the scan stops
+# after `limit` matches whatever the indexes.
+PURGE_AUDIT = (
+    "DELETE FROM audit_log WHERE id IN ("
+    "SELECT id FROM audit_log WHERE at < $1 LIMIT $2) RETURNING id"
+)
+
+# Bounds of a stored audit record (Storage.append_audit): a caller's input (a path's
+# made-up id) must not decide how much a record costs. 200 is also the longest value
+# `GET /api/audit` takes as a filter, so a truncated value can still be asked for.
+AUDIT_TEXT_MAX_CHARS = 200
+AUDIT_DETAIL_MAX_BYTES = 1024
+TRUNCATED = "…[truncated]"
+# Escaping in JSON at most doubles text that is already JSON (`"` and `\` get a `\`),
+# so a prefix of this many bytes always fits, with the key names, in the bound.
+_DETAIL_PREFIX_BYTES = (AUDIT_DETAIL_MAX_BYTES - 64) // 2
+
+
+def _bounded_text(value: str | None) -> str | None:
+    if value is None or len(value) <= AUDIT_TEXT_MAX_CHARS:
+        return value
+    return value[: AUDIT_TEXT_MAX_CHARS - len(TRUNCATED)] + TRUNCATED
+
+
+def _bounded_detail(detail: dict[str, Any] | None) -> str | None:
+    if detail is None:
+        return None
+    encoded = _json_encoder.encode(detail)
+    if len(encoded) <= AUDIT_DETAIL_MAX_BYTES:
+        return encoded.decode()
+    prefix = encoded[:_DETAIL_PREFIX_BYTES].decode(errors="ignore")  # no half character
+    return encode_json({"truncated": True, "prefix": prefix})
 
 
 def audit_params(record: NewAuditRecord) -> tuple[Any, ...]:
-    """One new audit record as values in AUDIT_COLUMNS order, without `id`."""
+    """One new audit record as values in AUDIT_COLUMNS order, without `id`, each field
+    within its bound (longer texts cut, with `TRUNCATED` at the end)."""
     return (
         record.at,
-        record.actor,
-        record.action,
-        record.target,
-        record.source,
-        record.result,
-        None if record.detail is None else encode_json(record.detail),
+        _bounded_text(record.actor),
+        _bounded_text(record.action),
+        _bounded_text(record.target),
+        _bounded_text(record.source),
+        _bounded_text(record.result),
+        _bounded_detail(record.detail),
     )
 
 

@@ -31,6 +31,7 @@ from storage.records import (
     ApiKeyRecord,
     CursorTimes,
     DeviceRecord,
+    MarkedRead,
     NewAuditRecord,
     NewDevice,
     NewNotification,
@@ -153,8 +154,10 @@ _EXISTING_CLAIMS = (
     "WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 # Both cursors of every given user in one statement, rows locked in id order (see
-# _update_users_in_id_order), and a history row for each cursor that moved.
-_ADVANCE_CURSORS = """
+# _update_users_in_id_order), and a history row for each cursor that moved. {sent_limit}
+# and {ack_limit} are empty, or (`within`) a further bound LEAST takes: just below the
+# first notification above the cursor of a category not in $5 (NULL, ignored, if none).
+_ADVANCE_CURSORS_TEMPLATE = """
 WITH given AS (
     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS g(id, sent, acked)
 ),
@@ -165,8 +168,8 @@ locked AS (
 ),
 moved AS (
     UPDATE users
-    SET sent_seq = GREATEST(users.sent_seq, LEAST(locked.sent, users.last_seq)),
-        ack_seq = GREATEST(users.ack_seq, LEAST(locked.acked, users.last_seq))
+    SET sent_seq = GREATEST(users.sent_seq, LEAST(locked.sent, users.last_seq{sent_limit})),
+        ack_seq = GREATEST(users.ack_seq, LEAST(locked.acked, users.last_seq{ack_limit}))
     FROM locked WHERE users.id = locked.id
     RETURNING users.id, users.sent_seq, users.ack_seq, locked.old_sent, locked.old_ack
 )
@@ -176,7 +179,16 @@ UNION ALL
 SELECT id, 'acked', ack_seq, $4::bigint FROM moved WHERE ack_seq > old_ack
 ON CONFLICT DO NOTHING
 """
+_ADVANCE_CURSORS = _ADVANCE_CURSORS_TEMPLATE.format(sent_limit="", ack_limit="")
+_CURSOR_LIMIT = (
+    ", (SELECT min(n.seq) - 1 FROM notifications n WHERE n.user_id = users.id "
+    "AND n.seq > users.{0} AND (n.category IS NULL OR NOT (n.category = ANY($5::text[]))))"
+)
+_ADVANCE_CURSORS_WITHIN = _ADVANCE_CURSORS_TEMPLATE.format(
+    sent_limit=_CURSOR_LIMIT.format("sent_seq"), ack_limit=_CURSOR_LIMIT.format("ack_seq")
+)
 _MARK_READ = _sql.mark_read_sql("= ANY($2::text[])")
+_MARK_READ_WITHIN = _sql.mark_read_sql("= ANY($2::text[])", "= ANY($4::text[])")
 _CURSOR_TIMES = _sql.cursor_times_sql("unnest($2::bigint[]) AS s(seq)", "seq")
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 
@@ -438,20 +450,24 @@ class PostgresStorage(SqlStorageBase):
         raise StorageError("PostgreSQL refused a notification batch for no known reason")
 
     async def advance_cursors(
-        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+        self,
+        *,
+        sent: Mapping[str, int],
+        acked: Mapping[str, int],
+        at: int,
+        within: Sequence[str] | None = None,
     ) -> None:
         """See `Storage.advance_cursors`."""
         wanted = _sql.merge_cursors(sent, acked)
         if wanted:
             values = list(wanted.values())
+            sql = _ADVANCE_CURSORS
+            params: list[Any] = [list(wanted), [v[0] for v in values], [v[1] for v in values], at]
+            if within is not None:
+                sql = _ADVANCE_CURSORS_WITHIN
+                params.append(list(within))
             async with self._connection() as connection:
-                await connection.execute(
-                    _ADVANCE_CURSORS,
-                    list(wanted),
-                    [v[0] for v in values],
-                    [v[1] for v in values],
-                    at,
-                )
+                await connection.execute(sql, *params)
 
     async def cursor_times(self, user_id: str, seqs: Sequence[int]) -> dict[int, CursorTimes]:
         """See `Storage.cursor_times`."""
@@ -461,12 +477,24 @@ class PostgresStorage(SqlStorageBase):
             await self._fetch_all(_CURSOR_TIMES, user_id, list(seqs))
         )
 
-    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
+    async def mark_read(
+        self,
+        user_id: str,
+        ids: Sequence[str],
+        at: int,
+        *,
+        categories: Sequence[str] | None = None,
+    ) -> list[MarkedRead]:
         """See `Storage.mark_read`."""
         if not ids:
             return []
-        marked = {row[0] for row in await self._fetch_all(_MARK_READ, user_id, list(ids), at)}
-        return [i for i in dict.fromkeys(ids) if i in marked]
+        if categories is None:
+            rows = await self._fetch_all(_MARK_READ, user_id, list(ids), at)
+        else:
+            rows = await self._fetch_all(
+                _MARK_READ_WITHIN, user_id, list(ids), at, list(categories)
+            )
+        return _sql.marked_read(ids, rows)
 
     # access control (issue #4) ----------------------------------------------------------
 

@@ -13,6 +13,7 @@ from storage.records import (
     CursorTimes,
     DeviceRecord,
     IdempotencyRecord,
+    MarkedRead,
     NewAuditRecord,
     NewDevice,
     NewNotification,
@@ -29,6 +30,11 @@ class Storage(Protocol):
     database surfaces as `StorageUnavailableError`; nothing else from a driver leaks out.
     Calls after `close()` raise `StorageUnavailableError` too. A negative `limit` raises
     `ValueError`.
+
+    `categories` (of a key or token limited to categories, docs/security.md): given, a
+    method sees only notifications whose category is one of them (never one without a
+    category), and the filter is part of the query: a `limit` counts only those, and
+    nothing returned or counted reveals another category. None: every notification.
     """
 
     async def migrate(self) -> int:
@@ -119,32 +125,56 @@ class Storage(Protocol):
         ...
 
     async def list_notifications(
-        self, user_id: str, *, before_seq: int | None, limit: int, unread_only: bool = False
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        unread_only: bool = False,
+        categories: Sequence[str] | None = None,
     ) -> list[NotificationRecord]:
         """The user's notifications newest first (seq descending), only those with
-        `seq < before_seq` when given, only unread ones with `unread_only`, at most
-        `limit`."""
+        `seq < before_seq` when given, only unread ones with `unread_only`, only of
+        `categories` when given, at most `limit`."""
         ...
 
-    async def count_unread(self, user_id: str) -> int:
-        """How many of the user's notifications are not marked read."""
+    async def count_unread(self, user_id: str, *, categories: Sequence[str] | None = None) -> int:
+        """How many of the user's notifications (of `categories`, when given) are not
+        marked read."""
         ...
 
     async def notifications_after(
-        self, user_id: str, *, after_seq: int, limit: int
+        self,
+        user_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        categories: Sequence[str] | None = None,
     ) -> list[NotificationRecord]:
-        """The user's notifications with `seq > after_seq`, oldest first, at most `limit`
-        (for replaying to a client that resumes)."""
+        """The user's notifications with `seq > after_seq` (of `categories`, when
+        given), oldest first, at most `limit` (for replaying to a client that resumes)."""
         ...
 
-    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
-        """Set `read_at = at` on those of `ids` that are the user's and not read yet;
-        return their ids (in `ids` order). Ids of other users or unknown ids are ignored."""
+    async def mark_read(
+        self,
+        user_id: str,
+        ids: Sequence[str],
+        at: int,
+        *,
+        categories: Sequence[str] | None = None,
+    ) -> list[MarkedRead]:
+        """Set `read_at = at` on those of `ids` that are the user's, of `categories`
+        when given, and not read yet; return them (in `ids` order). Other ids (other
+        users', other categories', unknown) are ignored."""
         ...
 
-    async def mark_all_read(self, user_id: str, at: int) -> tuple[int, int]:
+    async def mark_all_read(
+        self, user_id: str, at: int, *, categories: Sequence[str] | None = None
+    ) -> tuple[int, int]:
         """Mark every unread notification of the user read; return (how many were
-        marked, the user's `last_seq` they run up to). (0, 0) for an unknown user."""
+        marked, the seq they run up to): the user's `last_seq`, or with `categories`
+        the seq of the user's newest notification of those categories (0 if none).
+        (0, 0) for an unknown user."""
         ...
 
     async def mark_dropped(
@@ -158,7 +188,12 @@ class Storage(Protocol):
     # delivery cursors ----------------------------------------------------------------
 
     async def advance_cursors(
-        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+        self,
+        *,
+        sent: Mapping[str, int],
+        acked: Mapping[str, int],
+        at: int,
+        within: Sequence[str] | None = None,
     ) -> None:
         """Move users' `sent_seq` and `ack_seq` forward, in one transaction.
 
@@ -166,6 +201,10 @@ class Storage(Protocol):
         moves back, nor past the newest notification. Each cursor that moved gets a
         `cursor_history` row (seq, at), so `cursor_times` can tell when a seq was reached.
         Unknown users are ignored.
+
+        `within` (the categories of a limited socket, which saw only those): a cursor
+        also stops just below the first notification above it whose category is not one
+        of them (or is null), since such a socket cannot vouch for that notification.
         """
         ...
 
@@ -256,7 +295,13 @@ class Storage(Protocol):
 
     async def append_audit(self, records: Sequence[NewAuditRecord]) -> None:
         """Append the records in ONE transaction (all or none), numbering them with ids
-        above every existing one, in the order given. An empty sequence is a no-op."""
+        above every existing one, in the order given. An empty sequence is a no-op.
+
+        Each record is stored within bounds, whatever its fields hold: `actor`, `action`,
+        `target`, `source` and `result` keep at most 200 characters (a longer one keeps
+        its start and ends with `…[truncated]`, 200 in all), and a `detail` over 1024
+        bytes of JSON is stored as `{"truncated": true, "prefix": <start of its JSON>}`,
+        within 1024 bytes too."""
         ...
 
     async def list_audit(
@@ -279,6 +324,12 @@ class Storage(Protocol):
         """Replace `subject` (e.g. `user:<id>`) by `replacement` wherever it is the actor
         or the target of an audit record; return how many records changed. Erasing a user
         must call this: the records stay, the person is no longer named."""
+        ...
+
+    async def purge_audit(self, *, before: int, limit: int) -> int:
+        """Delete up to `limit` audit records with `at < before` (any of them, not
+        necessarily the oldest) in ONE transaction; return how many. Raises `ValueError`
+        for a negative `limit`."""
         ...
 
     # data protection (issue #4) ---------------------------------------------------------

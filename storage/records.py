@@ -110,6 +110,17 @@ class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
     """`expired` or `not_retained`, with `dropped_at`."""
     gid: int = 0
     """Global commit order (for the outbox relay); 0 where not read."""
+    data_unreadable: bool = False
+    """The stored `data` could not be decoded (nested deeper than
+    `storage.jsondepth.CEILING`, or not a JSON object): `data` is None instead."""
+
+
+class MarkedRead(msgspec.Struct, frozen=True, kw_only=True):
+    """A notification that `Storage.mark_read` marked read: its id and category (read
+    sync tells only the sockets that may see that category)."""
+
+    id: str
+    category: str | None
 
 
 class CursorTimes(msgspec.Struct, frozen=True, kw_only=True):

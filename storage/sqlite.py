@@ -11,6 +11,8 @@ lock, waited for up to `busy_timeout`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +38,7 @@ from storage.records import (
     ApiKeyRecord,
     CursorTimes,
     DeviceRecord,
+    MarkedRead,
     NewAuditRecord,
     NewDevice,
     NewNotification,
@@ -56,7 +59,18 @@ _PRAGMAS = (
     "PRAGMA synchronous = FULL",
     "PRAGMA foreign_keys = ON",  # off by default in SQLite, per connection
     f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}",
+    # Deleted rows are overwritten with zeros, not only unlinked, so that an erased
+    # user's bytes do not stay in the file's free pages (the build's default varies).
+    "PRAGMA secure_delete = ON",
 )
+# TRUNCATE: every WAL frame is copied into the database file and the WAL emptied. The
+# WAL keeps the pages as they were before a delete until then.
+_CHECKPOINT = "PRAGMA wal_checkpoint(TRUNCATE)"
+# The database holds personal data: owner-only, like data_dir/secrets.json. SQLite would
+# create it 0644 (less the umask), and it gives -wal and -shm the database file's mode.
+_PRIVATE_FILE_MODE = 0o600
+_PRIVATE_FOLDER_MODE = 0o700
+_DATABASE_FILES = ("", "-wal", "-shm")
 # Errors that say the database cannot be used right now rather than that a statement is
 # wrong: retrying later (or fixing the disk) can make them go away.
 _UNAVAILABLE_ERRORS = {
@@ -104,6 +118,10 @@ _INSERT_HISTORY = (
     "ON CONFLICT DO NOTHING"
 )
 _MARK_READ = _sql.mark_read_sql("IN (SELECT value FROM json_each($2))")
+_MARK_READ_WITHIN = _sql.mark_read_sql(
+    "IN (SELECT value FROM json_each($2))", "IN (SELECT value FROM json_each($4))"
+)
+_FIRST_SEQ_OUTSIDE = _sql.first_seq_outside_sql("IN (SELECT value FROM json_each($3))")
 _CURSOR_TIMES = _sql.cursor_times_sql("json_each($2) AS s", "value")
 # The whole batch as ONE JSON array of rows, inserted by ONE statement: executemany
 # would step once per row, and every step releases and re-takes the GIL, which under
@@ -131,9 +149,23 @@ def _path_from_url(url: str) -> str:
     return url[len(_URL_PREFIX) :]
 
 
+def _create_private(path: str) -> None:
+    """Create the database file (and its folder) owner-only before SQLite opens it, and
+    tighten the files an older pushd created readable by every local user."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_FOLDER_MODE)
+    with contextlib.suppress(FileExistsError):
+        # An empty file is an empty database to SQLite.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE_MODE))
+    for suffix in _DATABASE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            file = Path(path + suffix)
+            if file.stat().st_mode & 0o077:
+                file.chmod(_PRIVATE_FILE_MODE)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     # isolation_level=None: the sqlite3 module opens no transaction behind our back;
     # each write job says BEGIN IMMEDIATE itself.
     connection = sqlite3.connect(path, isolation_level=None)
@@ -341,8 +373,22 @@ def _claim_idempotency(
         raise IdempotencyConflictError(claim.scope, claim.key) from exc
 
 
+def _cursor_limit(
+    connection: sqlite3.Connection, user_id: str, cursor: int, within: str | None
+) -> int:
+    """How far a cursor at `cursor` may move for a socket limited to the categories of
+    `within` (a JSON list): just below the first notification of another category."""
+    if within is None:
+        return _sql.NO_SEQ
+    (first_outside,) = _fetch_one(connection, _FIRST_SEQ_OUTSIDE, (user_id, cursor, within))
+    return _sql.NO_SEQ if first_outside is None else first_outside - 1
+
+
 def _advance_cursors(
-    connection: sqlite3.Connection, wanted: Mapping[str, tuple[int, int]], at: int
+    connection: sqlite3.Connection,
+    wanted: Mapping[str, tuple[int, int]],
+    at: int,
+    within: str | None,
 ) -> None:
     with _write_transaction(connection):
         (found,) = connection.execute(_CURSORS_OF, (_sql.encode_json(list(wanted)),)).fetchone()
@@ -351,6 +397,8 @@ def _advance_cursors(
         history: list[tuple[str, str, int]] = []
         for user_id, sent_seq, ack_seq, last_seq in current:
             sent, acked = wanted[user_id]
+            sent = min(sent, _cursor_limit(connection, user_id, sent_seq, within))
+            acked = min(acked, _cursor_limit(connection, user_id, ack_seq, within))
             new_sent = max(sent_seq, min(sent, last_seq))
             new_ack = max(ack_seq, min(acked, last_seq))
             if new_sent > sent_seq:
@@ -397,7 +445,16 @@ def _append_audit(connection: sqlite3.Connection, rows: str) -> None:
 
 def _pseudonymise_audit(connection: sqlite3.Connection, subject: str, replacement: str) -> int:
     with _write_transaction(connection):
-        return len(_fetch_all(connection, _sql.PSEUDONYMISE_AUDIT, (subject, replacement)))
+        changed = len(_fetch_all(connection, _sql.PSEUDONYMISE_AUDIT, (subject, replacement)))
+    _checkpoint(connection)
+    return changed
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    # After an erasure. A reader of another process (a backup, `pushd keys`) still on an
+    # older snapshot makes it partial, waiting at most busy_timeout: then the next
+    # erasure's checkpoint, or the last connection's close, finishes the job.
+    connection.execute(_CHECKPOINT).fetchall()
 
 
 class SqliteStorage(SqlStorageBase):
@@ -518,12 +575,18 @@ class SqliteStorage(SqlStorageBase):
         )
 
     async def advance_cursors(
-        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+        self,
+        *,
+        sent: Mapping[str, int],
+        acked: Mapping[str, int],
+        at: int,
+        within: Sequence[str] | None = None,
     ) -> None:
         """See `Storage.advance_cursors`."""
         wanted = _sql.merge_cursors(sent, acked)
+        listed = None if within is None else self._list_param(within)
         if wanted:
-            await self._run(lambda connection: _advance_cursors(connection, wanted, at))
+            await self._run(lambda connection: _advance_cursors(connection, wanted, at, listed))
 
     async def cursor_times(self, user_id: str, seqs: Sequence[int]) -> dict[int, CursorTimes]:
         """See `Storage.cursor_times`."""
@@ -532,13 +595,24 @@ class SqliteStorage(SqlStorageBase):
         rows = await self._fetch_all(_CURSOR_TIMES, user_id, _sql.encode_json(list(seqs)))
         return _sql.cursor_times_from_rows(rows)
 
-    async def mark_read(self, user_id: str, ids: Sequence[str], at: int) -> list[str]:
+    async def mark_read(
+        self,
+        user_id: str,
+        ids: Sequence[str],
+        at: int,
+        *,
+        categories: Sequence[str] | None = None,
+    ) -> list[MarkedRead]:
         """See `Storage.mark_read`."""
         if not ids:
             return []
-        rows = await self._write_all(_MARK_READ, user_id, _sql.encode_json(list(ids)), at)
-        marked = {row[0] for row in rows}
-        return [i for i in dict.fromkeys(ids) if i in marked]
+        listed = _sql.encode_json(list(ids))
+        if categories is None:
+            rows = await self._write_all(_MARK_READ, user_id, listed, at)
+        else:
+            within = self._list_param(categories)
+            rows = await self._write_all(_MARK_READ_WITHIN, user_id, listed, at, within)
+        return _sql.marked_read(ids, rows)
 
     # access control (issue #4) ----------------------------------------------------------
 
@@ -553,8 +627,15 @@ class SqliteStorage(SqlStorageBase):
             rows = _sql.encode_json([_sql.audit_params(record) for record in records])
             await self._run(lambda connection: _append_audit(connection, rows))
 
+    async def erase_user(self, user_id: str, *, batch_size: int) -> bool:
+        """See `Storage.erase_user`. Then the WAL is checkpointed and emptied: its older
+        page images still held the erased rows (secure_delete zeroes them in the file)."""
+        existed = await super().erase_user(user_id, batch_size=batch_size)
+        await self._run(_checkpoint)
+        return existed
+
     async def pseudonymise_audit(self, subject: str, replacement: str) -> int:
-        """See `Storage.pseudonymise_audit`."""
+        """See `Storage.pseudonymise_audit`; checkpoints like `erase_user`."""
         return await self._run(
             lambda connection: _pseudonymise_audit(connection, subject, replacement)
         )

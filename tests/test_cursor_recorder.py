@@ -3,7 +3,7 @@ per storage call, and what a failed call did not write is written by the next fl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,12 +26,17 @@ class CountingStorage:
         self.calls: list[int] = []
 
     async def advance_cursors(
-        self, *, sent: Mapping[str, int], acked: Mapping[str, int], at: int
+        self,
+        *,
+        sent: Mapping[str, int],
+        acked: Mapping[str, int],
+        at: int,
+        within: Sequence[str] | None = None,
     ) -> None:
         self.calls.append(len(sent.keys() | acked.keys()))
         if len(self.calls) in self.fail_calls:
             raise StorageUnavailableError("the disk is full (a test double)")
-        await self.storage.advance_cursors(sent=sent, acked=acked, at=at)
+        await self.storage.advance_cursors(sent=sent, acked=acked, at=at, within=within)
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ def as_notification(record: NotificationRecord, delivery: Delivery) -> Notificat
         expires_at=opt_from_ms(record.expires_at),
         read_at=delivery.read_at,
         status=delivery.status,
+        data_unreadable=record.data_unreadable,
     )
 
 

@@ -25,6 +25,7 @@ class ErrorCode(Enum):
 
     INVALID_JSON = (400, "invalid_json")
     INVALID_QUERY = (400, "invalid_query")
+    BAD_REQUEST = (400, "bad_request")  # not HTTP/1.1 at all: refused by the parser
     UNAUTHORIZED = (401, "unauthorized")
     FORBIDDEN = (403, "forbidden")
     NOT_FOUND = (404, "not_found")

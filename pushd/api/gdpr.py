@@ -23,6 +23,7 @@ from pushd.api.schemas import Device, NotificationDetail, User
 from pushd.api.users import load_user
 from pushd.appkeys import AUDIT, CONFIG, REVOCATIONS, STORAGE
 from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.failed_auth import ANONYMOUS_ACTOR
 from pushd.ids import from_ms, now_ms, opt_from_ms
 from storage import Storage
 from storage.records import AuditRecord, CursorHistoryRecord, UserRecord
@@ -75,7 +76,10 @@ class UserExport(msgspec.Struct, kw_only=True):
     idempotency_keys: list[ExportedIdempotencyKey]
     audit: Annotated[
         list[AuditEntry],
-        Meta(description="Audit records naming the user (as target or actor), newest first."),
+        Meta(
+            description="Audit records of calls with a valid API key naming the user (as "
+            "target or actor), newest first."
+        ),
     ]
 
 
@@ -157,7 +161,9 @@ async def _idempotency_pages(
 
 
 async def _audit_pages(storage: Storage, subject: str) -> AsyncIterator[list[AuditEntry]]:
-    # As target, then as actor (records naming it as both were in the first pass).
+    # As target, then as actor (records naming it as both were in the first pass). Only
+    # records of callers with a valid key: a caller without one names no target today,
+    # but older versions stored the path's user of such calls, unverified.
     for as_actor in (False, True):
         before: int | None = None
         while True:
@@ -169,7 +175,11 @@ async def _audit_pages(storage: Storage, subject: str) -> AsyncIterator[list[Aud
             )
             if not records:
                 break
-            yield [AuditEntry.of(r) for r in records if not (as_actor and r.target == subject)]
+            yield [
+                AuditEntry.of(r)
+                for r in records
+                if r.actor != ANONYMOUS_ACTOR and not (as_actor and r.target == subject)
+            ]
             before = records[-1].id
 
 

@@ -17,6 +17,9 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+# Defaults a page may replace with its own. Responses carry users' data and live
+# figures: no cache may keep them.
+_DEFAULT_HEADERS = {"Content-Security-Policy": API_CSP, "Cache-Control": "no-store"}
 # What a browser page may send and read besides the CORS-safelisted headers.
 ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 EXPOSED_RESPONSE_HEADERS = "Location, Retry-After, WWW-Authenticate"
@@ -35,13 +38,21 @@ def allowed_origin(request: web.Request) -> str | None:
     return origin if origin in origins else None
 
 
+def security_headers(*, secure: bool) -> dict[str, str]:
+    """The security headers of a response the app never sees (a request the HTTP parser
+    refused is answered below the app: pushd/http_server.py); `secure`: over TLS."""
+    headers = {**_SECURITY_HEADERS, **_DEFAULT_HEADERS}
+    if secure:
+        headers["Strict-Transport-Security"] = HSTS
+    return headers
+
+
 async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: runs for every response, errors and 404s included."""
     headers = response.headers
     headers.update(_SECURITY_HEADERS)
-    headers.setdefault("Content-Security-Policy", API_CSP)
-    # Responses carry users' data and live figures: no cache may keep them.
-    headers.setdefault("Cache-Control", "no-store")
+    for name, value in _DEFAULT_HEADERS.items():
+        headers.setdefault(name, value)
     if request.secure:
         headers["Strict-Transport-Security"] = HSTS
     origin = allowed_origin(request)

@@ -22,6 +22,9 @@ KEY_PREFIX = "pk_"
 
 API_KEY: web.RequestKey[ApiKeyRecord] = web.RequestKey("api_key", ApiKeyRecord)
 """The verified key of the request (who is calling), set by `authenticate`."""
+REVOKED_KEY: web.RequestKey[ApiKeyRecord] = web.RequestKey("revoked_api_key", ApiKeyRecord)
+"""The revoked key a refused request presented (the audit trail names it), set by
+`authenticate` before its 401."""
 
 
 def hash_key(key: str) -> str:
@@ -45,7 +48,8 @@ class ApiKeyVerifier:
         self._generation = 0
 
     async def verify(self, key: str) -> ApiKeyRecord | None:
-        """The live key record for this secret, or None if unknown or revoked."""
+        """The key record for this secret, or None if unknown. A revoked key's record is
+        returned too (never cached): the caller checks `revoked_at`."""
         # Keyed by the key itself, not its hash: a dict hit is cheaper than SHA-256 on
         # every request, and this process holds the key in memory while serving anyway.
         cached = self._verified.get(key)
@@ -56,7 +60,7 @@ class ApiKeyVerifier:
         record = await self._storage.find_api_key(hash_key(key))
         if record is None or record.revoked_at is not None:
             self._verified.pop(key, None)
-            return None
+            return record
         if generation != self._generation:
             return record  # read before a revocation arrived: serve once, do not cache
         if len(self._verified) > 10_000:  # bounded: forget everything rather than grow
@@ -82,10 +86,15 @@ class ApiKeyVerifier:
                 headers={"WWW-Authenticate": 'Bearer realm="pushd"'},
             )
         record = await self.verify(key.strip())
-        if record is None:
+        if record is None or record.revoked_at is not None:
+            if record is not None:
+                request[REVOKED_KEY] = record
             raise ApiError(
                 ErrorCode.UNAUTHORIZED,
-                "unknown or revoked API key",
+                "unknown API key: check it, or ask an admin for one (POST /api/keys)"
+                if record is None
+                else f"API key {record.id} was revoked; "
+                "ask an admin for a new one (POST /api/keys)",
                 headers={"WWW-Authenticate": 'Bearer realm="pushd", error="invalid_token"'},
             )
         request[API_KEY] = record

@@ -10,6 +10,7 @@ import msgspec
 from pushd.api.errors import validation_error
 from pushd.api.schemas import SendNotification
 from pushd.config import LimitsConfig
+from storage.jsondepth import deepest_member, within_depth
 
 _encoder = msgspec.json.Encoder()
 
@@ -38,6 +39,21 @@ def check_notification_size(body: SendNotification, limits: LimitsConfig) -> Non
             )
 
 
+def check_json_depth(raw: bytes, limits: LimitsConfig) -> None:
+    """422 naming the top-level field when a JSON body nests deeper than
+    `limits.json_max_depth`. Measured on the raw bytes, before a decoder recurses into
+    them (about 1,000 levels raise RecursionError)."""
+    max_depth = limits.json_max_depth
+    if within_depth(raw, max_depth):
+        return
+    field = deepest_member(raw, max_depth)
+    raise validation_error(
+        f"{'`' + field + '`' if field else 'the body'} nests arrays and objects deeper than "
+        f"{max_depth} levels, counting the body as level 1 (setting limits.json_max_depth)",
+        field or "$",
+    )
+
+
 def document_limits(document: dict[str, Any], limits: LimitsConfig) -> dict[str, Any]:
     """State the configured notification limits in the OpenAPI document (in place), so
     that what the document allows, the server accepts."""
@@ -49,6 +65,7 @@ def document_limits(document: dict[str, Any], limits: LimitsConfig) -> dict[str,
     data = properties["data"]
     data["description"] = (
         f"{data.get('description', '')} At most {limits.data_max_bytes} bytes once encoded "
-        "as JSON (setting limits.data_max_bytes)."
+        f"as JSON (setting limits.data_max_bytes), nesting at most {limits.json_max_depth - 1} "
+        "levels of arrays and objects (setting limits.json_max_depth counts the body too)."
     ).strip()
     return document

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Annotated
 
@@ -29,11 +28,11 @@ from pushd.api.schemas import (
     SendNotification,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import BUS, CONFIG, INGEST, LIMITS, METRICS, STORAGE
+from pushd.appkeys import BUS, CONFIG, INGEST, LIMITS, METRICS, REQUEST_HASHER, STORAGE
 from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import from_ms, new_id, now_ms
 from pushd.ingest import ClaimInFlightError
-from pushd.realtime.readsync import publish_read
+from pushd.realtime.readsync import publish_read, publish_read_all
 from storage import IdempotencyConflictError, UnknownUserError
 from storage.records import (
     IdempotencyClaim,
@@ -92,7 +91,8 @@ def _idempotency_claim(request: web.Request, body: SendNotification) -> Idempote
             "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is ideal)",
             IDEMPOTENCY_HEADER,
         )
-    request_hash = hashlib.sha256(_canonical.encode(body)).hexdigest()
+    # Keyed: a plain digest would give away encrypted content (pushd/idempotency.py).
+    request_hash = request.app[REQUEST_HASHER].hash(_canonical.encode(body))
     return IdempotencyClaim(scope=request[API_KEY].id, key=key, request_hash=request_hash)
 
 
@@ -108,8 +108,8 @@ def _accepted(
     return Reply(202, accepted, headers)
 
 
-def _replay(stored: IdempotencyRecord, claim: IdempotencyClaim) -> Reply:
-    if stored.request_hash != claim.request_hash:
+def _replay(request: web.Request, stored: IdempotencyRecord, body: SendNotification) -> Reply:
+    if not request.app[REQUEST_HASHER].same_request(stored.request_hash, _canonical.encode(body)):
         raise ApiError(
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "this Idempotency-Key was used for a different request body: use a new key "
@@ -149,7 +149,7 @@ async def send_notification(request: web.Request, body: SendNotification, _query
                 claim.scope, claim.key, not_before=now - window_ms
             )
             if stored is not None:
-                return _replay(stored, claim)
+                return _replay(request, stored, body)
             return await _send(request, body, expires_at, now, claim)
     except (ClaimInFlightError, IdempotencyConflictError):
         raise _in_use(claim.key) from None
@@ -205,18 +205,22 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
     storage = request.app[STORAGE]
     user = await load_user(storage, request.match_info["userId"])
     before = int(query.cursor) if query.cursor is not None else None
+    # A category-limited key sees only its categories (docs/security.md), filtered in
+    # the query: pages are full, and no cursor or count reveals another category.
+    categories = request[API_KEY].categories
     records = await storage.list_notifications(
-        user.id, before_seq=before, limit=query.limit + 1, unread_only=query.unread
+        user.id,
+        before_seq=before,
+        limit=query.limit + 1,
+        unread_only=query.unread,
+        categories=categories,
     )
     more = len(records) > query.limit
     records = records[: query.limit]
     next_cursor = str(records[-1].seq) if more and records else None
-    # A category-limited key sees only its categories (docs/security.md): the page may
-    # then hold fewer than `limit` items while `next_cursor` still leads further.
-    visible = [r for r in records if may_read_category(request, r.category)]
-    deliveries = await deliveries_of(storage, user, visible, now_ms())
-    items = [as_notification(r, d) for r, d in zip(visible, deliveries, strict=True)]
-    unread = await storage.count_unread(user.id)
+    deliveries = await deliveries_of(storage, user, records, now_ms())
+    items = [as_notification(r, d) for r, d in zip(records, deliveries, strict=True)]
+    unread = await storage.count_unread(user.id, categories=categories)
     return Reply(200, NotificationPage(items, next_cursor, unread))
 
 
@@ -265,14 +269,17 @@ async def mark_user_notifications_read(
     app = request.app
     storage = app[STORAGE]
     user = await load_user(storage, request.match_info["userId"])
+    # A category-limited key marks only its categories; other ids are ignored like
+    # unknown ones, and a read-all runs up to its own newest seq (docs/security.md).
+    categories = request[API_KEY].categories
     if body is not None:
-        marked = await storage.mark_read(user.id, body.ids, now_ms())
+        marked = await storage.mark_read(user.id, body.ids, now_ms(), categories=categories)
         if marked:
             await publish_read(app[BUS], user.id, marked)
         return Reply(200, ReadResult(marked=len(marked)))
-    count, through_seq = await storage.mark_all_read(user.id, now_ms())
+    count, through_seq = await storage.mark_all_read(user.id, now_ms(), categories=categories)
     if count:
-        await publish_read(app[BUS], user.id, [], through_seq)
+        await publish_read_all(app[BUS], user.id, through_seq, categories)
     return Reply(200, ReadResult(marked=count, through_seq=through_seq))
 
 
@@ -332,6 +339,7 @@ ROUTES = [
         "Mark one notification read (synced to the user's sockets as a `read` frame)",
         {200: NotificationDetail},
         tag="notifications",
+        action="notification.read",
     ),
     Route(
         "POST",
@@ -343,5 +351,6 @@ ROUTES = [
         body=ReadIds,
         body_required=False,
         tag="notifications",
+        action="notification.read_all",
     ),
 ]

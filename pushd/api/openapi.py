@@ -13,7 +13,8 @@ from pushd.api.routing import Route
 _ERRORS_BY_CONDITION = {
     "auth": {
         401: "Missing, unknown or revoked API key",
-        429: "Too many requests for this API key: retry after `Retry-After` seconds",
+        429: "Too many requests for this API key, or without a valid key from this "
+        "address: retry after `Retry-After` seconds",
     },
     "body": {
         400: "Body is not JSON",

@@ -16,10 +16,12 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.errors import ApiError, ErrorCode, from_msgspec
-from pushd.api.keys import API_KEY
-from pushd.appkeys import AUDIT
-from pushd.audit import ANONYMOUS_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
+from pushd.api.keys import API_KEY, REVOKED_KEY
+from pushd.api.limits import check_json_depth
+from pushd.appkeys import AUDIT, CONFIG
+from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import now_ms
+from pushd.limits import RateLimitedError, client_network
 from storage import StorageUnavailableError
 from storage.records import NewAuditRecord
 
@@ -150,6 +152,7 @@ async def _decode_body(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"send the body as application/json, not {content_type}",
         )
+    check_json_depth(raw, request.app[CONFIG].limits)  # before the decoder recurses
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -230,6 +233,8 @@ def _status_of(exc: BaseException) -> int:
     """The status error_middleware answers for an exception leaving a route."""
     if isinstance(exc, ApiError):
         return exc.kind.status
+    if isinstance(exc, RateLimitedError):
+        return ErrorCode.RATE_LIMITED.status
     if isinstance(exc, StorageUnavailableError):
         return ErrorCode.STORAGE_UNAVAILABLE.status
     if isinstance(exc, web.HTTPException):
@@ -256,13 +261,26 @@ async def _audited(
 
 async def _record(request: web.Request, route: Route, status: int) -> None:
     key = request.get(API_KEY)
+    if key is None:
+        # Authentication failed (every audited route needs a key): tallied per source,
+        # not one record each (anyone could fill storage), and no target, since the
+        # path of a caller without a valid key names anything it likes.
+        revoked = request.get(REVOKED_KEY)
+        request.app[AUDIT].record_failed_auth(
+            key_id=None if revoked is None else revoked.id,
+            source=client_network(request.remote),
+            action=route.audit_action,
+            result=str(status),
+            at=now_ms(),
+        )
+        return
     target = request.get(AUDIT_TARGET)
     if target is None and "userId" in request.match_info:
         target = f"user:{request.match_info['userId']}"
     await request.app[AUDIT].record(
         NewAuditRecord(
             at=now_ms(),
-            actor=ANONYMOUS_ACTOR if key is None else f"key:{key.id}",
+            actor=f"key:{key.id}",
             action=route.audit_action,
             target=target,
             source=request.remote,

@@ -277,6 +277,13 @@ class Notification(msgspec.Struct, kw_only=True):
         DeliveryStatus,
         Meta(description="In-app delivery status (see `deliveries` on the single notification)."),
     ]
+    data_unreadable: Annotated[
+        bool,
+        Meta(
+            description="true: the stored `data` could not be decoded (nested deeper than "
+            "128 levels, stored before depth was limited) and `data` is null instead."
+        ),
+    ] = False
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -316,7 +323,13 @@ class NotificationPage(msgspec.Struct):
     next_cursor: Annotated[
         str | None, Meta(description="Pass as `cursor` for the next (older) page; null at the end.")
     ]
-    unread_count: Annotated[int, Meta(description="The user's unread notifications in all.")]
+    unread_count: Annotated[
+        int,
+        Meta(
+            description="The user's unread notifications in all (for a key limited to "
+            "categories: of those categories)."
+        ),
+    ]
 
 
 class ReadIds(msgspec.Struct, forbid_unknown_fields=True):

@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 from pushd.api.errors import ApiError, ErrorCode, validation_error
+from pushd.api.keys import API_KEY
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import IssueToken, TokenIssued
 from pushd.api.users import load_user
@@ -22,7 +23,8 @@ async def issue_token(request: web.Request, body: IssueToken | None, _query: Non
     ttl = int(body.ttl) if body is not None and body.ttl is not None else None
     if ttl is not None and ttl > signer.max_ttl:
         raise validation_error(f"ttl may be at most {signer.max_ttl} seconds", "ttl")
-    issued = signer.issue(user.id, ttl)
+    # A limited key's token carries its categories: the socket sees only those.
+    issued = signer.issue(user.id, ttl, request[API_KEY].categories)
     return Reply(201, TokenIssued(issued.token, datetime.fromtimestamp(issued.expires_at, tz=UTC)))
 
 

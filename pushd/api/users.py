@@ -16,12 +16,14 @@ from pushd.api.schemas import (
     DeviceList,
     User,
     UserPage,
+    WebPushDevice,
     device_address_and_details,
     is_known_timezone,
 )
-from pushd.appkeys import STORAGE
+from pushd.appkeys import CONFIG, STORAGE
 from pushd.audit import AUDIT_TARGET
 from pushd.ids import new_id, now_ms
+from pushd.outbound_url import OutboundUrlError, ResolveFailedError, check_outbound_url
 from storage import ConflictError, Storage, UnknownUserError
 from storage.records import NewDevice, NewUser, UserRecord
 
@@ -84,6 +86,8 @@ async def add_device(request: web.Request, body: CreateDevice, _query: None) -> 
     storage = request.app[STORAGE]
     user_id = request.match_info["userId"]
     address, details = device_address_and_details(body)
+    if isinstance(body, WebPushDevice):
+        await _check_endpoint(request, body.endpoint)
     kind = msgspec.inspect.type_info(type(body))
     assert isinstance(kind, msgspec.inspect.StructType)
     device = NewDevice(
@@ -102,6 +106,17 @@ async def add_device(request: web.Request, body: CreateDevice, _query: None) -> 
         ) from None
     location = {"Location": f"/api/users/{user_id}/devices/{record.id}"}
     return Reply(201 if created else 200, Device.of(record), location)
+
+
+async def _check_endpoint(request: web.Request, endpoint: str) -> None:
+    """422 naming `endpoint` for a URL pushd must not send to (pushd/outbound_url.py);
+    the channel sender checks it again before each request."""
+    try:
+        await check_outbound_url(endpoint, allow_private=request.app[CONFIG].outbound.allow_private)
+    except OutboundUrlError as exc:
+        raise validation_error(f"endpoint refused: {exc}", "endpoint") from None
+    except ResolveFailedError as exc:
+        raise validation_error(f"endpoint not checked: {exc}; retry later", "endpoint") from None
 
 
 async def list_devices(request: web.Request, _body: None, _query: None) -> Reply:

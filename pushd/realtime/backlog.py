@@ -5,10 +5,15 @@ none older than `backlog_max_age`. Expired notifications (`ttl`/`expires_at`),
 everything beyond the bounds, and seqs whose rows are gone (retention, erasure) come
 out as `gap` frames, and the rows still stored are marked dropped so that their delivery
 status says they were never delivered.
+
+For a socket limited to categories (pushd/realtime/categories.py) only the rows of those
+categories are read: the others, and seqs whose rows are gone (which may have been of
+any category), are passed over without a frame, never announced as a gap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pushd.ids import now_ms
@@ -23,7 +28,7 @@ class _Page:
     """Frames of one replay page; consecutive gap seqs with one reason become one frame."""
 
     def __init__(self) -> None:
-        self.entries: list[tuple[int, bytes]] = []
+        self.entries: list[tuple[int, bytes | None]] = []
         self.gaps: list[tuple[int, int, GapReason]] = []
         self._open_gap: tuple[int, int, GapReason] | None = None
 
@@ -40,7 +45,12 @@ class _Page:
         self._close_gap()
         self.entries.append((seq, frame))
 
-    def finish(self) -> list[tuple[int, bytes]]:
+    def pass_over(self, last: int) -> None:
+        """Seqs up to `last` this socket does not see: the stream moves past them."""
+        self._close_gap()
+        self.entries.append((last, None))
+
+    def finish(self) -> list[tuple[int, bytes | None]]:
         self._close_gap()
         return self.entries
 
@@ -64,14 +74,17 @@ class StoredBacklog:
         max_count: int,
         max_age_seconds: float,
         page_size: int,
+        categories: Sequence[str] | None = None,
     ) -> None:
+        """`categories`: the socket's token is limited to those (None: every one)."""
         self._storage = storage
+        self._categories = categories
         self._user_id = user_id
         self._max_count = max_count
         self._max_age_ms = int(max_age_seconds * 1000)
         self._page_size = page_size
 
-    async def replay(self, after_seq: int, up_to: int) -> list[tuple[int, bytes]]:
+    async def replay(self, after_seq: int, up_to: int) -> list[tuple[int, bytes | None]]:
         """See `actors.connection.Backlog.replay`."""
         now = now_ms()
         page = _Page()
@@ -80,11 +93,12 @@ class StoredBacklog:
         if floor > after_seq:
             page.gap(after_seq + 1, floor, "not_retained")
         rows = await self._storage.notifications_after(
-            self._user_id, after_seq=floor, limit=self._page_size
+            self._user_id, after_seq=floor, limit=self._page_size, categories=self._categories
         )
+        limited = self._categories is not None
         expected = floor + 1
         for record in rows:
-            if record.seq > expected:  # rows that are gone
+            if record.seq > expected and not limited:  # rows that are gone
                 page.gap(expected, record.seq - 1, "not_retained")
             reason = self._undeliverable(record, now)
             if reason is None:
@@ -92,7 +106,9 @@ class StoredBacklog:
             else:
                 page.gap(record.seq, record.seq, reason)
             expected = record.seq + 1
-        if not rows and expected <= up_to:
+        if limited and len(rows) < self._page_size and expected <= up_to:
+            page.pass_over(up_to)  # nothing more of its categories up to `up_to`
+        elif not rows and expected <= up_to:
             page.gap(expected, up_to, "not_retained")
         entries = page.finish()
         for first, last, reason in page.gaps:

@@ -25,6 +25,11 @@ and every notification commit queued behind it waited as long. A call is awaited
 the next is made, so the commits queued meanwhile go in between."""
 
 
+Within = tuple[str, ...] | None
+"""The categories of a socket whose token is limited to them, None for every one: such a
+socket's cursors stop before notifications of other categories (`Storage.advance_cursors`)."""
+
+
 class CursorRecorder:
     """Owns the flush task; `sent` and `acked` are what sockets call (never wait)."""
 
@@ -32,22 +37,21 @@ class CursorRecorder:
         self._storage = storage
         self._interval = interval
         # Bounded by the number of users whose sockets moved within one interval (one
-        # entry each), which the per-user socket limit and the node's sockets bound.
-        self._sent: dict[str, int] = {}
-        self._acked: dict[str, int] = {}
+        # entry each, per distinct set of categories of limited tokens), which the
+        # per-user socket limit and the node's sockets bound.
+        self._sent: dict[Within, dict[str, int]] = {}
+        self._acked: dict[Within, dict[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
         self.flush_failures = 0
 
-    def sent(self, user_id: str, seq: int) -> None:
+    def sent(self, user_id: str, seq: int, within: Within = None) -> None:
         """A socket of the user took every frame up to `seq`."""
-        if seq > self._sent.get(user_id, 0):
-            self._sent[user_id] = seq
+        _keep_highest(self._sent.setdefault(within, {}), user_id, seq)
 
-    def acked(self, user_id: str, seq: int) -> None:
+    def acked(self, user_id: str, seq: int, within: Within = None) -> None:
         """A client of the user acknowledged every seq up to `seq`."""
-        if seq > self._acked.get(user_id, 0):
-            self._acked[user_id] = seq
+        _keep_highest(self._acked.setdefault(within, {}), user_id, seq)
 
     async def start(self) -> None:
         """Start the periodic flush (stopped by `close`)."""
@@ -63,13 +67,25 @@ class CursorRecorder:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write the pending cursors, `USERS_PER_WRITE` users per storage call. On a
-        storage failure what was not written is kept (merged with newer cursors) for the
-        next flush."""
+        """Write the pending cursors, `USERS_PER_WRITE` users per storage call (limited
+        sockets' apart, per set of categories). On a storage failure what was not written
+        is kept (merged with newer cursors) for the next flush."""
         sent, acked = self._sent, self._acked
         if not sent and not acked:
             return
         self._sent, self._acked = {}, {}
+        scopes = list({**sent, **acked})
+        for index, within in enumerate(scopes):
+            if not await self._flush_within(sent.get(within, {}), acked.get(within, {}), within):
+                for later in scopes[index + 1 :]:
+                    self._keep(sent.get(later, {}), acked.get(later, {}), later)
+                return
+        self.flushes += 1
+
+    async def _flush_within(
+        self, sent: dict[str, int], acked: dict[str, int], within: Within
+    ) -> bool:
+        """Write these cursors; False (the rest kept) on a storage failure."""
         users = list({**sent, **acked})  # in the order they were first reported
         for start in range(0, len(users), USERS_PER_WRITE):
             chunk = users[start : start + USERS_PER_WRITE]
@@ -78,19 +94,32 @@ class CursorRecorder:
                     sent={u: sent[u] for u in chunk if u in sent},
                     acked={u: acked[u] for u in chunk if u in acked},
                     at=now_ms(),
+                    within=within,
                 )
             except StorageError as exc:
                 self.flush_failures += 1
                 log.warning("cursor flush failed, retrying next time: %s", exc)
-                for user_id in users[start:]:
-                    if user_id in sent:
-                        self.sent(user_id, sent[user_id])
-                    if user_id in acked:
-                        self.acked(user_id, acked[user_id])
-                return
-        self.flushes += 1
+                rest = users[start:]
+                self._keep(
+                    {u: sent[u] for u in rest if u in sent},
+                    {u: acked[u] for u in rest if u in acked},
+                    within,
+                )
+                return False
+        return True
+
+    def _keep(self, sent: dict[str, int], acked: dict[str, int], within: Within) -> None:
+        for user_id, seq in sent.items():
+            self.sent(user_id, seq, within)
+        for user_id, seq in acked.items():
+            self.acked(user_id, seq, within)
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             await self.flush()
+
+
+def _keep_highest(cursors: dict[str, int], user_id: str, seq: int) -> None:
+    if seq > cursors.get(user_id, 0):
+        cursors[user_id] = seq

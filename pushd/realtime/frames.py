@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pushd.ids import from_ms, opt_from_ms
+from storage.jsondepth import within_depth
 from storage.records import NotificationRecord
 
 # client -> server ---------------------------------------------------------------------
@@ -50,9 +51,19 @@ class ReadFrame(msgspec.Struct, tag="read", tag_field="type", forbid_unknown_fie
     ids: Annotated[list[str], msgspec.Meta(max_length=MAX_READ_IDS)]
 
 
-ClientFrame = AuthFrame | PingFrame | AckFrame | ResumeFrame | ReadFrame
+class RefreshFrame(msgspec.Struct, tag="refresh", tag_field="type", forbid_unknown_fields=True):
+    """A fresh token of the socket's user, so that the socket outlives its first token."""
+
+    token: str
+
+
+ClientFrame = AuthFrame | PingFrame | AckFrame | ResumeFrame | ReadFrame | RefreshFrame
 
 # server -> client ---------------------------------------------------------------------
+
+
+PROTOCOL_VERSION = "1.2"
+"""Announced in `welcome`; docs/protocol.md describes what each version added."""
 
 
 class WelcomeFrame(msgspec.Struct, tag="welcome", tag_field="type", kw_only=True):
@@ -64,6 +75,9 @@ class WelcomeFrame(msgspec.Struct, tag="welcome", tag_field="type", kw_only=True
     """The user's stored ack cursor."""
     since: int
     """The stream of this socket starts after this seq."""
+    token_expires_at: datetime
+    """The socket is closed then (4002) unless a `refresh` brings a newer token."""
+    protocol: str = PROTOCOL_VERSION
 
 
 class NotificationFrame(msgspec.Struct, tag="notification", tag_field="type", kw_only=True):
@@ -98,6 +112,22 @@ class ReadSyncFrame(msgspec.Struct, tag="read", tag_field="type", kw_only=True):
 
     ids: list[str]
     through_seq: int | None = None
+    category: str | msgspec.UnsetType | None = msgspec.UNSET
+    """Absent: any category (only with `through_seq`). Present (null: uncategorised):
+    every id, and `through_seq`, concern notifications of this category only, so that a
+    socket limited to categories is told only of its own (pushd/realtime/categories.py)."""
+
+
+class TokenExpiringFrame(msgspec.Struct, tag="token_expiring", tag_field="type"):
+    """The socket's token expires at `expires_at`: send a `refresh` before then."""
+
+    expires_at: datetime
+
+
+class RefreshedFrame(msgspec.Struct, tag="refreshed", tag_field="type"):
+    """Answer to a good `refresh`: the socket now lives until `expires_at`."""
+
+    expires_at: datetime
 
 
 class PongFrame(msgspec.Struct, tag="pong", tag_field="type"):
@@ -111,6 +141,23 @@ class ErrorFrame(msgspec.Struct, tag="error", tag_field="type"):
 
 client_frame_decoder = msgspec.json.Decoder(ClientFrame)
 frame_encoder = msgspec.json.Encoder()
+
+
+class FrameTooDeepError(msgspec.DecodeError):
+    """A client frame nests deeper than `limits.json_max_depth`: never decoded, the
+    socket is closed with 4500 (docs/protocol.md)."""
+
+
+def decode_client_frame(data: str | bytes, max_depth: int) -> ClientFrame:
+    """The client frame in a text message, its nesting measured before msgspec decodes
+    it (recursively: about 1,000 levels raise RecursionError). Raises `FrameTooDeepError`,
+    or `msgspec.DecodeError` for any other frame the server cannot use."""
+    if not within_depth(data, max_depth):
+        raise FrameTooDeepError(
+            f"frame nests deeper than {max_depth} levels (limits.json_max_depth)"
+        )
+    frame: ClientFrame = client_frame_decoder.decode(data)
+    return frame
 
 
 def encode_notification_frame(record: NotificationRecord) -> bytes:

@@ -1,4 +1,4 @@
-"""`GET /ws`: the native WebSocket endpoint (protocol v1, docs/protocol.md).
+"""`GET /ws`: the native WebSocket endpoint (protocol 1.2, docs/protocol.md).
 
 One socket = one `Connection` owned by the user's mailbox actor; the connection keeps the
 socket's stream position and catches up from storage (`StoredBacklog`). The socket's reader (this
@@ -33,26 +33,31 @@ from pushd.appkeys import (
     TOKENS,
 )
 from pushd.bus import BusError
-from pushd.ids import new_id, now_ms
+from pushd.ids import from_ms, new_id, now_ms
 from pushd.realtime.backlog import StoredBacklog
+from pushd.realtime.categories import frame_filter
+from pushd.realtime.expiry import TokenLifetime
 from pushd.realtime.frames import (
     AckFrame,
     AuthFrame,
     ErrorFrame,
+    FrameTooDeepError,
     PingFrame,
     PongFrame,
     ReadFrame,
+    RefreshedFrame,
+    RefreshFrame,
     ResumedFrame,
     ResumeFrame,
     WelcomeFrame,
-    client_frame_decoder,
+    decode_client_frame,
     frame_encoder,
 )
 from pushd.realtime.readsync import publish_read
 from pushd.realtime.sockets import WebSocketTransport
 from pushd.revocations import TOKEN_REVOKED_REASON
 from pushd.tokens import TokenError, TokenExpiredError, VerifiedToken
-from storage import StorageError
+from storage import Storage, StorageError
 from storage.records import UserRecord
 
 log = logging.getLogger("pushd.ws")
@@ -78,8 +83,8 @@ async def _authenticate(
         )
         return None
     try:
-        frame = client_frame_decoder.decode(message.data)
-    except msgspec.DecodeError:
+        frame = decode_client_frame(message.data, request.app[CONFIG].limits.json_max_depth)
+    except msgspec.DecodeError:  # FrameTooDeepError too: 4500 below
         frame = None
     if not isinstance(frame, AuthFrame):
         await ws.close(
@@ -102,12 +107,16 @@ def _error(code: str, message: str) -> bytes:
 async def _read_frames(request: web.Request, ws: web.WebSocketResponse, stream: _Stream) -> None:
     """Handle client frames until the socket closes."""
     connection, user_id = stream.connection, stream.user_id
+    max_depth = request.app[CONFIG].limits.json_max_depth
     async for message in ws:
         if message.type != WSMsgType.TEXT:
             connection.close_soon(CloseCode.PROTOCOL_ERROR, "only JSON text frames are accepted")
             return
         try:
-            frame = client_frame_decoder.decode(message.data)
+            frame = decode_client_frame(message.data, max_depth)
+        except FrameTooDeepError as exc:
+            connection.close_soon(CloseCode.PROTOCOL_ERROR, str(exc))
+            return
         except msgspec.DecodeError as exc:
             connection.offer(_error("invalid_frame", str(exc)))
             continue
@@ -115,23 +124,30 @@ async def _read_frames(request: web.Request, ws: web.WebSocketResponse, stream: 
             case AckFrame(seq=seq):
                 # Never past what this socket was given: an ack cannot claim delivery of
                 # notifications the client has not seen.
-                request.app[CURSORS].acked(user_id, min(seq, connection.cursor))
+                cursors = request.app[CURSORS]
+                cursors.acked(user_id, min(seq, connection.cursor), stream.categories)
             case PingFrame():
                 connection.offer(PONG)
             case ResumeFrame(since=since):
                 since = min(since, connection.known_last_seq)
                 connection.resume(since, frame_encoder.encode(ResumedFrame(since)))
             case ReadFrame(ids=ids):
-                await _mark_read(request, connection, user_id, ids)
+                await _mark_read(request, connection, user_id, ids, stream.categories)
+            case RefreshFrame(token=token):
+                await _refresh(request, stream, token)
             case AuthFrame():
                 connection.offer(_error("already_authenticated", "auth is sent once"))
 
 
 async def _mark_read(
-    request: web.Request, connection: Connection, user_id: str, ids: list[str]
+    request: web.Request,
+    connection: Connection,
+    user_id: str,
+    ids: list[str],
+    categories: tuple[str, ...] | None,
 ) -> None:
     try:
-        marked = await request.app[STORAGE].mark_read(user_id, ids, now_ms())
+        marked = await request.app[STORAGE].mark_read(user_id, ids, now_ms(), categories=categories)
     except StorageError:
         connection.offer(_error("storage_unavailable", "read state not stored: send it again"))
         return
@@ -139,12 +155,57 @@ async def _mark_read(
         await publish_read(request.app[BUS], user_id, marked)
 
 
+async def _refresh(request: web.Request, stream: _Stream, token: str) -> None:
+    """Move the socket's expiry to a fresh token's. A token that `auth` would refuse, or
+    one of another user, is answered with an error frame and the current token stays."""
+    connection = stream.connection
+    try:
+        fresh = request.app[TOKENS].verify_claims(token)
+    except TokenExpiredError:
+        connection.offer(_error("token_expired", "this token has expired: get a new one"))
+        return
+    except TokenError as exc:
+        connection.offer(_error("invalid_token", str(exc)))
+        return
+    mismatch = _refresh_mismatch(stream, fresh)
+    if mismatch is not None:
+        connection.offer(_error("invalid_token", mismatch))
+        return
+    try:
+        found = await request.app[STORAGE].get_user_and_token_cutoff(stream.user_id)
+    except StorageError:
+        connection.offer(_error("storage_unavailable", "token not checked: send it again"))
+        return
+    if found is None:
+        connection.close_soon(CloseCode.USER_UNKNOWN, "user does not exist")
+        return
+    if fresh.issued_at_ms <= found[1]:
+        connection.offer(_error("token_revoked", TOKEN_REVOKED_REASON))
+        return
+    stream.lifetime.renew(fresh.expires_at_ms)
+    connection.offer(frame_encoder.encode(RefreshedFrame(from_ms(fresh.expires_at_ms))))
+
+
+def _refresh_mismatch(stream: _Stream, fresh: VerifiedToken) -> str | None:
+    """Why `fresh` cannot replace the socket's token, or None if it can."""
+    if fresh.user_id != stream.user_id:
+        return "the token is for another user"
+    if fresh.categories != stream.categories:
+        # The socket's filter is its first token's: a token of other categories could
+        # otherwise keep a wider socket alive past its own token.
+        return "the token is for other categories"
+    return None
+
+
 @dataclass
 class _Stream:
-    """One authenticated socket: its user and its connection."""
+    """One authenticated socket: its user, its connection and its token's lifetime."""
 
     user_id: str
     connection: Connection
+    lifetime: TokenLifetime
+    categories: tuple[str, ...] | None = None
+    """Those of a token limited to categories (pushd/realtime/categories.py)."""
 
 
 async def _serve(
@@ -164,9 +225,11 @@ async def _serve(
             max_count=config.mailbox.backlog_max_count,
             max_age_seconds=config.mailbox.backlog_max_age,
             page_size=config.mailbox.replay_page_size,
+            categories=token.categories,
         ),
-        on_sent=functools.partial(app[CURSORS].sent, user_id),
+        on_sent=functools.partial(app[CURSORS].sent, user_id, within=token.categories),
         since=None,  # started below, once the user's cursors are read
+        visible=frame_filter(token.categories),
     )
     bus, mailboxes = app[BUS], app[MAILBOXES]
     try:
@@ -183,7 +246,7 @@ async def _serve(
         # reaches the actor behind this Attach. Nothing falls in between.
         await mailboxes.tell(user_id, Attach(connection))
         try:
-            found = await storage.get_user_and_token_cutoff(user_id)
+            found = await _read_user(storage, user_id, token.categories)
         except StorageError:
             await ws.close(
                 code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
@@ -192,14 +255,18 @@ async def _serve(
         if found is None:
             await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
             return
-        user, tokens_revoked_before = found
+        user, tokens_revoked_before, newest_visible = found
         if token.issued_at_ms <= tokens_revoked_before:
             await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
             return
-        _start_stream(connection, user, since)
+        _start_stream(connection, user, since, token.expires_at_ms, newest_visible)
+        lifetime = TokenLifetime(connection, token.expires_at_ms)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(connection.run_writer())
-            await _read_frames(request, ws, _Stream(user_id, connection))
+            expiry = tasks.create_task(lifetime.run())
+            stream = _Stream(user_id, connection, lifetime, token.categories)
+            await _read_frames(request, ws, stream)
+            expiry.cancel()
             connection.close_soon(CloseCode.NORMAL, "")
             await writer
     except ActorSystemStoppedError:
@@ -214,21 +281,47 @@ async def _serve(
         await bus.unwatch_user(user_id)
 
 
-def _start_stream(connection: Connection, user: UserRecord, since: int | None) -> None:
-    """Welcome first, then the replay after `since` (default: the ack cursor)."""
+async def _read_user(
+    storage: Storage, user_id: str, categories: tuple[str, ...] | None
+) -> tuple[UserRecord, int, int] | None:
+    """The user, its token cutoff and the newest seq the token may see: `last_seq`, or
+    for a token limited to categories the newest of those (`last_seq` counts the
+    notifications of every category, which such a token must not learn)."""
+    found = await storage.get_user_and_token_cutoff(user_id)
+    if found is None:
+        return None
+    user, tokens_revoked_before = found
+    if categories is None:
+        return user, tokens_revoked_before, user.last_seq
+    newest = await storage.list_notifications(
+        user_id, before_seq=user.last_seq + 1, limit=1, categories=categories
+    )
+    return user, tokens_revoked_before, newest[0].seq if newest else 0
+
+
+def _start_stream(
+    connection: Connection,
+    user: UserRecord,
+    since: int | None,
+    token_expires_at_ms: int,
+    newest_visible: int,
+) -> None:
+    """Welcome first, then the replay after `since` (default: the ack cursor). The
+    welcome's figures stop at `newest_visible` (see `_read_user`)."""
     start = user.ack_seq if since is None else since
     ahead = start > user.last_seq
-    start = min(start, user.last_seq)
+    start = min(start, newest_visible)
     welcome = WelcomeFrame(
         user_id=user.id,
         connection_id=connection.connection_id,
-        last_seq=user.last_seq,
-        ack_seq=user.ack_seq,
+        last_seq=newest_visible,
+        ack_seq=min(user.ack_seq, newest_visible),
         since=start,
+        token_expires_at=from_ms(token_expires_at_ms),
     )
     connection.offer(frame_encoder.encode(welcome))
     if ahead:
-        message = f"since is above the newest seq {user.last_seq}: the stream starts there"
+        message = f"since is above the newest seq {newest_visible}: the stream starts there"
         connection.offer(_error("since_ahead", message))
     connection.start(start, user.last_seq)
 

@@ -179,3 +179,44 @@ async def test_a_client_that_stops_reading_during_the_replay_is_a_slow_consumer(
         assert accepted == [True] * 4 + [False] * 2
         await closed(connection)
     assert socket.close_code == CloseCode.SLOW_CONSUMER
+
+
+class HidingBacklog:
+    """Seq 2 is the only stored notification the socket may see; the rest, up to
+    `up_to`, is passed over (a None entry), as for a token limited to categories."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def replay(self, after_seq: int, up_to: int) -> list[tuple[int, bytes | None]]:
+        self.reads += 1
+        return [(2, frame(2)), (up_to, None)] if after_seq < 2 else [(up_to, None)]
+
+
+async def test_hidden_notifications_move_the_stream_on_without_a_frame() -> None:
+    """Guards a socket limited to categories (issue #10) that would stall, or read the
+    backlog again for every notification it may not see: a hidden seq, live or passed
+    over in the replay, moves its cursor on, so the next visible one goes out live."""
+    backlog = HidingBacklog()
+    socket = FakeSocket()
+    sent: list[int] = []
+    connection = Connection(
+        socket,
+        queue_size=16,
+        connection_id="c1",
+        backlog=backlog,
+        on_sent=sent.append,
+        since=None,
+        visible=lambda f: not f.startswith(b"h"),
+    )
+    async with writers_running(connection):
+        connection.start(since=0, last_seq=5)
+        await eventually(lambda: connection.cursor == 5)
+        assert connection.offer_notification(6, b"h6")
+        assert connection.offer_notification(7, frame(7))
+        assert connection.offer(b"h-read")
+        assert connection.offer(b"pong")
+        await eventually(lambda: len(socket.frames) == 3)
+    assert socket.frames == [frame(2), frame(7), b"pong"]
+    assert sent == [2, 7]
+    assert backlog.reads == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd import audit as audit_module
-from pushd.appkeys import AUDIT
+from pushd.api import ROUTES
+from pushd.appkeys import AUDIT, STORAGE
 from pushd.audit import AuditWriter
+from pushd.failed_auth import FAILED_AUTH_ACTION
 from storage import Storage, open_storage
 from storage.records import NewAuditRecord
-from tests.api.conftest import AUTH, create_key, create_user, send
+from tests.api.conftest import AUTH, MakeClient, create_key, create_user, send
 
 Client = TestClient[Any, Any]
 
@@ -57,13 +60,17 @@ async def test_state_changing_calls_are_recorded_with_who_what_where_and_result(
         ("notification.send", f"user:{user['id']}", "202"),
         ("key.create", f"key:{reader['id']}", "201"),
         ("user.create", None, "403"),
-        ("notification.send", None, "401"),
         ("user.create", None, "422"),
         ("user.tokens_revoke", f"user:{user['id']}", "200"),
         ("key.revoke", f"key:{reader['id']}", "200"),
+        # The failed authentication, tallied and written when the trail is read.
+        ("auth.fail", None, "401"),
     ]
     actors = [i["actor"] for i in reversed(items)]
-    assert actors == [admin, admin, admin, f"key:{reader['id']}", "anonymous", admin, admin, admin]
+    assert actors == [admin, admin, admin, f"key:{reader['id']}", admin, admin, admin, "anonymous"]
+    failed = items[0]["detail"]
+    assert (failed["count"], failed["actions"]) == (1, {"notification.send": 1})
+    items = items[1:]
     assert {i["source"] for i in items} == {"127.0.0.1"}
     sent = items[-2]
     assert sent["detail"] == {"notification_id": accepted["id"], "seq": accepted["seq"]}
@@ -101,6 +108,90 @@ async def test_audit_filters_and_pages(client: Client) -> None:
         response = await client.get("/api/audit", params=bad, headers=AUTH)
         assert response.status == 400, bad
         assert (await response.json())["error"]["field"] == next(iter(bad))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_unauthenticated_flood_is_limited_per_source_and_tallied_not_stored_per_call(
+    make_client: MakeClient,
+) -> None:
+    """Guards anyone without a key filling the database (issue #10 item 2): every failed
+    call used to append a record, before any rate limit, with the path's made-up 8 KB
+    user id as its target."""
+    client = await make_client(limits={"unauthenticated_rate": 0.01, "unauthenticated_burst": 5})
+    statuses = []
+    for n in range(30):
+        response = await client.post(f"/api/users/{'x' * 8000}{n}/tokens", json={})
+        statuses.append(response.status)
+        if response.status == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert (await response.json())["error"]["code"] == "rate_limited"
+    assert statuses == [401] * 5 + [429] * 25
+    # Authenticated calls from the same address are not held back.
+    user = await create_user(client)
+    items = await audit_items(client)
+    assert [(i["actor"], i["action"], i["target"]) for i in items[:2]] == [
+        ("anonymous", "auth.fail", None)
+    ] * 2
+    tallied = {i["result"]: i["detail"] for i in items[:2]}
+    assert {result: detail["count"] for result, detail in tallied.items()} == {"401": 5, "429": 25}
+    assert tallied["429"]["actions"] == {"token.issue": 25}
+    assert [(i["action"], i["target"]) for i in items[2:]] == [
+        ("user.create", f"user:{user['id']}")
+    ]
+    assert max(len(i["target"] or "") for i in items) < 100
+
+
+async def test_failed_authentications_are_written_once_per_window_without_a_reader(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(audit={"unauthenticated_window": 0.2})
+    for _ in range(3):
+        assert (await client.post("/api/users", json={})).status == 401
+    storage = client.app[STORAGE]
+    async with asyncio.timeout(5):  # written by the window's end, not by a reader
+        while not await storage.list_audit(action="auth.fail", limit=10):  # noqa: ASYNC110 - polls storage
+            await asyncio.sleep(0.05)
+    await client.app[AUDIT].flush()
+    stored = await storage.list_audit(action="auth.fail", limit=10)
+    assert sum(record.detail["count"] for record in stored if record.detail) == 3
+    assert {record.source for record in stored} == {"127.0.0.1"}
+
+
+async def test_a_revoked_key_is_recorded_with_its_id_not_as_anonymous(client: Client) -> None:
+    """Guards issue #10 item 11: a call with a revoked key was recorded as `anonymous`,
+    losing which key is still in use after its revocation."""
+    key, record = await create_key(client, "publisher")
+    assert (await client.delete(f"/api/keys/{record['id']}", headers=AUTH)).status == 200
+    response = await client.post("/api/users", json={}, headers=bearer(key))
+    assert response.status == 401
+    assert "revoked" in (await response.json())["error"]["message"]
+    items = await audit_items(client, actor=f"key:{record['id']}")
+    assert [(i["action"], i["target"], i["result"]) for i in items] == [("auth.fail", None, "401")]
+    assert items[0]["detail"]["key_revoked"] is True
+    assert items[0]["detail"]["actions"] == {"user.create": 1}
+
+
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
+# Recorded outside the route table: by `pushd keys` and `pushd rekey`.
+CLI_ACTIONS = {"key.create", "key.revoke", "storage.rekey"}
+
+
+def test_the_documented_audit_actions_are_exactly_the_recorded_ones() -> None:
+    """Guards actions missing from docs/security.md (issue #10 item 11: the mark-read
+    routes were recorded under names the document did not list)."""
+    rows = [
+        line
+        for line in SECURITY_DOC.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `action` |")
+    ]
+    assert len(rows) == 1, "docs/security.md lost the `action` row of the audit table"
+    documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", rows[0]))
+    recorded = {route.audit_action for route in ROUTES if route.audited}
+    assert documented == recorded | CLI_ACTIONS | {FAILED_AUTH_ACTION}
+    assert all(re.fullmatch(r"[a-z_]+\.[a-z_]+", action) for action in recorded)
 
 
 # the writer ------------------------------------------------------------------------------
@@ -167,6 +258,28 @@ async def test_records_storage_refuses_are_logged_not_lost_silently(
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(lost) == 2
     assert '"action":"test.write"' in lost[0]
+
+
+async def test_close_writes_the_failed_authentications_tallied_so_far(
+    sqlite_storage: Storage,
+) -> None:
+    """Guards tallies lost on shutdown: they wait for the end of their window, which
+    close() brings forward."""
+    writer = AuditWriter(sqlite_storage, queue_size=10, max_batch=10, failed_auth_window=3600)
+    await writer.start()
+    for at in (1, 2):
+        writer.record_failed_auth(
+            key_id=None, source="10.0.0.1", action="user.create", result="401", at=at
+        )
+    await writer.close()
+    stored = await sqlite_storage.list_audit(limit=10)
+    assert [(r.action, r.at, r.detail) for r in stored] == [
+        ("auth.fail", 1, {"count": 2, "last_at": 2, "actions": {"user.create": 2}})
+    ]
+    with pytest.raises(audit_module.AuditWriterClosedError):
+        writer.record_failed_auth(
+            key_id=None, source="10.0.0.1", action="user.create", result="401", at=3
+        )
 
 
 async def test_audit_writer_is_flushed_on_app_shutdown(client: Client) -> None:

@@ -174,6 +174,7 @@ async def test_read_on_one_socket_is_synced_to_the_others_and_the_api(client: Cl
             "type": "read",
             "ids": [first["id"]],
             "through_seq": None,
+            "category": None,
         }
     page = await (
         await client.get(f"/api/notifications/user/{user['id']}?unread=true", headers=AUTH)

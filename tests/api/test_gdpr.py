@@ -20,6 +20,8 @@ from actors.transport import CloseCode
 from pushd.api import gdpr
 from pushd.api.gdpr import UserExport
 from pushd.appkeys import STORAGE
+from pushd.ids import now_ms
+from storage.records import NewAuditRecord
 from tests.api.conftest import AUTH, MakeClient, create_user, send, user_token
 from tests.api.test_tokens import refused_with
 from tests.api.test_websocket import connect, next_notification
@@ -47,11 +49,23 @@ async def raw_tables(tmp_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     return await asyncio.to_thread(dump_sqlite, tmp_path / "pushd.db")
 
 
+def _read_files(paths: list[Path]) -> bytes:
+    return b"".join(path.read_bytes() for path in paths if path.exists())
+
+
+async def raw_bytes(tmp_path: Path) -> bytes:
+    """The bytes of the database file and of its -wal and -shm, as they are on disk:
+    what a copy of the data dir holds, deleted rows and old page images included."""
+    names = ("pushd.db", "pushd.db-wal", "pushd.db-shm")
+    return await asyncio.to_thread(_read_files, [tmp_path / name for name in names])
+
+
 async def user_with_history(client: Client, external_id: str = "crm-ada") -> dict[str, Any]:
     """A user with contact fields, a device, notifications (one read, one sent with an
     Idempotency-Key) and moved delivery cursors."""
     user = await create_user(client, external_id=external_id, **CONTACT)
-    device = {"kind": "fcm", "token": "fcm-token-for-ada-0123456789"}
+    # A token of their own: a push address registered again moves to the new user.
+    device = {"kind": "fcm", "token": f"fcm-token-for-{external_id}-0123456789"}
     response = await client.post(f"/api/users/{user['id']}/devices", json=device, headers=AUTH)
     assert response.status == 201
     for i in range(4):
@@ -81,7 +95,7 @@ async def test_export_is_one_document_with_everything_about_the_user(
     document = msgspec.json.decode(raw, type=UserExport)  # exactly the documented type
     assert document.user.id == user["id"]
     assert (document.user.name, document.user.email, document.user.phone) == tuple(CONTACT.values())
-    assert [d.token for d in document.devices] == ["fcm-token-for-ada-0123456789"]
+    assert [d.token for d in document.devices] == ["fcm-token-for-crm-ada-0123456789"]
     assert [n.seq for n in document.notifications] == [5, 4, 3, 2, 1]
     assert document.notifications[-1].title == f"{TITLE}0"
     assert document.notifications[-1].data == {"k": DATA_VALUE}
@@ -104,11 +118,32 @@ async def test_export_is_one_document_with_everything_about_the_user(
     assert missing.status == 404
 
 
+async def test_export_holds_no_record_of_calls_without_a_valid_key(client: Client) -> None:
+    """Guards records anyone could add to a real user's export (issue #10 item 2): a
+    call without a valid key named the user of its path, unverified, as its target."""
+    user = await create_user(client)
+    for _ in range(3):
+        assert (await client.post(f"/api/users/{user['id']}/tokens", json={})).status == 401
+    # One recorded that way before this rule: left out of the export too.
+    legacy = NewAuditRecord(
+        at=now_ms(),
+        actor="anonymous",
+        action="token.issue",
+        target=f"user:{user['id']}",
+        result="401",
+    )
+    await client.app[STORAGE].append_audit([legacy])
+    response = await client.get(f"/api/users/{user['id']}/export", headers=AUTH)
+    document = msgspec.json.decode(await response.read(), type=UserExport)
+    assert [(e.action, e.result) for e in document.audit] == [("user.create", "201")]
+
+
 async def test_erase_leaves_nothing_about_the_user_in_any_table(
     make_client: MakeClient, tmp_path: Path
 ) -> None:
     """Guards erasure against a forgotten table: the table list is read from the SQLite
-    file itself, so a new table holding user data without erase support fails here."""
+    file itself, so a new table holding user data without erase support fails here. And
+    against deleted bytes left on disk: the raw files, WAL included, are searched too."""
     client = await make_client()
     user = await user_with_history(client)
     bystander = await user_with_history(client, "crm-bob")
@@ -120,6 +155,11 @@ async def test_erase_leaves_nothing_about_the_user_in_any_table(
 
     response = await client.delete(f"/api/users/{user['id']}", headers=AUTH)
     assert response.status == 204
+    # Not even in the files' free space or the WAL's older page images (issue #10).
+    on_disk = await raw_bytes(tmp_path)
+    for erased in (user["id"], "crm-ada", "fcm-token-for-crm-ada-0123456789", "idem-crm-ada"):
+        assert erased.encode() not in on_disk, erased
+    assert b"crm-bob" in on_disk  # the bystander: the read does see rows
     closed = await ws.receive(timeout=5)
     # The code the server sent (ws.close_code may read 1006 if the server drops the TCP
     # connection before the client's close reply is out).

@@ -16,7 +16,9 @@ Client = TestClient[Any, Any]
 
 WEBPUSH = {
     "kind": "webpush",
-    "endpoint": "https://push.example.test/send/abc123",
+    # A push service on loopback: registered with outbound.allow_private (the default
+    # refuses it, tests/api/test_device_endpoints.py).
+    "endpoint": "https://localhost:8443/send/abc123",
     "keys": {
         "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u"
         "-Ts1XbjhazAkj7I99e8QcYP7DkM",
@@ -141,7 +143,8 @@ async def test_unknown_user_is_404(client: Client) -> None:
     assert error["code"] == "not_found"
 
 
-async def test_devices_per_kind(client: Client) -> None:
+async def test_devices_per_kind(make_client: MakeClient) -> None:
+    client = await make_client(outbound={"allow_private": True})
     user = await create_user(client)
     base = f"/api/users/{user['id']}/devices"
     created = []

@@ -7,9 +7,11 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
+from pushd.limits import client_network
 from tests import services
 from tests.api.conftest import AUTH, MakeClient, create_user, user_token
 from tests.api.test_websocket import close_code_of, connect
@@ -101,6 +103,53 @@ async def test_two_nodes_on_one_redis_share_every_budget(
         assert (await node.get("/api/stats", headers=AUTH)).status == 200
     await rate_limited(await node_b.get("/api/stats", headers=AUTH))
     await rate_limited(await node_a.get("/api/stats", headers=AUTH))
+
+
+async def test_calls_without_a_valid_key_share_one_budget_per_source_on_every_node(
+    make_client: MakeClient, redis_prefix: str, tmp_path: Any
+) -> None:
+    """Guards unauthenticated floods (issue #10 item 2): failed authentications spend a
+    budget per source address, held in the shared state so that it holds cluster-wide;
+    past it, 429 with Retry-After. A valid key from the same address is not held back."""
+    shared = {
+        "state": {"url": services.REDIS_URL, "prefix": redis_prefix},
+        "limits": {"unauthenticated_rate": 0.01, "unauthenticated_burst": 4},
+    }
+    node_a = await make_client(server={"data_dir": str(tmp_path / "a")}, **shared)
+    node_b = await make_client(server={"data_dir": str(tmp_path / "b")}, **shared)
+    unknown = {"Authorization": "Bearer pk_unknown"}
+    statuses = []
+    for node in (node_a, node_b, node_a, node_b):
+        statuses.append((await node.post("/api/users", json={}, headers=unknown)).status)
+    assert statuses == [401] * 4
+    error = await rate_limited(await node_b.post("/api/users", json={}))
+    assert "without a valid API key" in error["message"]
+    await rate_limited(await node_a.get("/api/stats"))
+    assert (await node_a.get("/api/stats", headers=AUTH)).status == 200
+    assert (await node_b.post("/api/users", json={}, headers=AUTH)).status == 201
+
+
+async def test_zero_disables_the_unauthenticated_limit(make_client: MakeClient) -> None:
+    client = await make_client(limits={"unauthenticated_rate": 0, "unauthenticated_burst": 1})
+    for _ in range(10):
+        assert (await client.post("/api/users", json={})).status == 401
+
+
+@pytest.mark.parametrize(
+    ("remote", "source"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        (None, "unknown"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_a_source_is_an_ipv4_address_or_an_ipv6_slash_64(remote: str | None, source: str) -> None:
+    """An IPv6 host usually holds a whole /64: counted per address, it would get a fresh
+    budget (and a fresh audit record) per address it makes up."""
+    assert client_network(remote) == source
 
 
 async def test_unreachable_redis_fails_health_but_not_requests(make_client: MakeClient) -> None:

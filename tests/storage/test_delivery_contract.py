@@ -63,11 +63,10 @@ async def test_mark_read_only_touches_the_users_unread_notifications(storage: St
     await storage.create_user(user("u2"))
     await storage.insert_notifications([note(f"n{i}", "u1") for i in range(1, 5)])
     await storage.insert_notifications([note("other", "u2")])
-    assert await storage.mark_read("u1", ["n2", "n1", "other", "ghost", "n2"], 500) == [
-        "n2",
-        "n1",
-    ]
-    assert await storage.mark_read("u1", ["n1", "n3"], 600) == ["n3"]  # n1 already read
+    marked = await storage.mark_read("u1", ["n2", "n1", "other", "ghost", "n2"], 500)
+    assert [m.id for m in marked] == ["n2", "n1"]
+    marked = await storage.mark_read("u1", ["n1", "n3"], 600)
+    assert [m.id for m in marked] == ["n3"]  # n1 already read
     assert await storage.mark_read("u1", [], 700) == []
     n1 = await storage.get_notification("n1")
     assert n1 is not None

@@ -7,7 +7,7 @@ from pushd.config import RetentionConfig
 from pushd.ids import now_ms
 from pushd.retention import RetentionJob
 from storage import Storage
-from storage.records import IdempotencyClaim
+from storage.records import IdempotencyClaim, NewAuditRecord
 from tests.storage.conftest import note, user
 
 DAY_MS = 86_400_000
@@ -75,3 +75,34 @@ async def test_max_age_zero_keeps_everything(storage: Storage) -> None:
     )
     assert (await job.run_once()).notifications == 0
     assert len(await left_of(storage, "u1")) == 12
+
+
+async def aged_audit(storage: Storage) -> None:
+    """Audit records 500, 401, 399 and 0 days old."""
+    now = now_ms()
+    await storage.append_audit(
+        [
+            NewAuditRecord(at=now - days * DAY_MS, actor="anonymous", action="a", result="401")
+            for days in (500, 401, 399, 0)
+        ]
+    )
+
+
+async def test_audit_records_are_purged_after_their_own_age(storage: Storage) -> None:
+    """Guards an audit trail that grew forever (issue #10 item 2): by default records
+    are kept 400 days, then purged by the same job, batch by batch."""
+    await aged_audit(storage)
+    config = RetentionConfig(batch_size=1)
+    assert config.audit_max_age == 400 * DAY_S
+    counts = await RetentionJob(storage, config, idempotency_window=DAY_S).run_once()
+    assert counts.audit_records == 2
+    left = [round((now_ms() - r.at) / DAY_MS) for r in await storage.list_audit(limit=10)]
+    assert left == [0, 399]
+
+
+async def test_audit_max_age_zero_keeps_the_audit_trail_forever(storage: Storage) -> None:
+    await aged_audit(storage)
+    config = RetentionConfig(audit_max_age=0.0, notifications_max_age=0.0)
+    counts = await RetentionJob(storage, config, idempotency_window=DAY_S).run_once()
+    assert counts.audit_records == 0
+    assert len(await storage.list_audit(limit=10)) == 4
