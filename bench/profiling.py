@@ -24,7 +24,7 @@ PLUMBING = (
     "asyncio/events.py",
     "threading.py",
     "concurrent/futures/thread.py",
-    "pushd/cli.py",
+    "pushd/cli/main.py",
     "pushd/__main__.py",
 )
 PROJECT = ("(pushd/", "(storage/", "(actors/")
@@ -37,7 +37,7 @@ COMPONENTS = (
         "WebSocket delivery (actors/, pushd/realtime/, aiohttp WebSocket)",
         ("(actors/", "(pushd/realtime/", "aiohttp/_websocket/", "aiohttp/web_ws.py"),
     ),
-    ("pushd's HTTP API and ingest (pushd/api/, pushd/ingest.py)", ("(pushd/",)),
+    ("pushd's HTTP API and ingest (pushd/api/, pushd/ingest/group_commit.py)", ("(pushd/",)),
     ("aiohttp HTTP server (parsing, routing, responses)", ("aiohttp/",)),
     ("event loop, tasks, threads (asyncio, selectors, threading)", ("",)),
 )

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from pushd.cli import main
+from pushd.cli.main import main
 
 sys.exit(main())

@@ -13,11 +13,15 @@ from aiohttp import web
 
 from actors.transport import CloseCode
 from actors.user_mailbox import user_mailbox_system
-from pushd import api, datadir
+from pushd import api
+from pushd.access.api_keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
+from pushd.access.audit_writer import AuditWriter
+from pushd.access.rate_limits import Limits, client_network
+from pushd.access.revocations import Revocations
+from pushd.access.user_tokens import TokenSigner
 from pushd.api.errors import ApiError, error_middleware
 from pushd.api.headers import add_response_headers, cors_preflight
-from pushd.api.keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
-from pushd.api.limits import document_limits
+from pushd.api.input_limits import document_limits
 from pushd.api.stats import console
 from pushd.appkeys import (
     API_KEYS,
@@ -37,22 +41,19 @@ from pushd.appkeys import (
     STORAGE,
     TOKENS,
 )
-from pushd.audit import AuditWriter
 from pushd.bus import open_bus
 from pushd.config import Config
-from pushd.encryption import cipher_of, storage_keys
-from pushd.idempotency import request_hasher
-from pushd.ingest import NotificationIngest
-from pushd.limits import Limits, client_network
-from pushd.metrics import Metrics
-from pushd.realtime.consumer import MailboxFeeder
+from pushd.ingest.group_commit import NotificationIngest
+from pushd.ingest.request_hash import request_hasher
+from pushd.ops.metrics import Metrics
+from pushd.ops.retention import RetentionJob
+from pushd.process import datadir
+from pushd.process.key_ring import cipher_of, storage_keys
 from pushd.realtime.cursors import CursorRecorder
+from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
 from pushd.realtime.ws import websocket
-from pushd.retention import RetentionJob
-from pushd.revocations import Revocations
 from pushd.state import open_state
-from pushd.tokens import TokenSigner
 from storage import open_storage
 
 log = logging.getLogger("pushd")

@@ -9,19 +9,19 @@ from aiohttp import web
 if TYPE_CHECKING:
     from actors.runtime import ActorSystem
     from actors.user_mailbox import UserMessage
-    from pushd.api.keys import ApiKeyVerifier
-    from pushd.audit import AuditWriter
+    from pushd.access.api_keys import ApiKeyVerifier
+    from pushd.access.audit_writer import AuditWriter
+    from pushd.access.rate_limits import Limits
+    from pushd.access.revocations import Revocations
+    from pushd.access.user_tokens import TokenSigner
     from pushd.bus import Bus
     from pushd.config import Config
-    from pushd.idempotency import RequestHasher
-    from pushd.ingest import NotificationIngest
-    from pushd.limits import Limits
-    from pushd.metrics import Metrics
+    from pushd.ingest.group_commit import NotificationIngest
+    from pushd.ingest.request_hash import RequestHasher
+    from pushd.ops.metrics import Metrics
     from pushd.realtime.cursors import CursorRecorder
     from pushd.realtime.sockets import OpenSockets
-    from pushd.revocations import Revocations
     from pushd.state import SharedState
-    from pushd.tokens import TokenSigner
     from storage import Storage
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
@@ -41,4 +41,4 @@ LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 REVOCATIONS: web.AppKey[Revocations] = web.AppKey("revocations")
 REQUEST_HASHER: web.AppKey[RequestHasher] = web.AppKey("request_hasher")
-"""Keyed hashes of Idempotency-Key requests (pushd/idempotency.py)."""
+"""Keyed hashes of Idempotency-Key requests (pushd/ingest/request_hash.py)."""

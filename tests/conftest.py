@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests import services
+from tests.app_client import client, make_client  # noqa: F401  (fixtures for every folder)
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ class _SlowCallbackRecorder(logging.Handler):
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Exempt what imports and collection built (about 375,000 objects, alive for the
     whole run) from garbage collection, as `pushd serve` does after start-up
-    (pushd/interpreter.py). Otherwise every full collection walked them all, 0.2 s on a
+    (pushd/process/interpreter.py). Otherwise every full collection walked them all, 0.2 s on a
     quiet machine and over the blocking guard's 0.5 s on a busy one, and the guard
     failed whichever test it landed in."""
     gc.collect()

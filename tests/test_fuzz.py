@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pushd.api import ROUTES
-from tests.process import ServerProcess
+from tests.process.server_process import ServerProcess
 
 ADMIN_KEY = "pk_fuzz_test_admin_key_0123456789abcdefghijklm"
 MAX_EXAMPLES = int(os.environ.get("PUSHD_FUZZ_EXAMPLES", "25"))

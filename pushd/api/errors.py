@@ -14,7 +14,7 @@ from enum import Enum
 import msgspec
 from aiohttp import web
 
-from pushd.limits import RateLimitedError
+from pushd.access.rate_limits import RateLimitedError
 from storage import StorageUnavailableError
 
 log = logging.getLogger("pushd.api")

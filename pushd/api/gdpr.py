@@ -16,14 +16,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.failed_auth import ANONYMOUS_ACTOR
 from pushd.api.audit import AuditEntry
 from pushd.api.deliveries import as_detail, deliveries_of
 from pushd.api.routing import ADMIN_ONLY, Reply, Route, Streamed
 from pushd.api.schemas import Device, NotificationDetail, User
 from pushd.api.users import load_user
 from pushd.appkeys import AUDIT, CONFIG, REVOCATIONS, STORAGE
-from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
-from pushd.failed_auth import ANONYMOUS_ACTOR
 from pushd.ids import from_ms, now_ms, opt_from_ms
 from storage import Storage
 from storage.records import AuditRecord, CursorHistoryRecord, UserRecord

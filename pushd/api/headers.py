@@ -40,7 +40,7 @@ def allowed_origin(request: web.Request) -> str | None:
 
 def security_headers(*, secure: bool) -> dict[str, str]:
     """The security headers of a response the app never sees (a request the HTTP parser
-    refused is answered below the app: pushd/http_server.py); `secure`: over TLS."""
+    refused is answered below the app: pushd/process/http_server.py); `secure`: over TLS."""
     headers = {**_SECURITY_HEADERS, **_DEFAULT_HEADERS}
     if secure:
         headers["Strict-Transport-Security"] = HSTS

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from pushd.access.api_keys import generate_key, key_record
+from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.keys import generate_key, key_record
 from pushd.api.routing import ADMIN, ADMIN_ONLY, Reply, Route
 from pushd.api.schemas import Category
 from pushd.appkeys import REVOCATIONS, STORAGE
-from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import from_ms, now_ms
 from storage import LastAdminKeyError
 from storage.records import ApiKeyRecord

@@ -8,6 +8,8 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from pushd.access.api_keys import API_KEY, may_read_category, require_category
+from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.api.deliveries import (
     as_detail,
     as_notification,
@@ -15,8 +17,7 @@ from pushd.api.deliveries import (
     delivery_events,
 )
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.keys import API_KEY, may_read_category, require_category
-from pushd.api.limits import check_notification_size
+from pushd.api.input_limits import check_notification_size
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import (
     DeliveryEventList,
@@ -29,9 +30,8 @@ from pushd.api.schemas import (
 )
 from pushd.api.users import load_user
 from pushd.appkeys import BUS, CONFIG, INGEST, LIMITS, METRICS, REQUEST_HASHER, STORAGE
-from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import from_ms, new_id, now_ms
-from pushd.ingest import ClaimInFlightError
+from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.realtime.readsync import publish_read, publish_read_all
 from storage import IdempotencyConflictError, UnknownUserError
 from storage.records import (
@@ -91,7 +91,7 @@ def _idempotency_claim(request: web.Request, body: SendNotification) -> Idempote
             "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is ideal)",
             IDEMPOTENCY_HEADER,
         )
-    # Keyed: a plain digest would give away encrypted content (pushd/idempotency.py).
+    # Keyed: a plain digest would give away encrypted content (pushd/ingest/request_hash.py).
     request_hash = request.app[REQUEST_HASHER].hash(_canonical.encode(body))
     return IdempotencyClaim(scope=request[API_KEY].id, key=key, request_hash=request_hash)
 

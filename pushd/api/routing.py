@@ -2,7 +2,7 @@
 responses, whether it needs an API key and which roles may call it. The aiohttp router,
 the OpenAPI document and the roles table of docs/security.md are all built from the same
 table, so the documentation cannot drift from the server. The dispatcher here also
-records every state-changing call in the audit trail (pushd/audit.py)."""
+records every state-changing call in the audit trail (pushd/access/audit_writer.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from pushd.access.api_keys import API_KEY, REVOKED_KEY
+from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.rate_limits import RateLimitedError, client_network
 from pushd.api.errors import ApiError, ErrorCode, from_msgspec
-from pushd.api.keys import API_KEY, REVOKED_KEY
-from pushd.api.limits import check_json_depth
+from pushd.api.input_limits import check_json_depth
 from pushd.appkeys import AUDIT, CONFIG
-from pushd.audit import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.ids import now_ms
-from pushd.limits import RateLimitedError, client_network
 from storage import StorageUnavailableError
 from storage.records import NewAuditRecord
 

@@ -57,7 +57,7 @@ async def stats(request: web.Request, _body: None, _query: None) -> Reply:
     )
 
 
-_CONSOLE = resources.files("pushd").joinpath("console.html").read_bytes()
+_CONSOLE = resources.files("pushd.ops").joinpath("console.html").read_bytes()
 
 
 def _inline_hashes(html: bytes, tag: str) -> str:

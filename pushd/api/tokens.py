@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import msgspec
 from aiohttp import web
 
+from pushd.access.api_keys import API_KEY
+from pushd.access.audit_writer import AUDIT_DETAIL
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.keys import API_KEY
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import IssueToken, TokenIssued
 from pushd.api.users import load_user
 from pushd.appkeys import REVOCATIONS, STORAGE, TOKENS
-from pushd.audit import AUDIT_DETAIL
 from pushd.ids import from_ms, now_ms
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
+from pushd.access.audit_writer import AUDIT_TARGET
 from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.routing import Reply, Route
 from pushd.api.schemas import (
@@ -21,9 +22,8 @@ from pushd.api.schemas import (
     is_known_timezone,
 )
 from pushd.appkeys import CONFIG, STORAGE
-from pushd.audit import AUDIT_TARGET
+from pushd.channels.outbound_url import OutboundUrlError, ResolveFailedError, check_outbound_url
 from pushd.ids import new_id, now_ms
-from pushd.outbound_url import OutboundUrlError, ResolveFailedError, check_outbound_url
 from storage import ConflictError, Storage, UnknownUserError
 from storage.records import NewDevice, NewUser, UserRecord
 
@@ -109,7 +109,7 @@ async def add_device(request: web.Request, body: CreateDevice, _query: None) -> 
 
 
 async def _check_endpoint(request: web.Request, endpoint: str) -> None:
-    """422 naming `endpoint` for a URL pushd must not send to (pushd/outbound_url.py);
+    """422 naming `endpoint` for a URL pushd must not send to (pushd/channels/outbound_url.py);
     the channel sender checks it again before each request."""
     try:
         await check_outbound_url(endpoint, allow_private=request.app[CONFIG].outbound.allow_private)

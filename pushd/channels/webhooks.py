@@ -16,7 +16,7 @@ by `new_webhook_secret` never hold a comma. The event itself is the message's `d
 (stable across retries, for the receiver to deduplicate on) and `Pushd-Event-Type`.
 
 The URL is the application's choice, so it passes the outbound URL check
-(pushd/outbound_url.py) before every request, redirects are never followed, and the
+(pushd/channels/outbound_url.py) before every request, redirects are never followed, and the
 request goes to an address the check approved rather than to a second DNS answer.
 """
 
@@ -41,8 +41,8 @@ from actors.channel_sender import (
     SendReceipt,
     TransientSendError,
 )
+from pushd.channels.outbound_url import CheckedUrl
 from pushd.channels.retry_after import parse_retry_after
-from pushd.outbound_url import CheckedUrl
 
 CHANNEL: Final = "webhook"
 SIGNATURE_HEADER: Final = "Pushd-Signature"

@@ -59,7 +59,7 @@ origins are not ours to bound; when full, the token signed longest ago is forgot
 signed again on its next use."""
 
 UrlChecker = Callable[[str], Awaitable[None]]
-"""Checks an outbound URL at send time (pushd/outbound_url.py); raises ValueError when
+"""Checks an outbound URL at send time (pushd/channels/outbound_url.py); raises ValueError when
 the URL is refused (not https, or resolving to a private, loopback or link-local
 address)."""
 

@@ -21,6 +21,8 @@ from actors.connection import Connection
 from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
+from pushd.access.revocations import TOKEN_REVOKED_REASON
+from pushd.access.user_tokens import TokenError, TokenExpiredError, VerifiedToken
 from pushd.appkeys import (
     BUS,
     CONFIG,
@@ -55,8 +57,6 @@ from pushd.realtime.frames import (
 )
 from pushd.realtime.readsync import publish_read
 from pushd.realtime.sockets import WebSocketTransport
-from pushd.revocations import TOKEN_REVOKED_REASON
-from pushd.tokens import TokenError, TokenExpiredError, VerifiedToken
 from storage import Storage, StorageError
 from storage.records import UserRecord
 

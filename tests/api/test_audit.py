@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pushd import audit as audit_module
+from pushd.access import audit_writer as audit_module
+from pushd.access.audit_writer import AuditWriter
+from pushd.access.failed_auth import FAILED_AUTH_ACTION
 from pushd.api import ROUTES
 from pushd.appkeys import AUDIT, STORAGE
-from pushd.audit import AuditWriter
-from pushd.failed_auth import FAILED_AUTH_ACTION
 from storage import Storage, open_storage
 from storage.records import NewAuditRecord
-from tests.api.conftest import AUTH, MakeClient, create_key, create_user, send
+from tests.app_client import AUTH, MakeClient, create_key, create_user, send
 
 Client = TestClient[Any, Any]
 
@@ -249,7 +249,7 @@ async def test_records_storage_refuses_are_logged_not_lost_silently(
     await store.close()  # every append now raises StorageUnavailableError
     writer = AuditWriter(store, queue_size=10, max_batch=10)
     await writer.start()
-    with caplog.at_level(logging.WARNING, logger="pushd.audit"):
+    with caplog.at_level(logging.WARNING, logger="pushd.access.audit_writer"):
         await writer.record(record(1))
         await writer.record(record(2))
         await writer.flush()

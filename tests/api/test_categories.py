@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
 from pushd.appkeys import CURSORS, STORAGE
-from tests.api.conftest import ADMIN_KEY, AUTH, TOKEN_SECRET, create_key, create_user, send
-from tests.api.test_websocket import close_code_of
+from tests.app_client import ADMIN_KEY, AUTH, TOKEN_SECRET, create_key, create_user, send
+from tests.realtime.test_ws import close_code_of
 
 Client = TestClient[Any, Any]
 WS = aiohttp.ClientWebSocketResponse

@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import CURSORS
-from tests.api.conftest import AUTH, MakeClient, create_user, send, user_token
+from tests.app_client import AUTH, MakeClient, create_user, send, user_token
 
 Client = TestClient[Any, Any]
 WS = aiohttp.ClientWebSocketResponse

@@ -22,9 +22,9 @@ from pushd.api.gdpr import UserExport
 from pushd.appkeys import STORAGE
 from pushd.ids import now_ms
 from storage.records import NewAuditRecord
-from tests.api.conftest import AUTH, MakeClient, create_user, send, user_token
 from tests.api.test_tokens import refused_with
-from tests.api.test_websocket import connect, next_notification
+from tests.app_client import AUTH, MakeClient, create_user, send, user_token
+from tests.realtime.test_ws import connect, next_notification
 
 Client = TestClient[Any, Any]
 

@@ -10,7 +10,7 @@ import asyncpg
 
 from actors.transport import CloseCode
 from tests import services
-from tests.api.conftest import AUTH, MakeClient, create_user, user_token
+from tests.app_client import AUTH, MakeClient, create_user, user_token
 
 
 async def test_unreachable_broker_makes_healthcheck_503(make_client: MakeClient) -> None:

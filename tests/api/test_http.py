@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd.api import ROUTES
-from tests.api.conftest import AUTH, MakeClient, create_user, send
+from tests.app_client import AUTH, MakeClient, create_user, send
 
 Client = TestClient[Any, Any]
 

@@ -18,7 +18,7 @@ import msgspec
 from aiohttp.test_utils import TestClient
 
 from pushd.api.schemas import SendNotification
-from tests.api.conftest import AUTH, MakeClient, create_user
+from tests.app_client import AUTH, MakeClient, create_user
 
 Client = TestClient[Any, Any]
 

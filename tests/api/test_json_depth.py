@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
-from tests.api.conftest import AUTH, MakeClient, create_user, send, user_token
+from tests.app_client import AUTH, MakeClient, create_user, send, user_token
 
 Client = TestClient[Any, Any]
 

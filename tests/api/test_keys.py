@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from tests import services
-from tests.api.conftest import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
+from tests.app_client import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
 
 Client = TestClient[Any, Any]
 

@@ -11,10 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
-from pushd.limits import client_network
+from pushd.access.rate_limits import client_network
 from tests import services
-from tests.api.conftest import AUTH, MakeClient, create_user, user_token
-from tests.api.test_websocket import close_code_of, connect
+from tests.app_client import AUTH, MakeClient, create_user, user_token
+from tests.realtime.test_ws import close_code_of, connect
 
 Client = TestClient[Any, Any]
 

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import STORAGE
-from tests.api.conftest import MakeClient, create_user
-from tests.storage.test_retention_job import DAY_S, aged, left_of
+from tests.app_client import MakeClient, create_user
+from tests.ops.test_retention_job import DAY_S, aged, left_of
 
 RETENTION = {"per_category": {"chat": DAY_S}, "interval": 0.05, "batch_size": 1}
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd.api import ROUTES
-from pushd.api.access import ALLOWED, PUBLIC, REFUSED, render_roles_table
+from pushd.api.roles_table import ALLOWED, PUBLIC, REFUSED, render_roles_table
 from pushd.api.routing import ROLES
-from tests.api.conftest import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
+from tests.app_client import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
 
 Client = TestClient[Any, Any]
 
@@ -47,7 +47,7 @@ def documented_rows() -> list[tuple[str, str, dict[str, str]]]:
 
 def test_documented_roles_table_is_the_route_table() -> None:
     """Guards the documentation drifting from the server: regenerate the table with
-    `python -m pushd.api.access` when a route or its roles change."""
+    `python -m pushd.api.roles_table` when a route or its roles change."""
     assert documented_table() == render_roles_table(ROUTES)
 
 

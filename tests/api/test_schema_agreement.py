@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.api.conftest import AUTH, create_user
+from tests.app_client import AUTH, create_user
 
 Client = TestClient[Any, Any]
 

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from actors.transport import CloseCode
 from pushd.appkeys import MAILBOXES, STORAGE
 from tests import services
-from tests.api.conftest import AUTH, TOKEN_SECRET, MakeClient, create_user, send, user_token
-from tests.api.test_websocket import close_code_of, connect, next_notification
+from tests.app_client import AUTH, TOKEN_SECRET, MakeClient, create_user, send, user_token
+from tests.realtime.test_ws import close_code_of, connect, next_notification
 
 Client = TestClient[Any, Any]
 

@@ -23,6 +23,7 @@ from actors.channel_sender import (
     SendError,
     TransientSendError,
 )
+from pushd.channels.outbound_url import CheckedUrl, check_outbound_url
 from pushd.channels.webhooks import (
     SECRET_PREFIX,
     WebhookConfig,
@@ -31,7 +32,6 @@ from pushd.channels.webhooks import (
     signature_header,
     verify_signature,
 )
-from pushd.outbound_url import CheckedUrl, check_outbound_url
 from tests.channels.fake_clock import FakeClock
 from tests.channels.webhook_receiver import WebhookReceiver, docs_snippet
 

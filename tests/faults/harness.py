@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from tests.process import ServerProcess
+from tests.process.server_process import ServerProcess
 
 ADMIN_KEY = "pk_fault_test_admin_key_0123456789abcdefghijk"
 TOKEN_SECRET = "fault-test-shared-token-secret-0123456789abcdef"

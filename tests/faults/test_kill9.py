@@ -33,7 +33,7 @@ from tests.faults.harness import (
     start_server,
     wait_caught_up,
 )
-from tests.process import ServerProcess
+from tests.process.server_process import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

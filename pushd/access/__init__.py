@@ -1,0 +1,1 @@
+"""Access control: API keys, user tokens, revocations, rate limits, the audit trail."""

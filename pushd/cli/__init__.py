@@ -1,0 +1,1 @@
+"""The `pushd` command: `serve`, `migrate`, `keys`, `rekey` (main.py dispatches)."""

@@ -1,0 +1,1 @@
+"""Accepting notifications: group commit, idempotency, the outbox relay."""

@@ -1,0 +1,305 @@
+"""Accepting notifications: group commit, then the ordered hand-off to the bus, with an
+outbox relay for when the bus cannot take them.
+
+Concurrent `POST /api/notifications` requests queue their notification here. One
+committer task takes whatever has queued up (up to `max_batch`) and writes it in one
+transaction: under load the batches grow, so storage round trips stay few. Each request
+is answered as soon as its batch is committed (a 202 means "on disk").
+
+Committed batches then go, in commit order, to one publisher task that encodes each
+notification's WebSocket frame once and publishes it to the bus. Keeping commit and
+publish order the same is what delivers one user's notifications in seq order (and
+sockets fill any hole from storage, see actors/connection.py).
+
+The outbox is the notifications table itself: every row carries the node that
+committed it and a global commit order (`gid`), and the node keeps a durable mark of the
+gid up to which its commits were published. When the bus refuses a publish, or on
+start-up (a crash may have left commits unpublished), the publisher switches to
+relaying: it reads its own commits after the mark from storage, page by page, and
+publishes them until it has caught up with the committer, then goes back to the
+in-memory hand-off. Nothing accepted is dropped: at worst a notification is published
+twice (after a crash, up to one mark interval), which sockets skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+from pushd.bus import Bus, BusError, BusMessage
+from pushd.ids import now_ms
+from pushd.realtime.frames import encode_notification_frame
+from storage import IdempotencyConflictError, Storage, StorageError, UnknownUserError
+from storage.records import NewNotification, NotificationRecord
+
+log = logging.getLogger("pushd.ingest.group_commit")
+
+_Pending = tuple[NewNotification, "asyncio.Future[NotificationRecord]"]
+
+_RETRY_FIRST_DELAY = 0.05
+_RETRY_MAX_DELAY = 2.0
+
+
+class ClaimInFlightError(Exception):
+    """The same Idempotency-Key is being committed by another request of this node."""
+
+
+def _settle(future: asyncio.Future[NotificationRecord], error: Exception) -> None:
+    if not future.done():  # the waiting request may have been cancelled meanwhile
+        future.set_exception(error)
+
+
+def _messages(records: Sequence[NotificationRecord], now: int) -> list[BusMessage]:
+    # Expired ones are not published: a socket that sees the next seq reads the hole
+    # from storage, which answers it with a `gap`.
+    return [
+        BusMessage(r.user_id, r.seq, encode_notification_frame(r))
+        for r in records
+        if r.expires_at is None or r.expires_at > now
+    ]
+
+
+class NotificationIngest:
+    """Owns the committer, publisher and mark tasks; `submit` is what handlers call."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        bus: Bus,
+        *,
+        node_id: str,
+        max_batch: int,
+        queue_size: int,
+        relay_page_size: int = 500,
+        mark_interval: float = 1.0,
+    ) -> None:
+        self._storage = storage
+        self._bus = bus
+        self._node_id = node_id
+        self._max_batch = max_batch
+        self._relay_page_size = relay_page_size
+        self._mark_interval = mark_interval
+        # Overflow policy: `submit` awaits space, so a flood of requests waits in aiohttp
+        # instead of growing memory without bound.
+        self._incoming: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        # Committed batches waiting for the bus; when full, the committer waits (the bus
+        # is the bottleneck, and committing faster than it publishes would only buffer).
+        # While relaying, nothing is queued here: the relay reads storage instead.
+        self._to_publish: asyncio.Queue[list[NotificationRecord]] = asyncio.Queue(maxsize=64)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Looked up once: asyncio.get_running_loop() is a getpid() system call in CPython
+        # 3.11, and `submit` runs once per notification.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._claims_in_flight: set[tuple[str, str]] = set()
+        self._relaying = True  # until start-up has caught up with what is on disk
+        self._committed_gid = 0
+        self._published_gid = 0
+        self._stored_mark = 0
+        self.committed = 0
+        self.batches = 0
+        self.published = 0
+        self.relayed = 0
+        self.publish_failures = 0
+
+    @property
+    def relaying(self) -> bool:
+        """True while publishing from storage (start-up, or the bus refused a publish)."""
+        return self._relaying
+
+    async def start(self) -> None:
+        """Read the relay mark (raises `StorageError`), then start the tasks (owned here,
+        stopped by `close`)."""
+        self._loop = asyncio.get_running_loop()
+        mark = await self._storage.get_relay_mark(self._node_id)
+        if mark is None:
+            # A node that never recorded a mark has published nothing it committed
+            # before; a fresh node has committed nothing.
+            mark = 0
+        self._published_gid = self._stored_mark = mark
+        self._committed_gid = max(mark, await self._storage.max_gid(self._node_id))
+        self._tasks = [
+            asyncio.create_task(self._commit_loop(), name="ingest-commit"),
+            asyncio.create_task(self._publish_loop(), name="ingest-publish"),
+            asyncio.create_task(self._store_mark_periodically(), name="ingest-mark"),
+        ]
+
+    async def close(self) -> None:
+        """Commit and publish what was already accepted, then stop the tasks.
+
+        The caller bounds this with its shutdown timeout; cancelling it stops at once.
+        What could not be published stays after the stored mark and is relayed by the
+        next start.
+        """
+        try:
+            await self._incoming.join()
+            await self._to_publish.join()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+            with contextlib.suppress(StorageError):
+                await self._store_mark()
+
+    @contextlib.contextmanager
+    def claim(self, scope: str, key: str) -> Iterator[None]:
+        """Hold an Idempotency-Key while its request runs; raises `ClaimInFlightError`
+        if another request of this node holds it (other nodes are caught by storage)."""
+        if (scope, key) in self._claims_in_flight:
+            raise ClaimInFlightError(key)
+        self._claims_in_flight.add((scope, key))
+        try:
+            yield
+        finally:
+            self._claims_in_flight.discard((scope, key))
+
+    async def submit(self, notification: NewNotification) -> NotificationRecord:
+        """Queue one notification and return its record once it is committed.
+
+        Raises `UnknownUserError` if its user vanished, `IdempotencyConflictError` if its
+        claim's key was stored meanwhile, `StorageUnavailableError` if the database
+        cannot be written (nothing was accepted).
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[NotificationRecord] = loop.create_future()
+        try:
+            self._incoming.put_nowait((notification, future))  # the common case: no await
+        except asyncio.QueueFull:
+            await self._incoming.put((notification, future))
+        return await future
+
+    # committing --------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._incoming.get()]
+            while len(batch) < self._max_batch and not self._incoming.empty():
+                batch.append(self._incoming.get_nowait())
+            try:
+                records = await self._commit(batch)
+                if records:
+                    self._committed_gid = max(self._committed_gid, records[-1].gid)
+                    if not self._relaying:
+                        await self._to_publish.put(records)
+            finally:
+                for _ in batch:
+                    self._incoming.task_done()
+
+    async def _commit(self, batch: Sequence[_Pending]) -> list[NotificationRecord]:
+        live = [(n, f) for n, f in batch if not f.done()]  # a client may have gone away
+        if not live:
+            return []
+        try:
+            records = await self._storage.insert_notifications(
+                [n for n, _ in live], node_id=self._node_id
+            )
+        except (UnknownUserError, IdempotencyConflictError) as exc:
+            # Fail the notifications concerned only and commit the rest of the batch.
+            rest = []
+            for notification, future in live:
+                if self._concerns(exc, notification):
+                    _settle(future, exc)
+                else:
+                    rest.append((notification, future))
+            return await self._commit(rest)
+        except StorageError as exc:
+            for _, future in live:
+                _settle(future, exc)
+            return []
+        self.committed += len(records)
+        self.batches += 1
+        for (_, future), record in zip(live, records, strict=True):
+            if not future.done():
+                future.set_result(record)
+        return records
+
+    @staticmethod
+    def _concerns(error: Exception, notification: NewNotification) -> bool:
+        if isinstance(error, UnknownUserError):
+            return notification.user_id == error.user_id
+        assert isinstance(error, IdempotencyConflictError)
+        claim = notification.idempotency
+        return claim is not None and (claim.scope, claim.key) == (error.scope, error.key)
+
+    # publishing ----------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        while True:
+            if self._relaying:
+                await self._relay_until_caught_up()
+                continue
+            # Everything committed while the previous publish waited for its confirms
+            # goes out in one publish: the broker's confirm latency is paid once per
+            # round, not once per committed batch, and commit order is kept.
+            batches = [await self._to_publish.get()]
+            while not self._to_publish.empty():
+                batches.append(self._to_publish.get_nowait())
+            try:
+                # Batches queued before a relay caught up are already published.
+                records = [r for b in batches for r in b if r.gid > self._published_gid]
+                if not records:
+                    continue
+                try:
+                    await self._bus.publish(_messages(records, now_ms()))
+                except BusError as exc:
+                    self.publish_failures += 1
+                    log.warning("bus publish failed, relaying from storage: %s", exc)
+                    self._relaying = True
+                    continue
+                self.published += len(records)
+                self._published_gid = records[-1].gid
+            finally:
+                for _ in batches:
+                    self._to_publish.task_done()
+
+    async def _relay_until_caught_up(self) -> None:
+        """Publish this node's commits after the mark from storage until none is left."""
+        delay = _RETRY_FIRST_DELAY
+        while True:
+            self._drop_queued_batches()  # they are on disk, after the mark
+            try:
+                records = await self._storage.unpublished_notifications(
+                    self._node_id, after_gid=self._published_gid, limit=self._relay_page_size
+                )
+                if records:
+                    await self._bus.publish(_messages(records, now_ms()))
+            except (StorageError, BusError) as exc:
+                log.warning("outbox relay waiting (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_DELAY)
+                continue
+            delay = _RETRY_FIRST_DELAY
+            if records:
+                self.relayed += len(records)
+                self._published_gid = records[-1].gid
+            # No await between this check and the switch: a batch committed from now on
+            # is queued for the in-memory path, and one committed before was read here.
+            if len(records) < self._relay_page_size and (
+                self._published_gid >= self._committed_gid
+            ):
+                self._relaying = False
+                log.info("outbox relay caught up at gid %d", self._published_gid)
+                return
+
+    def _drop_queued_batches(self) -> None:
+        while not self._to_publish.empty():
+            self._to_publish.get_nowait()
+            self._to_publish.task_done()
+
+    async def _store_mark(self) -> None:
+        if self._published_gid > self._stored_mark:
+            mark = self._published_gid
+            await self._storage.set_relay_mark(self._node_id, mark)
+            self._stored_mark = mark
+
+    async def _store_mark_periodically(self) -> None:
+        # Once per interval, not per publish: on SQLite every write is an fsync. A crash
+        # re-publishes at most one interval's notifications, which sockets skip.
+        while True:
+            await asyncio.sleep(self._mark_interval)
+            try:
+                await self._store_mark()
+            except StorageError as exc:
+                log.warning("relay mark not stored (retrying): %s", exc)

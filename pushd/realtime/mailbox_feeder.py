@@ -1,0 +1,28 @@
+"""The node's bus consumer: hands each message to the recipient's mailbox actor."""
+
+from __future__ import annotations
+
+from actors.runtime import ActorSystem
+from actors.user_mailbox import Deliver, UserMessage
+from pushd.bus import BusMessage
+from pushd.ops.metrics import Metrics
+
+
+class MailboxFeeder:
+    """The bus handler of this node.
+
+    A message for a user with no live actor here has no socket to go to on this node
+    (actors exist while sockets are attached), so it is dropped: the notification is in
+    storage, and the client gets it when it resumes. Otherwise `tell` awaits mailbox
+    space, which holds back the bus (bounded by its prefetch): backpressure, no loss.
+    """
+
+    def __init__(self, mailboxes: ActorSystem[str, UserMessage], metrics: Metrics) -> None:
+        self._mailboxes = mailboxes
+        self._metrics = metrics
+
+    async def __call__(self, message: BusMessage) -> None:
+        if not self._mailboxes.get(message.user_id):
+            return
+        await self._mailboxes.tell(message.user_id, Deliver(message.seq, message.frame))
+        self._metrics.delivered.inc({})
