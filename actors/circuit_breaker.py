@@ -60,6 +60,14 @@ class CircuitBreaker:
             return BreakerState.HALF_OPEN
         return self._state
 
+    @property
+    def half_opens_at(self) -> float | None:
+        """Clock time at which an open breaker lets its next probe through; None when it
+        is not open (closed, or half-open with its probe already out)."""
+        if self._state is BreakerState.OPEN:
+            return self._opened_at + self._settings.cool_down
+        return None
+
     def allow(self) -> bool:
         """May one send go to this provider now? In half-open, only one probe at a time
         is allowed; its outcome must be reported."""

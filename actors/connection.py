@@ -26,8 +26,6 @@ from storage import StorageError
 
 log = logging.getLogger("pushd.actors.connection")
 
-SLOW_CONSUMER_REASON = "slow consumer: reconnect and resume"
-STORAGE_DOWN_REASON = "storage unavailable: reconnect and resume"
 UNSEQUENCED = 0
 """The `seq` of frames outside the notification stream (pong, read, error, ...)."""
 
@@ -201,16 +199,17 @@ class Connection:
                 self.connection_id,
                 self._offers_while_stalled,
             )
-            self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+            self.close_soon(CloseCode.SLOW_CONSUMER)
             return False
         return True
 
-    def close_soon(self, code: CloseCode, reason: str) -> None:
-        """Ask the writer to close the socket with `code` and `reason` next, dropping the
-        pending frames. Does not wait; the first close request wins."""
+    def close_soon(self, code: CloseCode, cause: str | None = None) -> None:
+        """Ask the writer to close the socket with `code` next, dropping the pending
+        frames. The reason sent is `code.reason(cause)`: `cause` names what happened when
+        the code's usual cause is too vague. Does not wait; the first close request wins."""
         if self.closed:
             return
-        self._close_request = (code, reason)
+        self._close_request = (code, code.reason(cause))
         self._outbox.clear()
         self._wake_writer()
         if self._sending and not self._interrupted:
@@ -248,7 +247,7 @@ class Connection:
             return False
         if len(self._outbox) >= self._queue_size:
             log.info("connection %s: slow consumer (outbox full)", self.connection_id)
-            self.close_soon(CloseCode.SLOW_CONSUMER, SLOW_CONSUMER_REASON)
+            self.close_soon(CloseCode.SLOW_CONSUMER)
             return False
         self._outbox.append((seq, frame))
         self._wake_writer()
@@ -294,7 +293,7 @@ class Connection:
             page = await self._backlog.replay(self._cursor, self._target)
         except StorageError as exc:
             log.warning("connection %s cannot catch up: %s", self.connection_id, exc)
-            self.close_soon(CloseCode.RECONNECT, STORAGE_DOWN_REASON)
+            self.close_soon(CloseCode.RECONNECT, "storage unavailable")
             return
         for covered, frame in page:
             if epoch != self._epoch or self._close_request is not None:

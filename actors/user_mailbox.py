@@ -38,13 +38,11 @@ class CloseAll(msgspec.Struct, frozen=True):
     """Close every socket of the user, e.g. because the user was deleted."""
 
     code: CloseCode
-    reason: str
+    cause: str | None = None
+    """What happened, if more precise than the code's usual cause (`CloseCode.reason`)."""
 
 
 UserMessage = Attach | Detach | Deliver | CloseAll
-
-RESET_REASON = "server-side reset: reconnect and resume"
-GOING_AWAY_REASON = "server going away: reconnect and resume"
 
 
 @dataclass
@@ -85,8 +83,8 @@ class UserMailbox(Actor[UserMessage]):
                     self._connections.add(connection)
             case Detach(connection=connection):
                 self._connections.discard(connection)
-            case CloseAll(code=code, reason=reason):
-                self._close_all(code, reason)
+            case CloseAll(code=code, cause=cause):
+                self._close_all(code, cause)
             case _:
                 assert_never(message)
 
@@ -100,9 +98,9 @@ class UserMailbox(Actor[UserMessage]):
             self._connections.difference_update(refused)
             self.stats.connections_dropped += len(refused)
 
-    def _close_all(self, code: CloseCode, reason: str) -> None:
+    def _close_all(self, code: CloseCode, cause: str | None = None) -> None:
         for connection in self._connections:
-            connection.close_soon(code, reason)
+            connection.close_soon(code, cause)
         self._connections.clear()
 
     async def on_restart(self) -> None:
@@ -115,8 +113,8 @@ class UserMailbox(Actor[UserMessage]):
         attached: close the user's sockets with RECONNECT so their clients resume from
         their ack cursor (the store has every frame)."""
         if isinstance(message, Attach | Detach):
-            message.connection.close_soon(CloseCode.RECONNECT, RESET_REASON)
-        self._close_all(CloseCode.RECONNECT, RESET_REASON)
+            message.connection.close_soon(CloseCode.RECONNECT)
+        self._close_all(CloseCode.RECONNECT)
 
     async def on_idle(self) -> bool:
         """Idle only without sockets. Closed ones are forgotten first, so that a lost
@@ -126,7 +124,7 @@ class UserMailbox(Actor[UserMessage]):
 
     async def on_stop(self) -> None:
         """The node is stopping: tell the remaining clients to reconnect (elsewhere)."""
-        self._close_all(CloseCode.GOING_AWAY, GOING_AWAY_REASON)
+        self._close_all(CloseCode.GOING_AWAY)
 
     def _forget_closed_connections(self) -> None:
         self._connections = {c for c in self._connections if not c.closed}

@@ -17,19 +17,21 @@ and the SMTP sessions the server saw.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchlib import cpu_seconds  # noqa: E402
+from throughput import (  # noqa: E402
+    add_run_options,
+    local_server,
+    measure_runs,
+    median_rate,
+    run_bench,
+    send_concurrently,
+)
 
 from actors.channel_sender import ChannelMessage  # noqa: E402
 from pushd.channels.smtp import SmtpProviderConfig, SmtpSender  # noqa: E402
@@ -57,61 +59,16 @@ def message(number: int) -> ChannelMessage:
 
 async def send_all(sender: SmtpSender, first: int, emails: int, concurrency: int) -> float:
     """Send `emails` distinct messages; returns the seconds taken."""
-    numbers = iter(range(first, first + emails))
 
-    async def worker() -> None:
-        for number in numbers:
-            await sender.send(message(number))
+    async def send(number: int) -> None:
+        await sender.send(message(number))
 
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-    return time.perf_counter() - started
-
-
-class Server:
-    """The bench SMTP server process."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdin is not None
-        assert process.stdout is not None
-        self.process = process
-        self._stdin = process.stdin
-        self._stdout = process.stdout
-
-    async def read(self) -> dict[str, Any]:
-        line = await self._stdout.readline()
-        if not line:
-            raise SystemExit("the bench SMTP server ended early")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def counts(self) -> dict[str, Any]:
-        self._stdin.write(b"counts\n")
-        return await self.read()
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid) or 0.0
-
-    async def stop(self) -> None:
-        self._stdin.close()  # EOF: the server exits
-        await self.process.wait()
+    return await send_concurrently(send, range(first, first + emails), concurrency)
 
 
 async def bench(args: argparse.Namespace) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.channels.smtp_server",
-        "--bench",
-        *(["--uvloop"] if not args.no_uvloop else []),
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    server = Server(process)
-    try:
+    uvloop = [] if args.no_uvloop else ["--uvloop"]
+    async with local_server("tests.channels.smtp_server", *uvloop) as server:
         port = (await server.read())["port"]
         config = SmtpProviderConfig(
             name="bench",
@@ -123,37 +80,39 @@ async def bench(args: argparse.Namespace) -> None:
             reply_to="Support <help@pushd.test>",
             pool_size=args.pool,
         )
+        sessions = 0  # SMTP sessions the server had seen when last asked
+
+        async def received() -> int:
+            nonlocal sessions
+            counts = await server.ask(b"counts\n")
+            sessions = counts["connections"]
+            return int(counts["received"])
+
         sender = SmtpSender(config, unsubscribe_url=LINKS.url)
         try:
             await send_all(sender, 0, args.concurrency * 10, args.concurrency)  # warm-up
-            rates = []
-            for run in range(1, args.runs + 1):
-                before = await server.counts()
-                own_cpu, server_cpu = cpu_seconds(os.getpid()) or 0.0, server.cpu()
-                seconds = await send_all(sender, run * args.emails, args.emails, args.concurrency)
-                own_cpu = (cpu_seconds(os.getpid()) or 0.0) - own_cpu
-                server_cpu = server.cpu() - server_cpu
-                after = await server.counts()
-                received = after["received"] - before["received"]
-                if received != args.emails:
-                    raise SystemExit(f"run {run}: the server got {received} of {args.emails}")
-                rates.append(args.emails / seconds)
-                print(
-                    f"run {run}: {args.emails} emails in {seconds:.2f} s = {rates[-1]:,.0f}/s "
-                    f"(CPU: sender {own_cpu / args.emails * 1e6:.0f} us/email, server "
-                    f"{server_cpu / args.emails * 1e6:.0f} us/email; "
-                    f"SMTP sessions so far: {after['connections']})",
-                    flush=True,
-                )
+            runs = await measure_runs(
+                runs=args.runs,
+                items=args.emails,
+                run_once=lambda run: send_all(
+                    sender, run * args.emails, args.emails, args.concurrency
+                ),
+                received=received,
+                server_pid=server.pid,
+                describe=lambda run: (
+                    f"{run.items} emails in {run.seconds:.2f} s = {run.rate:,.0f}/s "
+                    f"(CPU: sender {run.microseconds_each(run.own_cpu):.0f} us/email, server "
+                    f"{run.microseconds_each(run.server_cpu):.0f} us/email; "
+                    f"SMTP sessions so far: {sessions})"
+                ),
+            )
         finally:
             await sender.aclose()
         print(
-            f"median of {args.runs}: {statistics.median(rates):,.0f} emails/s "
+            f"median of {args.runs}: {median_rate(runs):,.0f} emails/s "
             f"(pool {args.pool}, concurrency {args.concurrency}, "
             f"{'asyncio' if args.no_uvloop else 'uvloop'}, {os.cpu_count()} CPUs)"
         )
-    finally:
-        await server.stop()
 
 
 def main() -> None:
@@ -161,15 +120,9 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=5000)
     parser.add_argument("--pool", type=int, default=8, help="SMTP sessions kept open")
     parser.add_argument("--concurrency", type=int, default=32, help="sends in flight")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-uvloop", action="store_true", help="the standard asyncio loop")
+    add_run_options(parser)
     args = parser.parse_args()
-    if args.no_uvloop:
-        asyncio.run(bench(args))
-        return
-    import uvloop
-
-    uvloop.run(bench(args))
+    run_bench(bench(args), no_uvloop=args.no_uvloop)
 
 
 if __name__ == "__main__":

@@ -15,22 +15,25 @@ sender's CPU per push is the steadier figure.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
 import secrets
 import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
-from benchlib import cpu_seconds  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from throughput import (  # noqa: E402
+    add_run_options,
+    local_server,
+    measure_runs,
+    median_rate,
+    run_bench,
+    send_concurrently,
+)
 
 from actors.channel_sender import ChannelMessage  # noqa: E402
 from pushd.channels.webpush import (  # noqa: E402
@@ -75,17 +78,11 @@ async def push_all(
     sender: WebPushSender, addresses: list[dict[str, str]], pushes: int, concurrency: int
 ) -> float:
     """Send `pushes` messages round-robin over `addresses`; returns the seconds taken."""
-    numbers = iter(range(pushes))
 
-    async def worker() -> None:
-        for number in numbers:
-            await sender.send(message(number, addresses[number % len(addresses)]))
+    async def send(number: int) -> None:
+        await sender.send(message(number, addresses[number % len(addresses)]))
 
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(worker())
-    return time.perf_counter() - started
+    return await send_concurrently(send, range(pushes), concurrency)
 
 
 async def endpoint_pushes(origin: str) -> int:
@@ -95,19 +92,8 @@ async def endpoint_pushes(origin: str) -> int:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    endpoint = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.channels.webpush_endpoint",
-        "--bench",
-        cwd=REPO,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert endpoint.stdin is not None
-    assert endpoint.stdout is not None
-    try:
-        origin = json.loads(await endpoint.stdout.readline())["origin"]
+    async with local_server("tests.channels.webpush_endpoint") as endpoint:
+        origin = (await endpoint.read())["origin"]
         key = ec.generate_private_key(ec.SECP256R1())
         config = WebPushProviderConfig(
             name="bench",
@@ -123,38 +109,27 @@ async def bench(args: argparse.Namespace) -> None:
         addresses = subscriptions(origin, args.subscriptions)
         try:
             await push_all(sender, addresses, args.concurrency * 4, args.concurrency)  # warm-up
-            rates, cpu_per_push = [], []
-            for run in range(1, args.runs + 1):
-                before = await endpoint_pushes(origin)
-                own_cpu, endpoint_cpu = (
-                    cpu_seconds(os.getpid()) or 0.0,
-                    cpu_seconds(endpoint.pid) or 0.0,
-                )
-                seconds = await push_all(sender, addresses, args.pushes, args.concurrency)
-                own_cpu = (cpu_seconds(os.getpid()) or 0.0) - own_cpu
-                endpoint_cpu = (cpu_seconds(endpoint.pid) or 0.0) - endpoint_cpu
-                received = await endpoint_pushes(origin) - before
-                if received != args.pushes:
-                    raise SystemExit(f"run {run}: endpoint got {received} of {args.pushes} pushes")
-                rates.append(args.pushes / seconds)
-                cpu_per_push.append(own_cpu / args.pushes)
-                print(
-                    f"run {run}: {args.pushes} pushes in {seconds:.2f} s = {rates[-1]:,.0f}/s "
-                    f"(CPU: sender {own_cpu:.2f} s = {own_cpu / args.pushes * 1e6:.0f} us/push, "
-                    f"endpoint {endpoint_cpu:.2f} s)",
-                    flush=True,
-                )
+            runs = await measure_runs(
+                runs=args.runs,
+                items=args.pushes,
+                run_once=lambda _: push_all(sender, addresses, args.pushes, args.concurrency),
+                received=lambda: endpoint_pushes(origin),
+                server_pid=endpoint.pid,
+                describe=lambda run: (
+                    f"{run.items} pushes in {run.seconds:.2f} s = {run.rate:,.0f}/s "
+                    f"(CPU: sender {run.own_cpu:.2f} s = "
+                    f"{run.microseconds_each(run.own_cpu):.0f} us/push, "
+                    f"endpoint {run.server_cpu:.2f} s)"
+                ),
+            )
         finally:
             await sender.aclose()
-        cpu = statistics.median(cpu_per_push)
+        cpu = statistics.median(run.own_cpu / run.items for run in runs)
         print(
-            f"median of {args.runs}: {statistics.median(rates):,.0f} web pushes/s "
+            f"median of {args.runs}: {median_rate(runs):,.0f} web pushes/s "
             f"({args.subscriptions} subscriptions, concurrency {args.concurrency}); "
             f"sender CPU {cpu * 1e6:.0f} us/push, i.e. {1 / cpu:,.0f}/s per core it has alone"
         )
-    finally:
-        endpoint.stdin.close()
-        await endpoint.wait()
 
 
 def main() -> None:
@@ -162,15 +137,9 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=200)
     parser.add_argument("--pushes", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-uvloop", action="store_true", help="the standard asyncio loop")
+    add_run_options(parser)
     args = parser.parse_args()
-    if args.no_uvloop:
-        asyncio.run(bench(args))
-        return
-    import uvloop
-
-    uvloop.run(bench(args))
+    run_bench(bench(args), no_uvloop=args.no_uvloop)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
-order (shared state, storage, cursor recorder, mailbox actors, bus, ingest, audit,
-retention) and torn down in reverse, after the sockets were closed with 1001."""
+order (shared state, storage, cursor recorder, mailbox actors, revocations, bus, ingest,
+audit, retention) and torn down in reverse, after the sockets were closed with 1001."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from actors.transport import CloseCode
-from actors.user_mailbox import user_mailbox_system
+from actors.user_mailbox import UserMailboxStats, user_mailbox_system
 from pushd import api
 from pushd.access.api_keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
 from pushd.access.audit_writer import AuditWriter
@@ -22,7 +22,6 @@ from pushd.access.user_tokens import TokenSigner
 from pushd.api.errors import ApiError, error_middleware
 from pushd.api.headers import add_response_headers, cors_preflight
 from pushd.api.input_limits import document_limits
-from pushd.api.stats import console
 from pushd.appkeys import (
     API_KEYS,
     AUDIT,
@@ -52,7 +51,6 @@ from pushd.process.key_ring import cipher_of, storage_keys
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
-from pushd.realtime.ws import websocket
 from pushd.state import open_state
 from storage import open_storage
 
@@ -74,11 +72,10 @@ IDENTITY: web.AppKey[Identity] = web.AppKey("identity", Identity)
 
 
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
-    # First up, last down: every later component may count or signal through it.
+    # First up, last down: every later component may count or signal through it. Started
+    # by _revocations_ctx, once what revocations act on exists.
     config = app[CONFIG]
     state = open_state(config.state.url, prefix=config.state.prefix)
-    app[REVOCATIONS].subscribe(state)  # before start: no revocation may be missed
-    await state.start()  # an unreachable Redis does not stop start-up: health says 503
     app[STATE] = state
     app[LIMITS] = Limits.build(state, config.limits)
     try:
@@ -111,14 +108,28 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _mailboxes_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    stats = UserMailboxStats()
     mailboxes = user_mailbox_system(
         mailbox_size=config.actors.mailbox_size,
         idle_timeout=config.actors.idle_timeout,
         max_attempts=config.actors.max_attempts,
+        stats=stats,
     )
+    app[METRICS].read_mailboxes(mailboxes, stats)
     app[MAILBOXES] = mailboxes
     yield
     await mailboxes.stop(timeout=config.server.shutdown_timeout / 2)
+
+
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Built from the key cache and the mailboxes it acts on, and subscribed before the
+    # shared state starts: no revocation published from then on is missed.
+    state = app[STATE]
+    revocations = Revocations(state, api_keys=app[API_KEYS], mailboxes=app[MAILBOXES])
+    revocations.subscribe()
+    await state.start()  # an unreachable Redis does not stop start-up: health says 503
+    app[REVOCATIONS] = revocations
+    yield
 
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -157,6 +168,8 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = CursorRecorder(app[STORAGE], interval=app[CONFIG].mailbox.cursor_flush_interval)
     await recorder.start()
+    metrics = app[METRICS]
+    metrics.read_at_scrape(metrics.cursor_flush_failures, lambda: recorder.flush_failures)
     app[CURSORS] = recorder
     yield
     await recorder.close()  # write the last acks before storage closes
@@ -174,6 +187,8 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
         failed_auth_window=config.audit.unauthenticated_window,
     )
     await audit.start()
+    metrics = app[METRICS]
+    metrics.read_at_scrape(metrics.audit_records_not_stored, lambda: audit.logged_instead)
     app[AUDIT] = audit
     yield
     await audit.close()
@@ -198,7 +213,7 @@ async def _describe_api(app: web.Application) -> None:
 
 
 async def _close_sockets(app: web.Application) -> None:
-    await app[SOCKETS].close_all(CloseCode.GOING_AWAY, "server shutting down: reconnect")
+    await app[SOCKETS].close_all(CloseCode.GOING_AWAY)
 
 
 async def _authenticate(request: web.Request) -> None:
@@ -211,13 +226,6 @@ async def _authenticate(request: web.Request) -> None:
         raise
     # Spends one request of the key's budget (429 once spent), before any work is done.
     await request.app[LIMITS].api_keys.check(request[API_KEY].id)
-
-
-async def _metrics(request: web.Request) -> web.StreamResponse:
-    await _authenticate(request)
-    metrics = request.app[METRICS]
-    metrics.actors.set({}, len(request.app[MAILBOXES]))
-    return await metrics.handle(request)
 
 
 def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.Application:
@@ -238,17 +246,14 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         max_ttl=config.auth.token_max_ttl,
         previous_secrets=config.auth.previous_token_secrets,
     )
-    app[REVOCATIONS] = Revocations(app)
     app.cleanup_ctx.extend(
-        [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _bus_ctx, _ingest_ctx]
+        [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _revocations_ctx, _bus_ctx]
     )
+    app.cleanup_ctx.append(_ingest_ctx)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_retention_ctx)
     app.on_startup.append(_describe_api)
     app.on_response_prepare.append(add_response_headers)
     app.on_shutdown.append(_close_sockets)
     api.add_routes(app, api.ROUTES, _authenticate)
-    app.router.add_get("/ws", websocket)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/console", console)
     return app

@@ -13,17 +13,23 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from pushd.channels.apns import ApnsProviderConfig
+from pushd.channels.fcm import FcmProviderConfig
+from pushd.channels.sms_http import HttpSmsConfig
+from pushd.channels.sms_twilio import TwilioSmsConfig
+from pushd.channels.smtp import SmtpProviderConfig
+from pushd.channels.webhooks import WebhookConfig
+from pushd.channels.webpush import WebPushProviderConfig
+from pushd.config_types import ConfigError, NonNegativeFloat, Port, Positive, PositiveFloat
+from pushd.routing.plan import PlanStep
+from pushd.validation_errors import ValidationFailure
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
 
 ENV_PREFIX = "PUSHD_"
-
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -142,9 +148,6 @@ class EncryptionConfig(_Section):
     keys: list[EncryptionKey] = msgspec.field(default_factory=list)
 
 
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
-
-
 class RetentionConfig(_Section):
     notifications_max_age: NonNegativeFloat = 7_776_000.0
     per_category: dict[str, NonNegativeFloat] = msgspec.field(default_factory=dict)
@@ -166,6 +169,75 @@ class LogConfig(_Section):
     access: bool = False
 
 
+class TwilioSmsProvider(TwilioSmsConfig, tag="twilio", tag_field="kind"):
+    """`[[channels.sms]]` with `kind = "twilio"`."""
+
+
+class HttpSmsProvider(HttpSmsConfig, tag="http", tag_field="kind"):
+    """`[[channels.sms]]` with `kind = "http"`."""
+
+
+SmsProvider = TwilioSmsProvider | HttpSmsProvider
+
+PROVIDER_CHANNELS: Final = ("email", "webpush", "fcm", "apns", "sms")
+"""The `[[channels.<channel>]]` arrays of providers, each in fallback order."""
+
+PROVIDER_SECRETS: Final[Mapping[str, tuple[str, ...]]] = {
+    "email": ("password",),
+    "webpush": ("vapid_private_key",),
+    "fcm": ("service_account_json",),
+    "apns": ("private_key",),
+    "sms": ("auth_token", "auth_value"),
+}
+"""The provider settings that may come from the environment:
+`PUSHD_CHANNELS__<CHANNEL>__<PROVIDER NAME>__<SETTING>`."""
+
+_CATEGORY_OR_DEFAULT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class ChannelsConfig(_Section):
+    poll_interval: PositiveFloat = 1.0
+    batch_size: Positive = 100
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 60.0
+    max_attempts: Positive = 10
+    max_age: PositiveFloat = 86_400.0
+    backoff_base: PositiveFloat = 5.0
+    backoff_cap: PositiveFloat = 900.0
+    concurrency: Positive = 20
+    breaker_failures: Positive = 5
+    breaker_failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    breaker_window: Positive = 20
+    breaker_cool_down: PositiveFloat = 30.0
+    shutdown_timeout: NonNegativeFloat = 5.0
+    public_url: str = ""
+    plans: dict[str, list[PlanStep]] = msgspec.field(default_factory=dict)
+    email: list[SmtpProviderConfig] = msgspec.field(default_factory=list)
+    webpush: list[WebPushProviderConfig] = msgspec.field(default_factory=list)
+    fcm: list[FcmProviderConfig] = msgspec.field(default_factory=list)
+    apns: list[ApnsProviderConfig] = msgspec.field(default_factory=list)
+    sms: list[SmsProvider] = msgspec.field(default_factory=list)
+    webhook: WebhookConfig = msgspec.field(default_factory=WebhookConfig)
+
+    def __post_init__(self) -> None:
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError("backoff_cap must be at least backoff_base")
+        if self.public_url and not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", self.public_url):
+            raise ValueError(
+                "public_url must be the https:// URL pushd is reached at from the "
+                "internet, without query or fragment (unsubscribe links start with it)"
+            )
+        for category in self.plans:
+            if not _CATEGORY_OR_DEFAULT.match(category):
+                raise ValueError(
+                    f'plans: {category!r} is not a category (lower-case slug) nor "default"'
+                )
+        for channel in PROVIDER_CHANNELS:
+            names = [provider.name for provider in getattr(self, channel)]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise ValueError(f"{channel}: provider names used twice: {twice}")
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -182,6 +254,7 @@ class Config(_Section):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
 
     @property
     def storage_url(self) -> str:
@@ -191,23 +264,14 @@ class Config(_Section):
         return f"sqlite:///{Path(self.server.data_dir).resolve() / 'pushd.db'}"
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key and what is expected."""
-
-
-_MSGSPEC_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$")
-_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
-
-
 def _explain(error: msgspec.ValidationError, source: str) -> ConfigError:
-    match = _MSGSPEC_PATH.match(str(error))
-    assert match is not None  # the pattern accepts any string
-    what, path = match["what"], match["path"] or ""
-    unknown = _UNKNOWN_FIELD.match(what)
-    if unknown:
-        key = f"{path}.{unknown['key']}" if path else unknown["key"]
-        return ConfigError(f"{source}: unknown setting `{key}` (see config.toml for every key)")
-    return ConfigError(f"{source}: setting `{path}`: {what[0].lower()}{what[1:]}")
+    failure = ValidationFailure.of(error)
+    if failure.field_problem == "unknown":
+        return ConfigError(
+            f"{source}: unknown setting `{failure.field_path}` (see config.toml for every key)"
+        )
+    what = failure.what
+    return ConfigError(f"{source}: setting `{failure.path}`: {what[0].lower()}{what[1:]}")
 
 
 def _section_types() -> dict[str, type[_Section]]:
@@ -223,6 +287,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section == "channels" and "__" in key:
+            continue  # a provider's secret (_provider_secrets)
         section_type = sections.get(section)
         if section_type is None or key not in section_type.__struct_fields__:
             raise ConfigError(f"environment variable {name}: no setting `{section}.{key}`")
@@ -234,11 +300,81 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             else:
                 value = msgspec.convert(raw, field_type, strict=False)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            # Provider lists given as JSON hold secrets: never echoed.
+            shown = name if section == "channels" else f"{name}={raw!r}"
             raise ConfigError(
-                f"environment variable {name}={raw!r} (setting `{section}.{key}`): {exc}"
+                f"environment variable {shown} (setting `{section}.{key}`): {exc}"
             ) from None
         result.setdefault(section, {})[key] = value
     return result
+
+
+class _ProviderSecret(typing.NamedTuple):
+    variable: str
+    channel: str
+    provider: str
+    """The provider's name as the variable spells it (`env_name`)."""
+    setting: str
+    value: str
+
+
+def env_name(provider: str) -> str:
+    """How `PUSHD_CHANNELS__<CHANNEL>__<PROVIDER>__<SETTING>` spells a provider's name:
+    upper case, every character other than A-Z and 0-9 as `_`."""
+    return re.sub(r"[^A-Z0-9]", "_", provider.upper())
+
+
+def _provider_secrets(environ: Mapping[str, str]) -> list[_ProviderSecret]:
+    prefix = f"{ENV_PREFIX}CHANNELS__"
+    secrets = []
+    for name, value in environ.items():
+        parts = name.removeprefix(prefix).split("__") if name.startswith(prefix) else []
+        if len(parts) < 2:
+            continue  # not the channels section, or one of its own settings
+        channel, provider, setting = [*parts, "", ""][:3]
+        allowed = PROVIDER_SECRETS.get(channel.lower(), ())
+        if len(parts) != 3 or setting.lower() not in allowed:
+            raise ConfigError(
+                f"environment variable {name}: a provider setting from the environment is "
+                "PUSHD_CHANNELS__<CHANNEL>__<PROVIDER NAME>__<SETTING>, for these settings "
+                f"only: {', '.join(f'{c}.{s}' for c, ss in PROVIDER_SECRETS.items() for s in ss)}"
+            )
+        secrets.append(_ProviderSecret(name, channel.lower(), provider, setting.lower(), value))
+    return secrets
+
+
+def _with_provider_secrets(
+    document: dict[str, Any], secrets: list[_ProviderSecret], *, strict: bool
+) -> dict[str, Any]:
+    """`document` with each secret set on the provider it names (a copy; the providers
+    themselves come from the file, or from a JSON `PUSHD_CHANNELS__<CHANNEL>`). `strict`:
+    a secret for a provider not configured is an error."""
+    channels = document.get("channels", {})
+    if not secrets or not isinstance(channels, dict):
+        return document
+    channels = dict(channels)
+    for secret in secrets:
+        listed = channels.get(secret.channel, [])
+        # Copies: the caller's document stays as it was. A malformed list is left for
+        # validation to name.
+        listed = listed if isinstance(listed, list) else []
+        entries = [dict(e) if isinstance(e, dict) else e for e in listed]
+        named = [
+            e
+            for e in entries
+            if isinstance(e, dict) and env_name(str(e.get("name", ""))) == secret.provider
+        ]
+        if not named and strict:
+            raise ConfigError(
+                f"environment variable {secret.variable}: no [[channels.{secret.channel}]] "
+                f"provider is named {secret.provider} (a provider's `name` in upper case, "
+                "every character other than A-Z and 0-9 as _)"
+            )
+        for entry in named:
+            entry[secret.setting] = secret.value
+        if entries:
+            channels[secret.channel] = entries
+    return {**document, "channels": channels}
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -274,12 +410,16 @@ def load_config(
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"config file {source} cannot be read: {exc.strerror}") from None
+    environ = os.environ if environ is None else environ
+    secrets = _provider_secrets(environ)
     try:
-        msgspec.convert(document, Config)  # type errors in the file name the file
+        # Type errors in the file name the file (with the secrets it may leave out).
+        msgspec.convert(_with_provider_secrets(document, secrets, strict=False), Config)
     except msgspec.ValidationError as exc:
         raise _explain(exc, source) from None
-    env = _env_overrides(os.environ if environ is None else environ)
+    env = _env_overrides(environ)
     merged = _merge(_merge(document, env), overrides or {})
+    merged = _with_provider_secrets(merged, secrets, strict=True)
     try:
         return msgspec.convert(merged, Config)
     except msgspec.ValidationError as exc:

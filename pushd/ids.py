@@ -7,6 +7,9 @@ import time
 from datetime import UTC, datetime
 
 from storage.crypto import random_bytes
+from storage.records import now_ms
+
+__all__ = ["from_ms", "new_id", "now_ms", "opt_from_ms"]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 # Every 10-bit value as its two characters: 13 table lookups encode 128 bits (the
@@ -20,11 +23,6 @@ def new_id(prefix: str) -> str:
     # 48 bits of milliseconds + 80 random bits, shifted to 130 bits = 26 characters.
     value = (((time.time_ns() // 1_000_000) << 80) | int.from_bytes(random_bytes(10), "big")) << 2
     return prefix + "_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
-
-
-def now_ms() -> int:
-    """Wall-clock time in Unix epoch milliseconds, the unit storage keeps."""
-    return time.time_ns() // 1_000_000
 
 
 def from_ms(millis: int) -> datetime:

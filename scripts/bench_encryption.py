@@ -3,8 +3,9 @@ title, body and data costs per notification (docs/architecture.md quotes it).
 
     .venv/bin/python scripts/bench_encryption.py [count]
 
-Runs the storage layer's own row mapping (`storage/_sql.py`) with the AES-256-GCM key
-ring and without it, and prints microseconds per notification for each direction.
+Runs the storage layer's own row mapping (`storage/sql/notifications.py`) with the
+AES-256-GCM key ring and without it, and prints microseconds per notification for each
+direction.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import os
 import sys
 import time
 
-from storage import _sql
 from storage.crypto import PLAINTEXT, Cipher, KeyRing
 from storage.records import NotificationRecord
+from storage.sql import notifications as notification_sql
 
 
 def notifications(count: int) -> list[NotificationRecord]:
@@ -40,13 +41,13 @@ def measure(cipher: Cipher, records: list[NotificationRecord]) -> tuple[float, f
     """(µs per notification to build its insert parameters, µs to read its row back)."""
     started = time.perf_counter()
     rows = [
-        (*_sql.notification_params(r, "node", cipher)[:10], None, None, None, r.gid)
+        (*notification_sql.notification_params(r, "node", cipher)[:10], None, None, None, r.gid)
         for r in records
     ]
     sealed = time.perf_counter()
     # Row order of NOTIFICATION_COLUMNS: id, user_id, seq, title, body, data, category,
     # priority, created_at, expires_at, read_at, dropped_at, dropped_reason, gid.
-    back = [_sql.notification_from_row(row, cipher) for row in rows]
+    back = [notification_sql.notification_from_row(row, cipher) for row in rows]
     opened = time.perf_counter()
     assert back[0].title == records[0].title
     per = 1e6 / len(records)

@@ -1,8 +1,8 @@
 """Encryption at rest of the columns that hold personal data (docs/security.md).
 
-The backends seal values on their way into a row and open them on their way out
-(storage/_sql.py), through a `Cipher` given to `open_storage`. What a sealed value looks
-like in the database:
+The backends seal values on their way into a row and open them on their way out (the
+row mapping of storage/sql/users.py, notifications.py and channel_deliveries.py), through a
+`Cipher` given to `open_storage`. What a sealed value looks like in the database:
 
     enc:v1:<key id>:<base64(nonce | ciphertext | tag)>
 
@@ -63,7 +63,9 @@ def random_bytes(count: int) -> bytes:
 # upsert matches on them), categories, timestamps and ids (queried by the database).
 SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("name", "email", "phone"),
-    "notifications": ("title", "body", "data"),
+    "notifications": ("title", "body", "data", "channel_content"),
+    "channel_deliveries": ("event",),
+    "webhook_secrets": ("secret",),
 }
 KEY_BYTES = 32
 _NONCE_BYTES = 12
@@ -88,13 +90,6 @@ class Cipher(Protocol):
         encryption) is returned unchanged. Raises `EncryptionError` when its key is not in
         the ring, or when it does not open (altered, or moved from another row/column)."""
         ...
-
-
-def sealed_under(stored: str) -> str | None:
-    """The key id a stored value is sealed under, or None for a plaintext value."""
-    if not stored.startswith(PREFIX):
-        return None
-    return stored[len(PREFIX) :].partition(":")[0]
 
 
 class _OpenOnly:

@@ -7,7 +7,7 @@ boundary (request bodies, WebSocket frames, JSON read back from storage) measure
 raw text first, and hands it to a decoder only when it nests at most a given depth.
 
 Here because storage is the lowest layer: the HTTP and WebSocket edges (pushd/) use the
-same check as the row mapping (storage/_sql.py).
+same check as the row mapping (storage/sql/notifications.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 CEILING = 128
 """The deepest JSON pushd stores may nest: the highest `limits.json_max_depth` accepts,
 and the depth a stored value is read back with (a deeper one, stored before the limit
-existed, is not decoded: storage/_sql.py). Far below the ~1,000 levels of Python's
+existed, is not decoded: storage/sql/notifications.py). Far below the ~1,000 levels of Python's
 recursion limit, whatever the stack the decoder runs on."""
 
 # Opening brackets as `(`, closing ones as `)`.

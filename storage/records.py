@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
+
+
+def now_ms() -> int:
+    """Wall-clock time in Unix epoch milliseconds, the unit every timestamp here is in."""
+    return time.time_ns() // 1_000_000
 
 
 class NewUser(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +75,12 @@ class NewNotification(msgspec.Struct, frozen=True, kw_only=True):
     """Not delivered after this instant (epoch ms); None: never expires."""
     idempotency: IdempotencyClaim | None = None
     """Stored with the notification in the same transaction, when given."""
+    deliveries: tuple[PlannedDelivery, ...] = ()
+    """Its channel plan, one row per step and address, committed in the same transaction
+    (storage/areas/channel_deliveries.py)."""
+    channel_content: dict[str, dict[str, str]] | None = None
+    """Per-channel content overriding title/body: {"email": {"subject", "html", "text"},
+    "push": {"title", "body"}, "sms": {"text"}}. Sealed at rest like the body."""
 
 
 class IdempotencyClaim(msgspec.Struct, frozen=True, kw_only=True):
@@ -182,4 +194,218 @@ class CursorHistoryRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     cursor: str
     seq: int
+    at: int
+
+
+# channel deliveries (issue #12) ---------------------------------------------------------
+
+
+class PlannedDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of a notification's channel plan for one address, decided at accept time
+    and committed with the notification (its `seq` and ids come from the notification)."""
+
+    id: str
+    """`dlv_` id."""
+    channel: str
+    """"email", "webpush", "fcm", "apns", "sms" or "webhook"."""
+    due_at: int
+    """Epoch ms; absolute (routing turned delays and quiet hours into instants)."""
+    device_id: str | None = None
+    """Push channels: the device. Email and SMS: None (the user's contact field)."""
+    endpoint_id: str | None = None
+    """Webhook: the endpoint."""
+    cancel_on_read: bool = True
+    """A read or an ack of the notification cancels this step while it is unsent."""
+    status: str = "scheduled"
+    """"scheduled" (due later), "queued" (due now) or "skipped" (decided at accept)."""
+    reason: str | None = None
+    """Why skipped: "no_address", "opted_out"."""
+    event: dict[str, Any] | None = None
+    """Webhook rows: the event to POST ({"id", "type", ...}); sealed at rest."""
+
+
+class LeasedDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A due delivery as a worker leases it: everything needed to send, read at once."""
+
+    id: str
+    notification_id: str
+    user_id: str
+    channel: str
+    attempts: int
+    """Attempts including this one."""
+    first_due_at: int
+    """When the step was first due: the age bound of retries counts from here."""
+    address: dict[str, str]
+    """Resolved at lease time: email {"email"}, sms {"phone"}, webpush {"endpoint",
+    "p256dh", "auth"}, fcm {"token"}, apns {"token", "topic"}, webhook {"url",
+    "secret"}; {} when the device or contact field is gone."""
+    device_id: str | None
+    endpoint_id: str | None
+    title: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    content: dict[str, str] | None
+    """This channel's part of the notification's `channel_content` ("push" for the
+    three push channels)."""
+    category: str | None
+    priority: str
+    created_at: int
+    expires_at: int | None
+    event: dict[str, Any] | None = None
+    """Webhook rows: the event to POST (PlannedDelivery.event)."""
+
+
+class DeliveryOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What one attempt came to; a worker records a batch of them per round."""
+
+    delivery_id: str
+    at: int
+    status: str
+    """The row's new status: "sent", "queued" (retry at `next_due_at`), "failed",
+    "skipped" or "cancelled"."""
+    provider: str | None = None
+    next_due_at: int | None = None
+    fallback: bool = False
+    """Sent (or tried) through a provider other than the channel's first."""
+    provider_message_id: str | None = None
+    error: str | None = None
+    provider_code: str | None = None
+    detail: dict[str, Any] | None = None
+    """Worth keeping, e.g. {"encoding": "GSM-7", "segments": 2}."""
+    duration_ms: int | None = None
+    remove_device: bool = False
+    """The address is gone for good: delete `device_id` in the same transaction."""
+
+
+class ChannelDeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    notification_id: str
+    user_id: str
+    seq: int
+    channel: str
+    device_id: str | None
+    endpoint_id: str | None
+    status: str
+    reason: str | None
+    due_at: int
+    attempts: int
+    provider: str | None
+    fallback: bool
+    provider_message_id: str | None
+    last_error: str | None
+    created_at: int
+    updated_at: int
+
+
+class DeliveryAttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of a delivery's history: an attempt, or a status change without one
+    (cancelled, skipped, a provider's receipt)."""
+
+    delivery_id: str
+    at: int
+    status: str
+    provider: str | None
+    provider_message_id: str | None
+    provider_code: str | None
+    error: str | None
+    detail: dict[str, Any] | None
+    duration_ms: int | None
+    fallback: bool
+
+
+class ChannelQueueStats(msgspec.Struct, frozen=True, kw_only=True):
+    channel: str
+    due: int
+    """Scheduled or queued rows with due_at <= now."""
+    scheduled: int
+    """Rows due later."""
+    sending: int
+    oldest_due_at: int | None
+    """The smallest due_at among due rows (the queue-age gauge)."""
+
+
+# opt-outs and webhook endpoints (issue #12) ---------------------------------------------
+
+
+class ChannelOptOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A user does not want notifications of `category` on `channel`."""
+
+    user_id: str
+    channel: str
+    category: str
+    """Matched exactly; "" stands for notifications without a category."""
+    created_at: int
+
+
+class WebhookSecret(msgspec.Struct, frozen=True, kw_only=True):
+    """One signing secret of a webhook endpoint (the value is sealed at rest)."""
+
+    id: str
+    """`whs_` id; secrets are inserted and deleted, never updated."""
+    secret: str
+    created_at: int
+    expires_at: int | None = None
+    """None: the current secret; else the instant a rotated-out secret stops signing."""
+
+
+class NewWebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    """`whk_` id."""
+    url: str
+    event_types: tuple[str, ...]
+    description: str | None = None
+    secret: WebhookSecret
+    """Its first secret."""
+    created_at: int
+
+
+class WebhookSecretState(msgspec.Struct, frozen=True, kw_only=True):
+    """A secret as listed: when it was made and until when it signs, never its value."""
+
+    id: str
+    created_at: int
+    expires_at: int | None
+
+
+class WebhookEndpointRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    url: str
+    description: str | None
+    event_types: tuple[str, ...]
+    enabled: bool
+    disabled_reason: str | None
+    """Why pushd stopped sending to it (410 Gone, too many failures); None while enabled."""
+    disabled_at: int | None
+    consecutive_failures: int
+    """Events failed for good in a row (permanently, or past the attempt limit)."""
+    created_at: int
+    updated_at: int
+    secrets: tuple[WebhookSecretState, ...]
+    """The secrets that sign now, newest first."""
+
+
+class DeliveryUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel delivery whose new status (sent, delivered, failed) webhooks are told
+    about (`delivery.updated`)."""
+
+    delivery_id: str
+    notification_id: str
+    user_id: str
+    channel: str
+    device_id: str | None
+    status: str
+    attempts: int
+    provider: str | None
+    fallback: bool
+    provider_message_id: str | None
+    error: str | None
+    updated_at: int
+    """When the delivery reached `status` (epoch ms)."""
+
+
+class WebhookEndpointDisabled(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint the webhook sweep disabled, and why."""
+
+    endpoint_id: str
+    reason: str
     at: int

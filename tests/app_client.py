@@ -21,9 +21,23 @@ AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, Any]]]
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+# The fixtures of the services an app may be pointed at; each drops what it made (a
+# database, a Redis prefix, a vhost) at teardown.
+SERVICES = ("postgres_url", "redis_prefix", "amqp_url")
+
+
 @pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeClient:
-    """Build and start an app; keyword arguments override config sections."""
+def make_client(request: pytest.FixtureRequest, tmp_path: Path) -> MakeClient:
+    """Build and start an app; keyword arguments override config sections.
+
+    The services the test asks for are set up before the apps, so that they are torn
+    down after them (teardown runs in reverse): an app whose database was dropped under
+    it spent seconds of its shutdown retrying the writes it still had.
+    """
+    for service in SERVICES:
+        if service in request.fixturenames:
+            request.getfixturevalue(service)
+    aiohttp_client: AiohttpClient = request.getfixturevalue("aiohttp_client")
 
     async def make(
         token_secret: str = TOKEN_SECRET, **sections: dict[str, Any]

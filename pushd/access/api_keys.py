@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from pushd.access.roles import ADMIN
 from pushd.api.errors import ApiError, ErrorCode
 from pushd.ids import new_id, now_ms
 from storage import Storage
@@ -109,13 +110,13 @@ async def bootstrap_admin_key(storage: Storage, given: str | None) -> str | None
     if given:
         if await storage.find_api_key(hash_key(given)) is None:
             await storage.create_api_key(
-                key_record(given, name="bootstrap (PUSHD_ADMIN_KEY)", role="admin")
+                key_record(given, name="bootstrap (PUSHD_ADMIN_KEY)", role=ADMIN)
             )
         return None
     if await storage.count_api_keys() > 0:
         return None
     key = generate_key()
-    await storage.create_api_key(key_record(key, name="bootstrap", role="admin"))
+    await storage.create_api_key(key_record(key, name="bootstrap", role=ADMIN))
     return key
 
 

@@ -11,30 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import msgspec
-from aiohttp import web
 
+from actors.retry import Backoff
 from pushd.access.failed_auth import FailedAuthTally
 from storage import Storage, StorageError
 from storage.records import NewAuditRecord
 
 log = logging.getLogger("pushd.access.audit_writer")
 
-AUDIT_TARGET: web.RequestKey[str] = web.RequestKey("audit_target", str)
-"""Set by a handler to name what the request acted on (`user:<id>`, `key:<id>`) when the
-path does not say it (e.g. the id of a user it just created)."""
-AUDIT_DETAIL: web.RequestKey[dict[str, Any]] = web.RequestKey("audit_detail", dict)
-"""Set by a handler to add facts to the record (never personal data: ids go in the
-target, which is what erasing a user pseudonymises)."""
-
-CLI_ACTOR = "cli"
-
-# A failing storage is retried this many times (with doubling pauses from the first
-# one) before a batch is given up on and written to the log instead.
+# A failing storage is retried this many times (with backoff between attempts) before a
+# batch is given up on and written to the log instead.
 _WRITE_ATTEMPTS = 5
-_FIRST_RETRY_PAUSE_S = 0.2
+_WRITE_BACKOFF = Backoff(base=0.2, cap=1.6)
 
 _record_encoder = msgspec.json.Encoder()
 
@@ -192,7 +182,6 @@ class AuditWriter:
                     self._progress.notify_all()
 
     async def _write(self, batch: list[NewAuditRecord]) -> None:
-        pause = _FIRST_RETRY_PAUSE_S
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
                 await self._storage.append_audit(batch)
@@ -205,8 +194,7 @@ class AuditWriter:
                     exc,
                 )
                 if attempt < _WRITE_ATTEMPTS:
-                    await asyncio.sleep(pause)
-                    pause *= 2
+                    await _WRITE_BACKOFF.wait(attempt - 1)
             else:
                 self.written += len(batch)
                 self.batches += 1

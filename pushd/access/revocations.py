@@ -15,19 +15,16 @@ import contextlib
 import logging
 
 import msgspec
-from aiohttp import web
 
-from actors.runtime import ActorSystemStoppedError
+from actors.runtime import ActorSystem, ActorSystemStoppedError
 from actors.transport import CloseCode
-from actors.user_mailbox import CloseAll
-from pushd.appkeys import API_KEYS, MAILBOXES, STATE
+from actors.user_mailbox import CloseAll, UserMessage
+from pushd.access.api_keys import ApiKeyVerifier
 from pushd.state import SharedState, StateError
 
 log = logging.getLogger("pushd.access.revocations")
 
 CHANNEL = "revocations"
-TOKEN_REVOKED_REASON = "the user's tokens were revoked: get a new token"  # noqa: S105 - a close reason
-USER_ERASED_REASON = "the user was erased"
 
 
 class ApiKeyRevoked(msgspec.Struct, frozen=True, tag="api_key"):
@@ -60,18 +57,24 @@ def encode_revocation(revocation: Revocation) -> bytes:
 class Revocations:
     """Applies revocations on this node and tells every other node about them.
 
-    It reaches the app's components when a revocation comes: the subscription is made
-    before the shared state starts (so that none published after start-up is missed),
-    which is before the key cache and the mailboxes exist; until they do, there is
-    nothing on this node to revoke.
+    Built once the key cache and the mailboxes exist, and subscribed before the shared
+    state starts, so that no revocation published after start-up is missed (pushd/app.py).
     """
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(
+        self,
+        state: SharedState,
+        *,
+        api_keys: ApiKeyVerifier,
+        mailboxes: ActorSystem[str, UserMessage],
+    ) -> None:
+        self._state = state
+        self._api_keys = api_keys
+        self._mailboxes = mailboxes
 
-    def subscribe(self, state: SharedState) -> None:
+    def subscribe(self) -> None:
         """Listen for revocations published by any node; call before `state.start()`."""
-        state.subscribe(CHANNEL, self._on_message)
+        self._state.subscribe(CHANNEL, self._on_message)
 
     async def api_key_revoked(self, key_id: str) -> None:
         """The key was revoked in storage: forget it here, then on every node."""
@@ -94,7 +97,7 @@ class Revocations:
 
     async def _publish(self, revocation: Revocation) -> None:
         try:
-            await self._app[STATE].publish(CHANNEL, encode_revocation(revocation))
+            await self._state.publish(CHANNEL, encode_revocation(revocation))
         except StateError as exc:
             # Storage already holds the revocation, and this node applied it. Elsewhere
             # keys expire from caches within auth.api_key_cache_ttl and new sockets are
@@ -118,19 +121,18 @@ class Revocations:
     async def _apply(self, revocation: Revocation) -> None:
         match revocation:
             case ApiKeyRevoked(key_id=key_id):
-                verifier = self._app.get(API_KEYS)
-                if verifier is not None:
-                    verifier.forget(key_id)
+                self._api_keys.forget(key_id)
             case UserTokensRevoked(user_id=user_id):
-                await self._close_sockets(user_id, CloseCode.TOKEN_REVOKED, TOKEN_REVOKED_REASON)
+                await self._close_sockets(user_id, CloseAll(CloseCode.TOKEN_REVOKED))
             case UserErased(user_id=user_id):
-                await self._close_sockets(user_id, CloseCode.USER_UNKNOWN, USER_ERASED_REASON)
+                await self._close_sockets(
+                    user_id, CloseAll(CloseCode.USER_UNKNOWN, "the user was erased")
+                )
 
-    async def _close_sockets(self, user_id: str, code: CloseCode, reason: str) -> None:
+    async def _close_sockets(self, user_id: str, close: CloseAll) -> None:
         # Only an actor that exists here holds sockets here; telling a missing one would
         # create an actor on every node for nothing.
-        mailboxes = self._app.get(MAILBOXES)
-        if mailboxes is not None and mailboxes.get(user_id):
+        if self._mailboxes.get(user_id):
             # Shutting down: the sockets are being closed anyway.
             with contextlib.suppress(ActorSystemStoppedError):
-                await mailboxes.tell(user_id, CloseAll(code, reason))
+                await self._mailboxes.tell(user_id, close)

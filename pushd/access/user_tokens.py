@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from pushd.ids import now_ms
+
 CLOCK_LEEWAY = 5
 """Seconds a token's `iat` may lie in the future, and its lifetime exceed
 `token_max_ttl`: the clocks of the node that issued it and the one verifying it differ."""
@@ -97,14 +99,14 @@ class TokenSigner:
     ) -> IssuedToken:
         """Sign a token for `user_id` valid for `ttl` seconds (default from config),
         limited to `categories` when given (the `cats` claim)."""
-        now_ms = time.time_ns() // 1_000_000
-        now = now_ms // 1000
+        issued_ms = now_ms()
+        now = issued_ms // 1000
         expires_at = now + (ttl or self.default_ttl)
         claims: dict[str, object] = {
             "sub": user_id,
             # Milliseconds (RFC 7519 allows a fractional NumericDate): a revocation cuts
             # at an instant, and a token issued just after it in the same second must work.
-            "iat": now_ms / 1000,
+            "iat": issued_ms / 1000,
             "exp": expires_at,
             "iss": self._issuer,
             "aud": self._audience,

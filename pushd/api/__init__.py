@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
 
 from pushd.api import audit, gdpr, key_admin, notifications, stats, tokens, users
+from pushd.api.dispatch import add_routes
 from pushd.api.openapi import build_openapi
-from pushd.api.routing import Reply, Route, add_routes
+from pushd.api.route import Reply, Route
 from pushd.api.schemas import ComponentHealth, Health, known_timezones
 from pushd.appkeys import BUS, OPENAPI, STATE, STORAGE
+from pushd.realtime import ws
 from pushd.state import StateUnavailableError
 from storage import StorageError
 
 __all__ = ["ROUTES", "add_routes", "describe_api"]
-
-VERSION = "0.1.0"
 
 
 async def healthcheck(request: web.Request, _body: None, _query: None) -> Reply:
@@ -50,10 +51,15 @@ async def openapi(request: web.Request, _body: None, _query: None) -> Reply:
     return Reply(200, request.app[OPENAPI])
 
 
+async def websocket(request: web.Request, _body: None, _query: None) -> web.StreamResponse:
+    """Real-time delivery (pushd/realtime/ws.py)."""
+    return await ws.websocket(request)
+
+
 def describe_api(token_max_ttl: int) -> dict[str, Any]:
     """This server's OpenAPI document (the token lifetime limit is configuration)."""
     return build_openapi(
-        ROUTES, version=VERSION, token_max_ttl=token_max_ttl, timezones=known_timezones()
+        ROUTES, version=version("pushd"), token_max_ttl=token_max_ttl, timezones=known_timezones()
     )
 
 
@@ -82,4 +88,18 @@ ROUTES: list[Route] = [
     *stats.ROUTES,
     *key_admin.ROUTES,
     *audit.ROUTES,
+    Route(
+        "GET",
+        "/ws",
+        websocket,
+        "The WebSocket: notifications in real time",
+        {101: None},
+        websocket=True,
+        public=True,
+        description="Upgrade to a WebSocket (protocol 1.2, docs/protocol.md). No API key: "
+        "the client's first frame is `auth` with a user token (POST "
+        "/api/users/{userId}/tokens).",
+        errors={400: "Not a WebSocket upgrade request"},
+        tag="realtime",
+    ),
 ]

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from pushd.api.routing import ADMIN_ONLY, Reply, Route
+from pushd.access.roles import ADMIN_ONLY
+from pushd.api.pagination import NumericCursor, PageLimit, fetch_page, numeric_cursor
+from pushd.api.route import Reply, Route
 from pushd.appkeys import AUDIT, STORAGE
 from pushd.ids import from_ms
 from storage.records import AuditRecord
@@ -26,14 +28,8 @@ class AuditQuery(msgspec.Struct, kw_only=True):
     """Only records at or after this instant."""
     until: Instant | None = None
     """Only records before this instant."""
-    limit: Annotated[int, Meta(ge=1, le=200)] = 50
-    cursor: (
-        Annotated[
-            str,
-            Meta(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page."),
-        ]
-        | None
-    ) = None
+    limit: PageLimit = 50
+    cursor: NumericCursor | None = None
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):
@@ -74,19 +70,21 @@ def _ms(instant: datetime | None) -> int | None:
 async def list_audit(request: web.Request, _body: None, query: AuditQuery) -> Reply:
     # Read-your-writes on this node: what this node already queued is in the answer.
     await request.app[AUDIT].flush()
-    records = await request.app[STORAGE].list_audit(
-        actor=query.actor,
-        action=query.action,
-        target=query.target,
-        since=_ms(query.since),
-        until=_ms(query.until),
-        before_id=None if query.cursor is None else int(query.cursor),
-        limit=query.limit + 1,
+    storage = request.app[STORAGE]
+    page = await fetch_page(
+        lambda limit: storage.list_audit(
+            actor=query.actor,
+            action=query.action,
+            target=query.target,
+            since=_ms(query.since),
+            until=_ms(query.until),
+            before_id=numeric_cursor(query.cursor),
+            limit=limit,
+        ),
+        query.limit,
+        key=lambda record: record.id,
     )
-    more = len(records) > query.limit
-    records = records[: query.limit]
-    next_cursor = str(records[-1].id) if more and records else None
-    return Reply(200, AuditPage([AuditEntry.of(r) for r in records], next_cursor))
+    return Reply(200, AuditPage([AuditEntry.of(r) for r in page.items], page.next_cursor))
 
 
 ROUTES = [

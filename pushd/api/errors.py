@@ -7,7 +7,6 @@ Body: `{"error": {"code": "...", "message": "...", "field": "..."}}`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
@@ -15,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from pushd.access.rate_limits import RateLimitedError
+from pushd.validation_errors import ValidationFailure
 from storage import StorageUnavailableError
 
 log = logging.getLogger("pushd.api")
@@ -85,27 +85,19 @@ def validation_error(message: str, field: str) -> ApiError:
     return ApiError(ErrorCode.VALIDATION_FAILED, message, field=field)
 
 
-_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
-_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
-_MISSING_FIELD = re.compile(r"Object missing required field `(?P<key>[^`]+)`")
-
-
 def from_msgspec(error: msgspec.ValidationError) -> ApiError:
     """Turn msgspec's "Expected `int`, got `str` - at `$.items[0].x`" into a 422 whose
     `field` is `items[0].x`."""
-    match = _AT_PATH.match(str(error))
-    assert match is not None  # the pattern accepts any string
-    what, path = match["what"], (match["path"] or "").lstrip(".")
-    for pattern, template in (
-        (_UNKNOWN_FIELD, "unknown field `{key}`: remove it (see /api/openapi.json)"),
-        (_MISSING_FIELD, "missing required field `{key}`"),
-    ):
-        found = pattern.match(what)
-        if found:
-            key = found["key"]
-            field = f"{path}.{key}" if path else key
-            return validation_error(template.format(key=key), field)
-    return validation_error(what, path or "$")
+    failure = ValidationFailure.of(error)
+    match failure.field_problem:
+        case "unknown":
+            message = f"unknown field `{failure.field}`: remove it (see /api/openapi.json)"
+            return validation_error(message, failure.field_path)
+        case "missing":
+            message = f"missing required field `{failure.field}`"
+            return validation_error(message, failure.field_path)
+        case None:
+            return validation_error(failure.what, failure.path or "$")
 
 
 def error_response(error: ApiError) -> web.Response:

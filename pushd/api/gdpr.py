@@ -16,11 +16,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.access.failed_auth import ANONYMOUS_ACTOR
+from pushd.access.roles import ADMIN_ONLY
 from pushd.api.audit import AuditEntry
 from pushd.api.deliveries import as_detail, deliveries_of
-from pushd.api.routing import ADMIN_ONLY, Reply, Route, Streamed
+from pushd.api.route import Reply, Route, Streamed
 from pushd.api.schemas import Device, NotificationDetail, User
 from pushd.api.users import load_user
 from pushd.appkeys import AUDIT, CONFIG, REVOCATIONS, STORAGE

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
 from pushd.access.api_keys import generate_key, key_record
-from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.roles import ADMIN, ADMIN_ONLY, Role
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.routing import ADMIN, ADMIN_ONLY, Reply, Route
+from pushd.api.route import Reply, Route
 from pushd.api.schemas import Category
 from pushd.appkeys import REVOCATIONS, STORAGE
 from pushd.ids import from_ms, now_ms
@@ -19,8 +20,6 @@ from storage import LastAdminKeyError
 from storage.records import ApiKeyRecord
 
 Meta = msgspec.Meta
-
-Role = Literal["admin", "publisher", "reader"]
 
 
 class CreateApiKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from pushd.access.api_keys import API_KEY, may_read_category, require_category
-from pushd.access.audit_writer import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.api.deliveries import (
     as_detail,
     as_notification,
@@ -18,7 +18,8 @@ from pushd.api.deliveries import (
 )
 from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.input_limits import check_notification_size
-from pushd.api.routing import Reply, Route
+from pushd.api.pagination import NumericCursor, PageLimit, fetch_page, numeric_cursor
+from pushd.api.route import Reply, Route
 from pushd.api.schemas import (
     DeliveryEventList,
     NotificationAccepted,
@@ -188,40 +189,32 @@ async def _send(
 
 
 class HistoryQuery(msgspec.Struct):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-    cursor: (
-        Annotated[
-            str,
-            msgspec.Meta(
-                pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page."
-            ),
-        ]
-        | None
-    ) = None
+    limit: PageLimit = 50
+    cursor: NumericCursor | None = None
     unread: Annotated[bool, msgspec.Meta(description="Only notifications not read yet.")] = False
 
 
 async def list_user_notifications(request: web.Request, _body: None, query: HistoryQuery) -> Reply:
     storage = request.app[STORAGE]
     user = await load_user(storage, request.match_info["userId"])
-    before = int(query.cursor) if query.cursor is not None else None
     # A category-limited key sees only its categories (docs/security.md), filtered in
     # the query: pages are full, and no cursor or count reveals another category.
     categories = request[API_KEY].categories
-    records = await storage.list_notifications(
-        user.id,
-        before_seq=before,
-        limit=query.limit + 1,
-        unread_only=query.unread,
-        categories=categories,
+    page = await fetch_page(
+        lambda limit: storage.list_notifications(
+            user.id,
+            before_seq=numeric_cursor(query.cursor),
+            limit=limit,
+            unread_only=query.unread,
+            categories=categories,
+        ),
+        query.limit,
+        key=lambda record: record.seq,
     )
-    more = len(records) > query.limit
-    records = records[: query.limit]
-    next_cursor = str(records[-1].seq) if more and records else None
-    deliveries = await deliveries_of(storage, user, records, now_ms())
-    items = [as_notification(r, d) for r, d in zip(records, deliveries, strict=True)]
+    deliveries = await deliveries_of(storage, user, page.items, now_ms())
+    items = [as_notification(r, d) for r, d in zip(page.items, deliveries, strict=True)]
     unread = await storage.count_unread(user.id, categories=categories)
-    return Reply(200, NotificationPage(items, next_cursor, unread))
+    return Reply(200, NotificationPage(items, page.next_cursor, unread))
 
 
 async def _load_notification(request: web.Request) -> NotificationRecord:

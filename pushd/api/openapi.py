@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from pushd.api.errors import ErrorBody
-from pushd.api.routing import Route
+from pushd.api.route import Route
 
 _ERRORS_BY_CONDITION = {
     "auth": {
@@ -28,8 +28,18 @@ _ERRORS_BY_CONDITION = {
 }
 
 
+# The handshake of RFC 6455 that turns a GET into a WebSocket (`Route.websocket`).
+_UPGRADE_HEADERS = {
+    "Upgrade": {"type": "string", "enum": ["websocket"]},
+    "Connection": {"type": "string", "description": "Must contain `Upgrade`."},
+    "Sec-WebSocket-Key": {"type": "string"},
+    "Sec-WebSocket-Version": {"type": "string", "enum": ["13"]},
+}
+
+
 def _conditions(route: Route) -> list[str]:
-    conditions = ["always"]
+    # The upgrade answers before anything reaches storage.
+    conditions = [] if route.websocket else ["always"]
     if not route.public:
         conditions.append("auth")
     if route.body is not None:
@@ -63,6 +73,11 @@ def _parameters(route: Route, components: dict[str, Any]) -> list[dict[str, Any]
         }
         for name, description in route.headers.items()
     ]
+    if route.websocket:
+        parameters += [
+            {"name": name, "in": "header", "required": True, "schema": schema}
+            for name, schema in _UPGRADE_HEADERS.items()
+        ]
     return parameters
 
 
@@ -74,6 +89,8 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
         "parameters": _parameters(route, components),
         "responses": {},
     }
+    if route.description is not None:
+        operation["description"] = route.description
     if route.body is not None:
         operation["requestBody"] = {
             "required": route.body_required,
@@ -82,11 +99,14 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
     for status, body_type in route.responses.items():
         response: dict[str, Any] = {"description": route.summary}
         if body_type is not None:
-            response["content"] = {"application/json": {"schema": by_type[body_type]}}
+            response["content"] = {route.media_type: {"schema": by_type[body_type]}}
         operation["responses"][str(status)] = response
     error_content = {"application/json": {"schema": by_type[ErrorBody]}}
     for status, description in route.errors.items():
-        operation["responses"][str(status)] = {"description": description, "content": error_content}
+        error: dict[str, Any] = {"description": description}
+        if not route.websocket:  # a refused upgrade is aiohttp's plain text
+            error["content"] = error_content
+        operation["responses"][str(status)] = error
     for condition in _conditions(route):
         for status, description in _ERRORS_BY_CONDITION[condition].items():
             operation["responses"].setdefault(
@@ -98,7 +118,8 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
         # Roles (docs/security.md): who may call it, and the 403 every other key gets.
         roles = ", ".join(sorted(route.roles))
         operation["x-roles"] = sorted(route.roles)
-        operation["description"] = f"API key roles allowed: {roles}."
+        allowed = f"API key roles allowed: {roles}."
+        operation["description"] = " ".join(filter(None, [operation.get("description"), allowed]))
         operation["responses"].setdefault(
             "403",
             {

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pushd.api.routing import ROLES, Route
+from pushd.access.roles import ROLES
+from pushd.api.route import Route
 
 ALLOWED = "✓"
 REFUSED = "403"
 PUBLIC = "no key needed"
+END_USER = "user token, no key"
+"""The cell of a route end users call with their user token instead of an API key."""
 
 
 def render_roles_table(routes: Sequence[Route]) -> str:
@@ -22,7 +25,9 @@ def render_roles_table(routes: Sequence[Route]) -> str:
         "|---|---|" + "---|" * len(ROLES),
     ]
     for route in routes:
-        if route.public:
+        if route.websocket:
+            cells = [END_USER] * len(ROLES)
+        elif route.public:
             cells = [PUBLIC] * len(ROLES)
         else:
             cells = [ALLOWED if role in route.roles else REFUSED for role in ROLES]

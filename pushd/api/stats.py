@@ -1,19 +1,17 @@
-"""Live figures for operators: `GET /api/stats` (JSON) and the `/console` page that
-polls it."""
+"""Live figures for operators, three routes: `GET /api/stats` (JSON), `GET /metrics`
+(Prometheus, pushd/ops/metrics.py) and `GET /console`, the page that polls
+`/api/stats` (pushd/ops/console.py)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 import time
-from importlib import resources
 
 import msgspec
 from aiohttp import web
 
-from pushd.api.routing import Reply, Route
+from pushd.api.route import Reply, Route
 from pushd.appkeys import BUS, CURSORS, INGEST, MAILBOXES, METRICS, SOCKETS
+from pushd.ops.console import console
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -36,12 +34,12 @@ class Stats(msgspec.Struct, kw_only=True):
 
 async def stats(request: web.Request, _body: None, _query: None) -> Reply:
     app = request.app
-    metrics, ingest = app[METRICS], app[INGEST]
+    instruments, ingest = app[METRICS], app[INGEST]
     return Reply(
         200,
         Stats(
-            uptime_seconds=round(time.monotonic() - metrics.started_at, 3),
-            notifications_accepted=metrics.total(metrics.accepted),
+            uptime_seconds=round(time.monotonic() - instruments.started_at, 3),
+            notifications_accepted=instruments.total(instruments.accepted),
             notifications_committed=ingest.committed,
             commit_batches=ingest.batches,
             bus_published=ingest.published,
@@ -49,7 +47,7 @@ async def stats(request: web.Request, _body: None, _query: None) -> Reply:
             outbox_relayed=ingest.relayed,
             outbox_relaying=ingest.relaying,
             cursor_flushes=app[CURSORS].flushes,
-            frames_handed_to_mailboxes=metrics.total(metrics.delivered),
+            frames_handed_to_mailboxes=instruments.total(instruments.mailbox_handoffs),
             websockets_open=len(app[SOCKETS]),
             mailbox_actors=len(app[MAILBOXES]),
             bus_healthy=await app[BUS].healthy(),
@@ -57,30 +55,9 @@ async def stats(request: web.Request, _body: None, _query: None) -> Reply:
     )
 
 
-_CONSOLE = resources.files("pushd.ops").joinpath("console.html").read_bytes()
-
-
-def _inline_hashes(html: bytes, tag: str) -> str:
-    blocks = re.findall(rb"<%s>(.*?)</%s>" % (tag.encode(), tag.encode()), html, re.DOTALL)
-    return " ".join(
-        f"'sha256-{base64.b64encode(hashlib.sha256(block).digest()).decode()}'" for block in blocks
-    )
-
-
-# The page's own inline <script> and <style> (by hash, so nothing injected can run), and
-# fetches to this origin; nothing else.
-CONSOLE_CSP = (
-    f"default-src 'none'; script-src {_inline_hashes(_CONSOLE, 'script')}; "
-    f"style-src {_inline_hashes(_CONSOLE, 'style')}; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
-
-
-async def console(_request: web.Request) -> web.Response:
-    """The operator console: a static page; the figures need an API key it asks for."""
-    return web.Response(
-        body=_CONSOLE, content_type="text/html", headers={"Content-Security-Policy": CONSOLE_CSP}
-    )
+async def metrics(request: web.Request, _body: None, _query: None) -> web.StreamResponse:
+    """This process's Prometheus metrics."""
+    return await request.app[METRICS].handle(request)
 
 
 ROUTES = [
@@ -90,6 +67,28 @@ ROUTES = [
         stats,
         "Live counters and gauges of this process",
         {200: Stats},
+        tag="system",
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        metrics,
+        "Prometheus metrics of this process",
+        {200: str},
+        media_type="text/plain",
+        description="The Prometheus text exposition format (version 0.0.4); every metric "
+        "is listed in docs/architecture.md.",
+        tag="system",
+    ),
+    Route(
+        "GET",
+        "/console",
+        console,
+        "The operator console: a page of live figures (polls /api/stats)",
+        {200: str},
+        public=True,
+        media_type="text/html",
+        description="A static page; the figures it fetches need an API key, which it asks for.",
         tag="system",
     ),
 ]

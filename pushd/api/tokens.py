@@ -8,9 +8,9 @@ import msgspec
 from aiohttp import web
 
 from pushd.access.api_keys import API_KEY
-from pushd.access.audit_writer import AUDIT_DETAIL
+from pushd.access.audit_fields import AUDIT_DETAIL
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.routing import Reply, Route
+from pushd.api.route import Reply, Route
 from pushd.api.schemas import IssueToken, TokenIssued
 from pushd.api.users import load_user
 from pushd.appkeys import REVOCATIONS, STORAGE, TOKENS

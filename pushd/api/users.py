@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import msgspec
 from aiohttp import web
 
-from pushd.access.audit_writer import AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_TARGET
 from pushd.api.errors import ApiError, ErrorCode, validation_error
-from pushd.api.routing import Reply, Route
+from pushd.api.pagination import PageLimit, fetch_page
+from pushd.api.route import Reply, Route
 from pushd.api.schemas import (
     CreateDevice,
     CreateUser,
@@ -29,7 +28,7 @@ from storage.records import NewDevice, NewUser, UserRecord
 
 
 class PageQuery(msgspec.Struct):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+    limit: PageLimit = 50
     cursor: str | None = None
 
 
@@ -70,11 +69,13 @@ async def create_user(request: web.Request, body: CreateUser, _query: None) -> R
 
 
 async def list_users(request: web.Request, _body: None, query: PageQuery) -> Reply:
-    users = await request.app[STORAGE].list_users(after_id=query.cursor, limit=query.limit + 1)
-    more = len(users) > query.limit
-    users = users[: query.limit]
-    next_cursor = users[-1].id if more and users else None
-    return Reply(200, UserPage([User.of(u) for u in users], next_cursor))
+    storage = request.app[STORAGE]
+    page = await fetch_page(
+        lambda limit: storage.list_users(after_id=query.cursor, limit=limit),
+        query.limit,
+        key=lambda user: user.id,
+    )
+    return Reply(200, UserPage([User.of(u) for u in page.items], page.next_cursor))
 
 
 async def get_user(request: web.Request, _body: None, _query: None) -> Reply:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pushd.bus.protocol import Bus, BusError, BusMessage, BusUnavailableError, MessageHandler
+from storage.backend_urls import backend_class
 
 __all__ = ["Bus", "BusError", "BusMessage", "BusUnavailableError", "MessageHandler", "open_bus"]
 
@@ -23,14 +24,6 @@ def open_bus(url: str, *, node_id: str, prefetch: int = 256, shards: int = 8) ->
     `node_id` names this process's queue so a restarted node finds its own messages;
     `shards` is how many routing keys users are spread over.
     """
-    import importlib
-
-    scheme = url.split(":", 1)[0].lower()
-    target = _BACKENDS.get(scheme)
-    if target is None:
-        known = ", ".join(sorted(_BACKENDS))
-        raise BusError(f"bus.url {url!r} has scheme {scheme!r}; supported schemes are: {known}")
-    module_name, class_name = target.split(":")
-    backend = getattr(importlib.import_module(module_name), class_name)
+    backend = backend_class(url, _BACKENDS, setting="bus.url", error=BusError)
     bus: Bus = backend(url, node_id=node_id, prefetch=prefetch, shards=shards)
     return bus

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from actors.retry import Backoff
 from pushd.bus.protocol import BusMessage, MessageHandler
 
 log = logging.getLogger("pushd.bus")
@@ -19,7 +20,7 @@ log = logging.getLogger("pushd.bus")
 # per-user order would break. The waits are short because the handler only feeds an
 # in-process mailbox; what it cannot take after these attempts it will not take later.
 HANDLER_ATTEMPTS = 5
-HANDLER_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4)
+HANDLER_BACKOFF = Backoff(base=0.05, cap=0.4)
 
 # How long `close` lets the handler call in progress run before cancelling it, so that a
 # stuck handler cannot hang a node's shutdown.
@@ -70,11 +71,8 @@ async def call_handler(
             break
         # Waiting on the stop event instead of sleeping lets `close` end the retries at
         # once; the message then stays unacknowledged and the broker delivers it again.
-        try:
-            await asyncio.wait_for(stopping.wait(), HANDLER_RETRY_DELAYS[attempt - 1])
-        except TimeoutError:
-            continue
-        return Outcome.ABANDONED
+        if not await HANDLER_BACKOFF.wait(attempt - 1, stop=stopping):
+            return Outcome.ABANDONED
     return Outcome.DEAD_LETTERED
 
 

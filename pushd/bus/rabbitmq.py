@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import aiormq
 import msgspec
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
+from actors.retry import Backoff
 from pushd.bus._bindings import ShardBindings, routing_key, shard_of
 from pushd.bus._dispatch import (
     DEFAULT_CLOSE_GRACE_SECONDS,
@@ -36,12 +36,11 @@ QUEUE_EXPIRES_MS = 120_000
 # Broker round trips (connect, declare, bind, publish confirm): past this the broker is
 # treated as unavailable, so callers fail fast instead of hanging.
 BROKER_TIMEOUT_SECONDS = 5.0
-RECONNECT_FIRST_DELAY_SECONDS = 0.25
-# Low on purpose: while the broker is down the outbox relay keeps every notification on
-# disk, but nothing reaches sockets until this node reconnects. With a 10 s cap, a 3 s
-# broker restart delayed delivery by up to 7.4 s (tests/faults); one attempt every 2 s
-# is still no load on a broker that is coming back.
-RECONNECT_MAX_DELAY_SECONDS = 2.0
+# The cap is low on purpose: while the broker is down the outbox relay keeps every
+# notification on disk, but nothing reaches sockets until this node reconnects. With a
+# 10 s cap, a 3 s broker restart delayed delivery by up to 7.4 s (tests/faults); one
+# attempt every 2 s at most is still no load on a broker that is coming back.
+RECONNECT_BACKOFF = Backoff(base=0.25, cap=2.0)
 
 _encoder = msgspec.msgpack.Encoder()
 # One AMQP message carries every BusMessage of one publish call for one shard, in order:
@@ -294,9 +293,7 @@ class RabbitBus:
                 self._bindings.detach()
                 self._purge_deliveries()
                 await _close_link(link)
-            delay = min(RECONNECT_MAX_DELAY_SECONDS, RECONNECT_FIRST_DELAY_SECONDS * 2**attempt)
-            # Jitter spreads the reconnects of many nodes after a broker restart.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await RECONNECT_BACKOFF.wait(attempt)
             attempt += 1
             try:
                 self._link = await self._open_link()

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Final
 
 import httpx
 import jwt
@@ -37,9 +37,9 @@ from actors.channel_sender import (
     SendReceipt,
     TransientSendError,
 )
+from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
 from pushd.channels.push_fields import apns_aps, apns_headers
-from pushd.channels.retry_after import parse_retry_after
-from pushd.config import ConfigError
+from pushd.config_types import ConfigError, PositiveFloat
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
 APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"
@@ -67,7 +67,7 @@ class ApnsProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     """Production; https://api.sandbox.push.apple.com for development builds of the app."""
     topic: str = ""
     """The apns-topic (the app's bundle id) for devices whose address names none."""
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    timeout: PositiveFloat = 10.0
     """Seconds allowed to each step of a send: connecting, writing, reading the answer."""
     ca_file: str = ""
     """CA bundle (PEM) to verify the server with instead of the system's; for tests."""
@@ -154,11 +154,11 @@ class _Refusal(msgspec.Struct):
     reason: str = ""
 
 
-def _reason(response: httpx.Response) -> str:
-    if response.status_code == 200:
+def _reason(answer: HttpAnswer) -> str:
+    if answer.status == 200:
         return ""
     try:
-        return msgspec.json.decode(response.content, type=_Refusal).reason
+        return msgspec.json.decode(answer.body, type=_Refusal).reason
     except (msgspec.ValidationError, msgspec.DecodeError):
         return ""
 
@@ -174,25 +174,28 @@ _PERMANENT_HINTS = {
 }
 
 
-def classify_error(
-    provider: str, http_status: int, reason: str, retry_after: float | None
-) -> SendError:
+_HINTS: Final = RefusalHints(
+    transient="retried later",
+    refused="retrying the same notification cannot succeed",
+    gone="the app was uninstalled, or the token is not one APNs issued for this topic and "
+    "environment (production vs sandbox), so the device is removed",
+    gone_statuses=frozenset({410}),
+)
+
+
+def _refusal_error(provider: str, answer: HttpAnswer) -> SendError:
     """The `SendError` for an APNs answer other than 200 (and other than an
     ExpiredProviderToken the caller retries with a new token)."""
-    said = f"APNs provider `{provider}` answered {http_status} {reason}".rstrip()
-    code = reason or str(http_status)
-    if http_status == 410 or reason in GONE_REASONS:
-        return AddressGoneError(
-            f"{said}; the app was uninstalled, or the token is not one APNs issued for "
-            "this topic and environment (production vs sandbox), so the device is removed",
-            provider_code=code,
-        )
-    if http_status == 429 or http_status >= 500:
-        return TransientSendError(
-            f"{said}; retried later", provider_code=code, retry_after=retry_after
-        )
-    hint = _PERMANENT_HINTS.get(reason, "retrying the same notification cannot succeed")
-    return PermanentSendError(f"{said}; {hint}", provider_code=code)
+    reason = _reason(answer)
+    said = f"APNs provider `{provider}` answered {answer.status} {reason}".rstrip()
+    return refusal_error(
+        answer,
+        said,
+        _HINTS,
+        provider_code=reason or None,
+        gone=reason in GONE_REASONS,
+        hint=_PERMANENT_HINTS.get(reason),
+    )
 
 
 _JSON = msgspec.json.Encoder()
@@ -243,8 +246,8 @@ class ApnsSender:
         headers = {"apns-topic": self._topic(message), **apns_headers(message, now=self._clock())}
         payload = apns_payload(message)
         provider_token = self._tokens.current()
-        response = await self._post(path, headers, payload, provider_token)
-        if _reason(response) == "ExpiredProviderToken":
+        answer = await self._post(path, headers, payload, provider_token)
+        if _reason(answer) == "ExpiredProviderToken":
             renewed = self._tokens.replace_expired(provider_token)
             if renewed is None:
                 raise PermanentSendError(
@@ -253,21 +256,16 @@ class ApnsSender:
                     "Apple's by more than 40 minutes; set the clock right (NTP)",
                     provider_code="ExpiredProviderToken",
                 )
-            response = await self._post(path, headers, payload, renewed)
-            if _reason(response) == "ExpiredProviderToken":
+            answer = await self._post(path, headers, payload, renewed)
+            if _reason(answer) == "ExpiredProviderToken":
                 raise PermanentSendError(
                     f"APNs provider `{self.provider}` called a freshly issued provider "
                     "token expired: this machine's clock is off; set it right (NTP)",
                     provider_code="ExpiredProviderToken",
                 )
-        if response.status_code == 200:
-            return SendReceipt(provider_message_id=response.headers.get("apns-id"))
-        raise classify_error(
-            self.provider,
-            response.status_code,
-            _reason(response),
-            parse_retry_after(response.headers.get("retry-after")),
-        )
+        if answer.status == 200:
+            return SendReceipt(provider_message_id=answer.headers.get("apns-id"))
+        raise _refusal_error(self.provider, answer)
 
     async def aclose(self) -> None:
         """Close the HTTP/2 connection. Idempotent."""
@@ -297,9 +295,9 @@ class ApnsSender:
 
     async def _post(
         self, path: str, headers: dict[str, str], payload: bytes, provider_token: str
-    ) -> httpx.Response:
+    ) -> HttpAnswer:
         try:
-            return await self._client.post(
+            response = await self._client.post(
                 path,
                 content=payload,
                 headers={**headers, "authorization": f"bearer {provider_token}"},
@@ -310,3 +308,4 @@ class ApnsSender:
                 f"({exc!r}); retried later",
                 provider_code="unreachable",
             ) from exc
+        return HttpAnswer(response.status_code, response.headers, response.content)

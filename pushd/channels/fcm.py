@@ -9,25 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any, Final
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 
-from actors.channel_sender import (
-    AddressGoneError,
-    ChannelMessage,
-    PermanentSendError,
-    SendError,
-    SendReceipt,
-    TransientSendError,
-)
+from actors.channel_sender import ChannelMessage, PermanentSendError, SendError, SendReceipt
 from pushd.channels.google_oauth import ServiceAccountTokens, load_service_account
+from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
+from pushd.channels.http_client import ProviderClient
 from pushd.channels.push_fields import URGENT_PRIORITIES, alert_text, apns_aps, apns_headers
-from pushd.channels.retry_after import parse_retry_after
-from pushd.config import ConfigError
+from pushd.config_types import ConfigError, PositiveFloat
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -50,7 +42,7 @@ class FcmProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     base_url: str = DEFAULT_BASE_URL
     token_url: str = ""
     """The OAuth2 token endpoint; default: the service account's `token_uri`."""
-    timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    timeout: PositiveFloat = 10.0
     """Seconds for one HTTP exchange (token grant or send), connection included."""
 
 
@@ -203,14 +195,19 @@ _PERMANENT_HINTS = {
 }
 
 
-def classify_error(
-    provider: str, http_status: int, body: bytes, retry_after: float | None
-) -> SendError:
+_HINTS: Final = RefusalHints(
+    transient="retried later",
+    refused="retrying the same message cannot succeed",
+    gone="the app was uninstalled or the token is not one FCM issued, so the device is removed",
+)
+
+
+def _refusal_error(provider: str, answer: HttpAnswer) -> SendError:
     """The `SendError` for an FCM answer other than 200 (and other than a 401 the caller
     retries with a new access token)."""
-    status = _decode_status(body)
-    code = _error_code(status) or str(http_status)
-    said = f"FCM provider `{provider}` answered {http_status} {code}: {status.message}"
+    status = _decode_status(answer.body)
+    code = _error_code(status) or str(answer.status)
+    said = f"FCM provider `{provider}` answered {answer.status} {code}: {status.message}"
     violations = [
         f"{violation.field}: {violation.description}"
         for detail in status.details
@@ -218,32 +215,23 @@ def classify_error(
     ]
     if violations:
         said += f" ({'; '.join(violations)})"
-    if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and _concerns_token(status)):
-        return AddressGoneError(
-            f"{said}; the app was uninstalled or the token is not one FCM issued, so the "
-            "device is removed",
-            provider_code=code,
-        )
-    if http_status == 429 or http_status >= 500 or code in TRANSIENT_CODES:
-        return TransientSendError(
-            f"{said}; retried later", provider_code=code, retry_after=retry_after
-        )
-    hint = _PERMANENT_HINTS.get(code, "retrying the same message cannot succeed")
-    return PermanentSendError(f"{said}; {hint}", provider_code=code)
+    return refusal_error(
+        answer,
+        said,
+        _HINTS,
+        provider_code=code,
+        gone=code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and _concerns_token(status)),
+        transient=code in TRANSIENT_CODES,
+        hint=_PERMANENT_HINTS.get(code),
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    http_status: int
-    body: bytes
-    retry_after: str | None
-
-    def refuses_access_token(self) -> bool:
-        # THIRD_PARTY_AUTH_ERROR is a 401 about APNs/web push credentials, not ours.
-        return (
-            self.http_status == 401
-            and _error_code(_decode_status(self.body)) != "THIRD_PARTY_AUTH_ERROR"
-        )
+def _refuses_access_token(answer: HttpAnswer) -> bool:
+    # THIRD_PARTY_AUTH_ERROR is a 401 about APNs/web push credentials, not ours.
+    return (
+        answer.status == 401
+        and _error_code(_decode_status(answer.body)) != "THIRD_PARTY_AUTH_ERROR"
+    )
 
 
 class FcmSender:
@@ -276,17 +264,17 @@ class FcmSender:
         self._send_url = (
             f"{config.base_url.rstrip('/')}/v1/projects/{quote(project_id, safe='')}/messages:send"
         )
+        self._client = ProviderClient(who=where, timeout=config.timeout)
         self._tokens = ServiceAccountTokens(
             where=where,
             account=account,
             scope=FCM_SCOPE,
             token_url=config.token_url or account.token_uri,
+            client=self._client,
             clock=clock,
             wall_clock=wall_clock,
         )
         self._wall_clock = wall_clock
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
 
     @property
     def channel(self) -> str:
@@ -302,59 +290,38 @@ class FcmSender:
         """Send `message` to its FCM registration token; the receipt carries FCM's
         message name (projects/{project}/messages/{id})."""
         request = fcm_request(message, now=self._wall_clock())
-        session = self._open_session()
-        access_token = await self._tokens.current(session)
-        answer = await self._post(session, access_token, request)
-        if answer.refuses_access_token():
-            access_token = await self._tokens.replace(session, access_token)
-            answer = await self._post(session, access_token, request)
-            if answer.refuses_access_token():
+        access_token = await self._tokens.current()
+        answer = await self._post(access_token, request)
+        if _refuses_access_token(answer):
+            access_token = await self._tokens.replace(access_token)
+            answer = await self._post(access_token, request)
+            if _refuses_access_token(answer):
                 raise PermanentSendError(
                     f"FCM provider `{self.provider}`: FCM refused a freshly granted access "
                     f"token of {self._account.client_email} (401); the account may not "
                     f"belong to project {self._project_id} or its key was just revoked",
                     provider_code="UNAUTHENTICATED",
                 )
-        if answer.http_status == 200:
+        if answer.status == 200:
             try:
                 name = msgspec.json.decode(answer.body, type=_SendResponse).name
             except (msgspec.ValidationError, msgspec.DecodeError):
                 name = None  # accepted all the same
             return SendReceipt(provider_message_id=name)
-        raise classify_error(
-            self.provider, answer.http_status, answer.body, parse_retry_after(answer.retry_after)
-        )
+        raise _refusal_error(self.provider, answer)
 
     async def aclose(self) -> None:
         """Close the HTTP session. Idempotent."""
-        self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._client.aclose()
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError(f"FCM provider `{self.provider}` is closed; no send follows aclose")
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout)
-            )
-        return self._session
-
-    async def _post(
-        self, session: aiohttp.ClientSession, access_token: str, request: bytes
-    ) -> _Answer:
+    async def _post(self, access_token: str, request: bytes) -> HttpAnswer:
         headers = {
             "Authorization": f"Bearer {access_token}",
             "Content-Type": "application/json; charset=UTF-8",
         }
-        try:
-            async with session.post(self._send_url, data=request, headers=headers) as response:
-                body = await response.read()
-                return _Answer(response.status, body, response.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientSendError(
-                f"FCM provider `{self.provider}`: {self._send_url} cannot be reached "
-                f"({exc!r}); retried later",
-                provider_code="unreachable",
-            ) from exc
+        return await self._client.post(
+            self._send_url,
+            name=f"FCM provider `{self.provider}`: {self._send_url}",
+            data=request,
+            headers=headers,
+        )

@@ -7,8 +7,9 @@ access token valid about an hour. `ServiceAccountTokens` caches it until shortly
 it expires, and one caller at a time refreshes it, so that a burst of sends after expiry
 costs one grant, not one per send.
 
-PyJWT signs the assertion and aiohttp posts it. Google's google-auth library does the
-same grant but blocks the event loop (it uses requests).
+PyJWT signs the assertion and the FCM provider's `ProviderClient`
+(pushd/channels/http_client.py) posts it. Google's google-auth library does the same
+grant but blocks the event loop (it uses requests).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import jwt
 import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.channel_sender import PermanentSendError, SendError, TransientSendError
-from pushd.channels.retry_after import parse_retry_after
-from pushd.config import ConfigError
+from pushd.channels.http_answer import HttpAnswer, is_transient_status
+from pushd.channels.http_client import ProviderClient
+from pushd.config_types import ConfigError
 
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -113,6 +114,7 @@ class ServiceAccountTokens:
         account: ServiceAccount,
         scope: str,
         token_url: str,
+        client: ProviderClient,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -121,13 +123,14 @@ class ServiceAccountTokens:
         self._scope = scope
         self._key = _rsa_private_key(account, self._where)
         self._token_url = token_url
+        self._client = client
         self._clock = clock
         self._wall_clock = wall_clock
         self._token: str | None = None
         self._expires_at = 0.0  # by `clock`
         self._lock = asyncio.Lock()
 
-    async def current(self, session: aiohttp.ClientSession) -> str:
+    async def current(self) -> str:
         """A valid access token: the cached one, else a new one from the token endpoint."""
         if (token := self._valid()) is not None:
             return token
@@ -135,16 +138,16 @@ class ServiceAccountTokens:
             # Whoever held the lock before may have refreshed it meanwhile.
             if (token := self._valid()) is not None:
                 return token
-            return await self._grant(session)
+            return await self._grant()
 
-    async def replace(self, session: aiohttp.ClientSession, refused: str) -> str:
+    async def replace(self, refused: str) -> str:
         """A new access token instead of `refused`, which the API answered 401 to; when
         another caller has already replaced it, that caller's token."""
         async with self._lock:
             if self._token != refused and (token := self._valid()) is not None:
                 return token
             self._token = None
-            return await self._grant(session)
+            return await self._grant()
 
     def _valid(self) -> str | None:
         if self._token is not None and self._clock() < self._expires_at:
@@ -165,44 +168,41 @@ class ServiceAccountTokens:
             claims, self._key, algorithm="RS256", headers={"kid": key_id} if key_id else None
         )
 
-    async def _grant(self, session: aiohttp.ClientSession) -> str:
+    async def _grant(self) -> str:
         asked_at = self._clock()  # the token's lifetime counts from before the request
         form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
-        try:
-            async with session.post(self._token_url, data=form) as response:
-                status, body = response.status, await response.read()
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientSendError(
-                f"{self._where}: the OAuth token endpoint {self._token_url} cannot be "
-                f"reached ({exc!r}); retried later",
-                provider_code="oauth-unreachable",
-            ) from exc
-        if status == 200:
+        answer = await self._client.post(
+            self._token_url,
+            name=f"{self._where}: the OAuth token endpoint {self._token_url}",
+            data=form,
+            unreachable_code="oauth-unreachable",
+        )
+        if answer.status == 200:
             try:
-                grant = msgspec.json.decode(body, type=_TokenGrant)
+                grant = msgspec.json.decode(answer.body, type=_TokenGrant)
             except (msgspec.ValidationError, msgspec.DecodeError):
                 raise TransientSendError(
                     f"{self._where}: the OAuth token endpoint answered 200 without an "
-                    f"access token ({body[:200]!r}); retried later",
+                    f"access token ({answer.body[:200]!r}); retried later",
                     provider_code="oauth-bad-answer",
                 ) from None
             self._token = grant.access_token
             self._expires_at = asked_at + max(0.0, grant.expires_in - REFRESH_MARGIN_SECONDS)
             return grant.access_token
-        raise self._grant_error(status, body, parse_retry_after(retry_after))
+        raise self._grant_error(answer)
 
-    def _grant_error(self, status: int, body: bytes, retry_after: float | None) -> SendError:
+    def _grant_error(self, answer: HttpAnswer) -> SendError:
         try:
-            refusal = msgspec.json.decode(body, type=_OAuthError)
+            refusal = msgspec.json.decode(answer.body, type=_OAuthError)
         except (msgspec.ValidationError, msgspec.DecodeError):
             refusal = _OAuthError()
+        status = answer.status
         said = f"{status} {refusal.error} {refusal.error_description}".strip()
-        if status == 429 or status >= 500:
+        if is_transient_status(status):
             return TransientSendError(
                 f"{self._where}: the OAuth token endpoint answered {said}; retried later",
                 provider_code=f"oauth-{status}",
-                retry_after=retry_after,
+                retry_after=answer.retry_after(),
             )
         return PermanentSendError(
             f"{self._where}: the OAuth token endpoint {self._token_url} refused service "

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-import aiohttp
 import msgspec
 
-from actors.channel_sender import (
-    ChannelMessage,
-    PermanentSendError,
-    SendError,
-    SendReceipt,
-    TransientSendError,
-)
-from pushd.channels.retry_after import parse_retry_after
+from actors.channel_sender import ChannelMessage, SendReceipt
+from pushd.channels.http_answer import RefusalHints, answered, refusal_error
+from pushd.channels.http_client import ProviderClient
 from pushd.channels.sms import CHANNEL, count_segments, recipient_number, sms_text
-
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-
-_MAX_QUOTED_BYTES: Final = 200
+from pushd.config_types import Positive, PositiveFloat
 
 
 class HttpSmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,30 +56,11 @@ class _Accepted(msgspec.Struct):
 
 _encoder = msgspec.json.Encoder()
 
-
-def classify_error(
-    provider: str, http_status: int, body: bytes, retry_after: float | None
-) -> SendError:
-    """The `SendError` for an answer other than 2xx: 429 and 5xx are transient, any
-    other status permanent."""
-    quoted = " ".join(body[:_MAX_QUOTED_BYTES].decode("utf-8", "replace").split())
-    said = f"SMS provider `{provider}` answered {http_status}" + (f": {quoted}" if quoted else "")
-    code = str(http_status)
-    if http_status == 429 or http_status >= 500:
-        return TransientSendError(
-            f"{said}; the provider is rate-limiting or failing, retried later",
-            provider_code=code,
-            retry_after=retry_after,
-        )
-    if http_status in (401, 403):
-        return PermanentSendError(
-            f"{said}; the provider refused the credentials: check auth_header and auth_value",
-            provider_code=code,
-        )
-    return PermanentSendError(
-        f"{said}; the provider refused the message, retrying it cannot succeed",
-        provider_code=code,
-    )
+_HINTS: Final = RefusalHints(
+    transient="the provider is rate-limiting or failing, retried later",
+    refused="the provider refused the message, retrying it cannot succeed",
+    credentials="the provider refused the credentials: check auth_header and auth_value",
+)
 
 
 class HttpSmsSender:
@@ -101,8 +72,11 @@ class HttpSmsSender:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.auth_value:
             self._headers[config.auth_header] = config.auth_value
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        self._client = ProviderClient(
+            who=f"SMS provider `{config.name}`",
+            timeout=config.timeout,
+            max_connections=config.max_connections,
+        )
 
     @property
     def channel(self) -> str:
@@ -123,43 +97,21 @@ class HttpSmsSender:
             text=text,
             reference=message.delivery_id,
         )
-        status, body, retry_after = await self._post(_encoder.encode(request))
-        if not 200 <= status < 300:
-            raise classify_error(self.provider, status, body, parse_retry_after(retry_after))
+        answer = await self._client.post(
+            self._config.url,
+            name=f"SMS provider `{self.provider}`: {self._config.url}",
+            data=_encoder.encode(request),
+            headers=self._headers,
+        )
+        if not answer.accepted:
+            said = answered(f"SMS provider `{self.provider}`", answer)
+            raise refusal_error(answer, said, _HINTS)
         try:
-            message_id: str | None = str(msgspec.json.decode(body, type=_Accepted).id)
+            message_id: str | None = str(msgspec.json.decode(answer.body, type=_Accepted).id)
         except (msgspec.ValidationError, msgspec.DecodeError):
             message_id = None  # accepted all the same
         return SendReceipt(provider_message_id=message_id, detail=count_segments(text).detail())
 
     async def aclose(self) -> None:
         """Close the connections to the provider. Idempotent."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def _post(self, body: bytes) -> tuple[int, bytes, str | None]:
-        try:
-            async with self._open_session().post(
-                self._config.url, data=body, headers=self._headers, allow_redirects=False
-            ) as response:
-                return response.status, await response.read(), response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise TransientSendError(
-                f"SMS provider `{self.provider}`: {self._config.url} cannot be reached "
-                f"({type(error).__name__}: {error}); retried later",
-                provider_code="unreachable",
-            ) from error
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError(f"SMS provider `{self.provider}` is closed; no send follows aclose")
-        # Made on first use, inside the running loop, and shared by every send.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-                headers={"User-Agent": "pushd"},
-            )
-        return self._session
+        await self._client.aclose()

@@ -17,27 +17,19 @@ from collections.abc import Mapping
 from typing import Annotated, Final, Literal, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import aiohttp
 import msgspec
 
-from actors.channel_sender import (
-    ChannelMessage,
-    PermanentSendError,
-    SendError,
-    SendReceipt,
-    TransientSendError,
-)
-from pushd.channels.retry_after import parse_retry_after
+from actors.channel_sender import ChannelMessage, SendError, SendReceipt
+from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
+from pushd.channels.http_client import ProviderClient
 from pushd.channels.sms import CHANNEL, count_segments, recipient_number, sms_text
+from pushd.config_types import Positive, PositiveFloat
 
 DEFAULT_BASE_URL: Final = "https://api.twilio.com"
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _MESSAGING_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
-
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class TwilioSmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -116,33 +108,25 @@ _PERMANENT_HINTS: Final[Mapping[int, str]] = {
 }
 
 
-def classify_error(
-    provider: str, http_status: int, body: bytes, retry_after: float | None
-) -> SendError:
+_HINTS: Final = RefusalHints(
+    transient="Twilio is rate-limiting or failing, retried later",
+    refused="retrying the same message cannot succeed",
+    credentials="Twilio refused the credentials: check account_sid and auth_token (a "
+    "rotated auth token must be updated in pushd's config too)",
+)
+
+
+def _refusal_error(provider: str, answer: HttpAnswer) -> SendError:
     """The `SendError` for a Twilio answer other than 2xx."""
-    error = _decode_error(body)
-    code = str(error.code) if error.code is not None else str(http_status)
-    said = f"Twilio provider `{provider}` answered {http_status} (code {code})" + (
+    error = _decode_error(answer.body)
+    code = str(error.code) if error.code is not None else str(answer.status)
+    said = f"Twilio provider `{provider}` answered {answer.status} (code {code})" + (
         f": {error.message}" if error.message else ""
     )
-    if http_status == 429 or http_status >= 500:
-        return TransientSendError(
-            f"{said}; Twilio is rate-limiting or failing, retried later",
-            provider_code=code,
-            retry_after=retry_after,
-        )
-    if http_status in (401, 403):
-        return PermanentSendError(
-            f"{said}; Twilio refused the credentials: check account_sid and auth_token "
-            "(a rotated auth token must be updated in pushd's config too)",
-            provider_code=code,
-        )
     hint = _PERMANENT_HINTS.get(error.code or 0)
-    if hint is None:
-        hint = "retrying the same message cannot succeed" + (
-            f" (see {error.more_info})" if error.more_info else ""
-        )
-    return PermanentSendError(f"{said}; {hint}", provider_code=code)
+    if hint is None and error.more_info:
+        hint = f"{_HINTS.refused} (see {error.more_info})"
+    return refusal_error(answer, said, _HINTS, provider_code=code, hint=hint)
 
 
 # The sender ----------------------------------------------------------------------
@@ -162,8 +146,12 @@ class TwilioSmsSender:
         # Written out rather than aiohttp.BasicAuth, deprecated since aiohttp 3.14.
         credentials = f"{config.account_sid}:{config.auth_token}".encode()
         self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        self._client = ProviderClient(
+            who=f"Twilio provider `{config.name}`",
+            timeout=config.timeout,
+            max_connections=config.max_connections,
+            headers={"Accept": "application/json"},
+        )
 
     @property
     def channel(self) -> str:
@@ -185,51 +173,23 @@ class TwilioSmsSender:
             form["From"] = self._config.from_number
         if self._config.status_callback_url:
             form["StatusCallback"] = self._config.status_callback_url
-        status, body, retry_after = await self._post(form)
-        if not 200 <= status < 300:
-            raise classify_error(self.provider, status, body, parse_retry_after(retry_after))
+        answer = await self._client.post(
+            self._url,
+            name=f"Twilio provider `{self.provider}`: {self._config.base_url}",
+            data=form,
+            headers={"Authorization": self._authorization},
+        )
+        if not answer.accepted:
+            raise _refusal_error(self.provider, answer)
         try:
-            sid: str | None = msgspec.json.decode(body, type=_Message).sid
+            sid: str | None = msgspec.json.decode(answer.body, type=_Message).sid
         except (msgspec.ValidationError, msgspec.DecodeError):
             sid = None  # accepted all the same; receipts will not match it
         return SendReceipt(provider_message_id=sid, detail=count_segments(text).detail())
 
     async def aclose(self) -> None:
         """Close the connections to Twilio. Idempotent."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def _post(self, form: dict[str, str]) -> tuple[int, bytes, str | None]:
-        try:
-            async with self._open_session().post(
-                self._url,
-                data=form,
-                headers={"Authorization": self._authorization},
-                allow_redirects=False,
-            ) as response:
-                return response.status, await response.read(), response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise TransientSendError(
-                f"Twilio provider `{self.provider}`: {self._config.base_url} cannot be "
-                f"reached ({type(error).__name__}: {error}); retried later",
-                provider_code="unreachable",
-            ) from error
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError(
-                f"Twilio provider `{self.provider}` is closed; no send follows aclose"
-            )
-        # Made on first use, inside the running loop, and shared by every send.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-                headers={"User-Agent": "pushd", "Accept": "application/json"},
-            )
-        return self._session
+        await self._client.aclose()
 
 
 # Delivery receipts ---------------------------------------------------------------

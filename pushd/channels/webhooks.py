@@ -25,43 +25,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from secrets import token_urlsafe
 from typing import Annotated, Any, Final, TypeGuard
 
-import aiohttp
 import msgspec
-from multidict import CIMultiDictProxy
 from yarl import URL
 
-from actors.channel_sender import (
-    AddressGoneError,
-    ChannelMessage,
-    PermanentSendError,
-    SendReceipt,
-    TransientSendError,
+from actors.channel_sender import ChannelMessage, PermanentSendError, SendReceipt
+from pushd.channels.http_answer import HttpAnswer, RefusalHints, answered, refusal_error
+from pushd.channels.http_client import (
+    MAX_CHOSEN_ENDPOINT_ANSWER_BYTES,
+    ProviderClient,
+    UrlChecker,
+    url_origin,
 )
-from pushd.channels.outbound_url import CheckedUrl
-from pushd.channels.retry_after import parse_retry_after
+from pushd.config_types import Positive, PositiveFloat
 
 CHANNEL: Final = "webhook"
 SIGNATURE_HEADER: Final = "Pushd-Signature"
 EVENT_ID_HEADER: Final = "Pushd-Event-Id"
 EVENT_TYPE_HEADER: Final = "Pushd-Event-Type"
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - a prefix that marks a secret, not one
-
-UrlChecker = Callable[[str], Awaitable[CheckedUrl | None]]
-"""The outbound URL check, run before each request. It raises ValueError when pushd
-must not send to the URL (OSError when it cannot tell, e.g. DNS is down). It returns
-the `CheckedUrl` whose addresses the request then goes to, or None to let the HTTP
-client resolve the host itself (only for a checker that needs no pinning, e.g. in
-tests)."""
-
-_MAX_RESPONSE_BYTES: Final = 8192
-_MAX_QUOTED_BYTES: Final = 200
-
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -141,59 +126,28 @@ def verify_signature(
 
 # Answers -------------------------------------------------------------------------
 
+_HINTS: Final = RefusalHints(
+    transient="the endpoint is overloaded or failing, retried later",
+    refused="the endpoint refused the event",
+    gone="the endpoint asks not to be called again: disable it",
+    gone_statuses=frozenset({410}),
+    redirect="pushd does not follow redirects (their target would escape the outbound URL "
+    "check): register the URL the endpoint redirects to",
+    credentials="the endpoint refused the request, likely its signature check: give the "
+    "receiver the endpoint's current secret",
+)
 
-def classify_answer(
-    status: int, headers: Mapping[str, str], detail: bytes, *, origin: str, now: float
-) -> SendReceipt:
+
+def classify_answer(answer: HttpAnswer, *, origin: str, now: float) -> SendReceipt:
     """An endpoint's answer as the channel contract's outcome: a receipt for 2xx, else
     the matching `SendError` (raised)."""
-    code = str(status)
-    quoted = " ".join(detail[:_MAX_QUOTED_BYTES].decode("utf-8", "replace").split())
-    said = f"webhook endpoint {origin} answered {status}" + (f": {quoted}" if quoted else "")
-    if 200 <= status < 300:
-        return SendReceipt(detail={"http_status": status})
-    if status == 410:
-        raise AddressGoneError(
-            f"{said}; the endpoint asks not to be called again: disable it",
-            provider_code=code,
-        )
-    if status == 429 or status >= 500:
-        raise TransientSendError(
-            f"{said}; the endpoint is overloaded or failing, retried later",
-            provider_code=code,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
-        )
-    if 300 <= status < 400:
-        raise PermanentSendError(
-            f"{said}; pushd does not follow redirects (their target would escape the "
-            "outbound URL check): register the URL the endpoint redirects to",
-            provider_code=code,
-        )
-    if status in (401, 403):
-        raise PermanentSendError(
-            f"{said}; the endpoint refused the request, likely its signature check: give "
-            "the receiver the endpoint's current secret",
-            provider_code=code,
-        )
-    raise PermanentSendError(f"{said}; the endpoint refused the event", provider_code=code)
+    if answer.accepted:
+        return SendReceipt(detail={"http_status": answer.status})
+    raise refusal_error(answer, answered(_endpoint(origin), answer), _HINTS, now=now)
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    """The start of an answer's body, to quote in an error. Bounded, because the
-    endpoint is not pushd's; a longer body is cut and its connection closed instead of
-    reused."""
-    body = bytearray()
-    while len(body) < _MAX_RESPONSE_BYTES:
-        chunk = await response.content.read(_MAX_RESPONSE_BYTES - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
-
-
-def _origin(url: URL) -> str:
-    """What errors name instead of the URL, whose path or query may hold a token."""
-    return str(url.origin()) if url.absolute and url.host else "(not a URL)"
+def _endpoint(origin: str) -> str:
+    return f"webhook endpoint {origin}"
 
 
 # The sender ----------------------------------------------------------------------
@@ -214,10 +168,15 @@ class WebhookSender:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
-        self._check_url = check_url
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        self._client = ProviderClient(
+            who=f"webhook sender `{config.name}`",
+            timeout=config.timeout,
+            max_connections=config.max_connections,
+            max_body=MAX_CHOSEN_ENDPOINT_ANSWER_BYTES,
+            headers={"User-Agent": "pushd-webhooks"},
+            check_url=check_url,
+        )
 
     @property
     def channel(self) -> str:
@@ -231,10 +190,8 @@ class WebhookSender:
 
     async def send(self, message: ChannelMessage) -> SendReceipt:
         """Sign the event in `message.data` and POST it to `address["url"]`."""
-        if self._closed:
-            raise RuntimeError("WebhookSender.send called after aclose()")
+        self._client.ensure_open()
         url, secrets, event_id, event_type, body = _request_parts(message)
-        checked = await self._check(url)
         now = self._clock()
         headers = {
             "Content-Type": "application/json",
@@ -242,85 +199,13 @@ class WebhookSender:
             EVENT_TYPE_HEADER: event_type,
             SIGNATURE_HEADER: signature_header(secrets, body, int(now)),
         }
-        status, answer_headers, detail = await self._post(url, checked, body, headers)
-        return classify_answer(status, answer_headers, detail, origin=_origin(url), now=now)
+        origin = url_origin(url)
+        answer = await self._client.post(url, name=_endpoint(origin), data=body, headers=headers)
+        return classify_answer(answer, origin=origin, now=now)
 
     async def aclose(self) -> None:
         """Close the endpoints' connections. Idempotent."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def _check(self, url: URL) -> CheckedUrl | None:
-        try:
-            return await self._check_url(str(url))
-        except ValueError as error:
-            raise PermanentSendError(
-                f"webhook endpoint {_origin(url)} refused by the outbound URL check: {error}",
-                provider_code="url-refused",
-            ) from None
-        except OSError as error:
-            raise TransientSendError(
-                f"webhook endpoint {_origin(url)} could not be checked ({error}); retried later",
-                provider_code="url-unchecked",
-            ) from error
-
-    async def _post(
-        self, url: URL, checked: CheckedUrl | None, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        """POST to the first of the checked addresses that takes the connection."""
-        if checked is None:
-            targets: list[tuple[URL, str | None]] = [(url, None)]
-        else:
-            # The URL's host still names the server: in Host, in SNI and for the
-            # certificate check.
-            headers = headers | {"Host": _host_header(url)}
-            targets = [(url.with_host(address), url.raw_host) for address in checked.addresses]
-        failure: Exception | None = None
-        for target, server_hostname in targets:
-            try:
-                return await self._post_once(target, server_hostname, body, headers)
-            except aiohttp.ClientConnectorError as error:
-                failure = error  # not connected, so nothing was sent: try the next one
-            except (aiohttp.ClientError, TimeoutError) as error:
-                failure = error
-                break
-        said = str(failure).replace(str(url), _origin(url))
-        raise TransientSendError(
-            f"webhook to {_origin(url)} failed before an answer ({type(failure).__name__}: "
-            f"{said}); the endpoint is unreachable or slow, retried later",
-            provider_code="unreachable",
-        ) from failure
-
-    async def _post_once(
-        self, target: URL, server_hostname: str | None, body: bytes, headers: dict[str, str]
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        async with self._open_session().post(
-            target,
-            data=body,
-            headers=headers,
-            allow_redirects=False,
-            server_hostname=server_hostname,
-        ) as response:
-            return response.status, response.headers, await _read_bounded(response)
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the running loop, and shared by every send.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-                headers={"User-Agent": "pushd-webhooks"},
-            )
-        return self._session
-
-
-def _host_header(url: URL) -> str:
-    host = url.raw_host or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return host if url.explicit_port is None or url.is_default_port() else f"{host}:{url.port}"
+        await self._client.aclose()
 
 
 def _request_parts(message: ChannelMessage) -> tuple[URL, tuple[str, ...], str, str, bytes]:

@@ -4,7 +4,9 @@
 One `WebPushSender` per configured provider (one VAPID key). Each send encrypts the
 payload once, for that subscription only, with a fresh ECDH key pair and salt; the VAPID
 JWT is signed once per push service origin and reused until shortly before it expires;
-every push goes over one shared aiohttp session (keep-alive, bounded connections).
+every push goes through the provider's `ProviderClient` (pushd/channels/http_client.py):
+one keep-alive session with bounded connections, and only to an address the outbound URL
+check approved for the endpoint's host.
 
 Libraries: `http_ece` (web-push-libs, the ECE implementation behind pywebpush) does the
 content coding and reproduces RFC 8291's worked example byte for byte; `cryptography`
@@ -18,27 +20,26 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
-import aiohttp
 import http_ece  # type: ignore[import-untyped]
 import jwt
 import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from actors.channel_sender import (
-    AddressGoneError,
-    ChannelMessage,
-    PermanentSendError,
-    SendReceipt,
-    TransientSendError,
+from actors.channel_sender import ChannelMessage, PermanentSendError, SendReceipt
+from pushd.channels.http_answer import HttpAnswer, RefusalHints, answered, refusal_error
+from pushd.channels.http_client import (
+    MAX_CHOSEN_ENDPOINT_ANSWER_BYTES,
+    ProviderClient,
+    UrlChecker,
 )
 from pushd.channels.push_fields import alert_text
-from pushd.channels.retry_after import parse_retry_after
+from pushd.config_types import Positive, PositiveFloat
 
 CHANNEL: Final = "webpush"
 
@@ -58,18 +59,10 @@ VAPID_MAX_AUDIENCES: Final = 1024
 origins are not ours to bound; when full, the token signed longest ago is forgotten and
 signed again on its next use."""
 
-UrlChecker = Callable[[str], Awaitable[None]]
-"""Checks an outbound URL at send time (pushd/channels/outbound_url.py); raises ValueError when
-the URL is refused (not https, or resolving to a private, loopback or link-local
-address)."""
-
-_MAX_RESPONSE_BYTES = 8192
 _TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _URGENCY = {"low": "low", "normal": "normal", "high": "high", "critical": "high"}
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(gt=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class WebPushProviderConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -313,65 +306,28 @@ class VapidSigner:
 
 # Answers ----------------------------------------------------------------------------
 
+_HINTS: Final = RefusalHints(
+    transient="the push service is overloaded or failing, retry later",
+    refused="the push service refused the message",
+    gone="the browser unsubscribed or the subscription expired: remove it",
+    gone_statuses=frozenset({404, 410}),
+    by_status={
+        413: "the payload is too large for this push service: shorten the notification's "
+        "push title/body or data"
+    },
+    redirect="push endpoints must not redirect (pushd does not follow redirects, whose "
+    "target escaped the outbound URL check)",
+    credentials="the push service refused the VAPID identification: check "
+    "vapid_private_key (it must be the key the browser subscribed with) and vapid_subject",
+)
 
-def classify_answer(
-    status: int, headers: Mapping[str, str], detail: bytes, *, origin: str, now: float
-) -> SendReceipt:
+
+def classify_answer(answer: HttpAnswer, *, origin: str, now: float) -> SendReceipt:
     """A push service's answer as the channel contract's outcome: a receipt for 2xx,
     else the matching `SendError` (raised)."""
-    code = str(status)
-    # Push services explain a refusal in the body; kept short and on one line, as it
-    # comes from a server the browser chose.
-    reason = " ".join(detail[:200].decode("utf-8", "replace").split())
-    said = f"{origin} answered {status}" + (f": {reason}" if reason else "")
-    if 200 <= status < 300:
-        return SendReceipt(provider_message_id=headers.get("Location"))
-    if status in (404, 410):
-        raise AddressGoneError(
-            f"{said}; the browser unsubscribed or the subscription expired: remove it",
-            provider_code=code,
-        )
-    if status == 413:
-        raise PermanentSendError(
-            f"{said}; the payload is too large for this push service: shorten the "
-            "notification's push title/body or data",
-            provider_code=code,
-        )
-    if status == 429 or status >= 500:
-        raise TransientSendError(
-            f"{said}; the push service is overloaded or failing, retry later",
-            provider_code=code,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
-        )
-    if status in (401, 403):
-        raise PermanentSendError(
-            f"{said}; the push service refused the VAPID identification: check "
-            "vapid_private_key (it must be the key the browser subscribed with) and "
-            "vapid_subject",
-            provider_code=code,
-        )
-    if 300 <= status < 400:
-        raise PermanentSendError(
-            f"{said}; push endpoints must not redirect (pushd does not follow redirects, "
-            "whose target escaped the outbound URL check)",
-            provider_code=code,
-        )
-    raise PermanentSendError(f"{said}; the push service refused the message", provider_code=code)
-
-
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
-    """The start of an answer's body, where push services explain a refusal. Bounded,
-    because the endpoint is the browser's choice; a longer body is cut and its
-    connection closed instead of reused."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < _MAX_RESPONSE_BYTES:
-        chunk = await response.content.read(_MAX_RESPONSE_BYTES - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+    if answer.accepted:
+        return SendReceipt(provider_message_id=answer.headers.get("Location"))
+    raise refusal_error(answer, answered(origin, answer), _HINTS, now=now)
 
 
 # The sender -------------------------------------------------------------------------
@@ -380,9 +336,9 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
 class WebPushSender:
     """`ChannelSender` for web push (see actors/channel_sender.py for the contract).
 
-    `check_url` is the outbound URL check, run on every endpoint before it is contacted
-    (a ValueError from it makes the send permanent); `clock` gives Unix time (tests
-    move it).
+    `check_url` is the outbound URL check (`UrlChecker`), run on every endpoint before it
+    is contacted; the push goes to an address it approved. `clock` gives Unix time
+    (tests move it).
     """
 
     def __init__(
@@ -393,13 +349,18 @@ class WebPushSender:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
-        self._check_url = check_url
         self._clock = clock
         self._vapid = VapidSigner(
             load_vapid_private_key(config.vapid_private_key), config.vapid_subject, clock=clock
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
+        self._client = ProviderClient(
+            who=f"web push provider `{config.name}`",
+            timeout=config.timeout,
+            max_connections=config.max_connections,
+            max_body=MAX_CHOSEN_ENDPOINT_ANSWER_BYTES,
+            check_url=check_url,
+            refused_code="endpoint_refused",
+        )
 
     @property
     def channel(self) -> str:
@@ -418,42 +379,29 @@ class WebPushSender:
 
     async def send(self, message: ChannelMessage) -> SendReceipt:
         """Encrypt `message` for its subscription and POST it to the push service."""
-        if self._closed:
-            raise RuntimeError("WebPushSender.send called after aclose()")
+        self._client.ensure_open()
         try:
             subscription = Subscription.from_address(message.address)
             origin = endpoint_origin(subscription.endpoint)
         except ValueError as error:
             raise PermanentSendError(f"{error}; the device's subscription is unusable") from None
-        await self._check_endpoint(subscription.endpoint, origin)
         try:
             body = encrypt_payload(
                 push_payload(message), subscription.public_key, subscription.auth_secret
             )
         except ValueError as error:
             raise PermanentSendError(str(error), provider_code="payload_too_large") from None
-        return await self._post(subscription.endpoint, origin, body, self._headers(message, origin))
+        answer = await self._client.post(
+            subscription.endpoint,
+            name=f"push endpoint {origin}",
+            data=body,
+            headers=self._headers(message, origin),
+        )
+        return classify_answer(answer, origin=origin, now=self._clock())
 
     async def aclose(self) -> None:
         """Close the push services' connections. Idempotent."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-    async def _check_endpoint(self, endpoint: str, origin: str) -> None:
-        try:
-            await self._check_url(endpoint)
-        except ValueError as error:
-            raise PermanentSendError(
-                f"push endpoint {origin} refused by the outbound URL check: {error}",
-                provider_code="endpoint_refused",
-            ) from None
-        except OSError as error:
-            # Resolving the endpoint's host failed: DNS may be back later.
-            raise TransientSendError(
-                f"push endpoint {origin} could not be checked: {error}"
-            ) from error
+        await self._client.aclose()
 
     def _headers(self, message: ChannelMessage, origin: str) -> dict[str, str]:
         ttl = self._config.ttl if message.ttl_seconds is None else max(0, message.ttl_seconds)
@@ -467,33 +415,3 @@ class WebPushSender:
         if message.collapse_key:
             headers["Topic"] = push_topic(message.collapse_key)
         return headers
-
-    async def _post(
-        self, endpoint: str, origin: str, body: bytes, headers: dict[str, str]
-    ) -> SendReceipt:
-        try:
-            async with self._open_session().post(
-                endpoint, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                detail = await _read_bounded(response)
-                status, answer_headers = response.status, response.headers
-        except aiohttp.InvalidURL as error:
-            raise PermanentSendError(f"push endpoint {origin} is not a valid URL") from error
-        except (aiohttp.ClientError, TimeoutError) as error:
-            # The endpoint's path is a bearer capability: name only its origin.
-            said = str(error).replace(endpoint, origin)
-            raise TransientSendError(
-                f"push to {origin} failed before an answer ({type(error).__name__}: {said}); "
-                "the push service is unreachable or slow, retry later"
-            ) from error
-        return classify_answer(status, answer_headers, detail, origin=origin, now=self._clock())
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop, and shared by every send.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.max_connections),
-                timeout=aiohttp.ClientTimeout(total=self._config.timeout),
-                headers={"User-Agent": "pushd"},
-            )
-        return self._session

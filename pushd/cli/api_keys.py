@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pushd.access.api_keys import generate_key, key_record
-from pushd.access.audit_writer import CLI_ACTOR
+from pushd.access.audit_fields import CLI_ACTOR
 from pushd.access.revocations import CHANNEL, ApiKeyRevoked, encode_revocation
-from pushd.api.routing import ADMIN, ROLES
+from pushd.access.roles import ADMIN, ROLES
 from pushd.config import Config
 from pushd.ids import now_ms
 from pushd.state import StateError, open_state

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from pushd.access.audit_writer import CLI_ACTOR
+from pushd.access.audit_fields import CLI_ACTOR
 from pushd.config import Config
 from pushd.ids import now_ms
 from pushd.process.key_ring import storage_cipher

@@ -1,5 +1,5 @@
-"""Accepting notifications: group commit, then the ordered hand-off to the bus, with an
-outbox relay for when the bus cannot take them.
+"""Accepting notifications: group commit, then the ordered hand-off to the bus, with the
+outbox relay (pushd/ingest/outbox_relay.py) for when the bus cannot take them.
 
 Concurrent `POST /api/notifications` requests queue their notification here. One
 committer task takes whatever has queued up (up to `max_batch`) and writes it in one
@@ -11,14 +11,10 @@ notification's WebSocket frame once and publishes it to the bus. Keeping commit 
 publish order the same is what delivers one user's notifications in seq order (and
 sockets fill any hole from storage, see actors/connection.py).
 
-The outbox is the notifications table itself: every row carries the node that
-committed it and a global commit order (`gid`), and the node keeps a durable mark of the
-gid up to which its commits were published. When the bus refuses a publish, or on
-start-up (a crash may have left commits unpublished), the publisher switches to
-relaying: it reads its own commits after the mark from storage, page by page, and
-publishes them until it has caught up with the committer, then goes back to the
-in-memory hand-off. Nothing accepted is dropped: at worst a notification is published
-twice (after a crash, up to one mark interval), which sockets skip.
+When the bus refuses a publish, or on start-up (a crash may have left commits
+unpublished), the publisher switches to relaying: the outbox relay publishes this node's
+commits from storage until it has caught up with the committer, then the publisher goes
+back to the in-memory hand-off. Nothing accepted is dropped.
 """
 
 from __future__ import annotations
@@ -28,18 +24,15 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
-from pushd.bus import Bus, BusError, BusMessage
+from pushd.bus import Bus, BusError
 from pushd.ids import now_ms
-from pushd.realtime.frames import encode_notification_frame
+from pushd.ingest.outbox_relay import OutboxRelay, bus_messages
 from storage import IdempotencyConflictError, Storage, StorageError, UnknownUserError
 from storage.records import NewNotification, NotificationRecord
 
 log = logging.getLogger("pushd.ingest.group_commit")
 
 _Pending = tuple[NewNotification, "asyncio.Future[NotificationRecord]"]
-
-_RETRY_FIRST_DELAY = 0.05
-_RETRY_MAX_DELAY = 2.0
 
 
 class ClaimInFlightError(Exception):
@@ -49,16 +42,6 @@ class ClaimInFlightError(Exception):
 def _settle(future: asyncio.Future[NotificationRecord], error: Exception) -> None:
     if not future.done():  # the waiting request may have been cancelled meanwhile
         future.set_exception(error)
-
-
-def _messages(records: Sequence[NotificationRecord], now: int) -> list[BusMessage]:
-    # Expired ones are not published: a socket that sees the next seq reads the hole
-    # from storage, which answers it with a `gap`.
-    return [
-        BusMessage(r.user_id, r.seq, encode_notification_frame(r))
-        for r in records
-        if r.expires_at is None or r.expires_at > now
-    ]
 
 
 class NotificationIngest:
@@ -79,8 +62,9 @@ class NotificationIngest:
         self._bus = bus
         self._node_id = node_id
         self._max_batch = max_batch
-        self._relay_page_size = relay_page_size
-        self._mark_interval = mark_interval
+        self._relay = OutboxRelay(
+            storage, bus, node_id=node_id, page_size=relay_page_size, mark_interval=mark_interval
+        )
         # Overflow policy: `submit` awaits space, so a flood of requests waits in aiohttp
         # instead of growing memory without bound.
         self._incoming: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
@@ -95,12 +79,9 @@ class NotificationIngest:
         self._claims_in_flight: set[tuple[str, str]] = set()
         self._relaying = True  # until start-up has caught up with what is on disk
         self._committed_gid = 0
-        self._published_gid = 0
-        self._stored_mark = 0
         self.committed = 0
         self.batches = 0
         self.published = 0
-        self.relayed = 0
         self.publish_failures = 0
 
     @property
@@ -108,21 +89,21 @@ class NotificationIngest:
         """True while publishing from storage (start-up, or the bus refused a publish)."""
         return self._relaying
 
+    @property
+    def relayed(self) -> int:
+        """Notifications the outbox relay published from storage."""
+        return self._relay.relayed
+
     async def start(self) -> None:
         """Read the relay mark (raises `StorageError`), then start the tasks (owned here,
         stopped by `close`)."""
         self._loop = asyncio.get_running_loop()
-        mark = await self._storage.get_relay_mark(self._node_id)
-        if mark is None:
-            # A node that never recorded a mark has published nothing it committed
-            # before; a fresh node has committed nothing.
-            mark = 0
-        self._published_gid = self._stored_mark = mark
+        mark = await self._relay.load_mark()
         self._committed_gid = max(mark, await self._storage.max_gid(self._node_id))
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="ingest-commit"),
             asyncio.create_task(self._publish_loop(), name="ingest-publish"),
-            asyncio.create_task(self._store_mark_periodically(), name="ingest-mark"),
+            asyncio.create_task(self._relay.store_mark_periodically(), name="ingest-mark"),
         ]
 
     async def close(self) -> None:
@@ -141,7 +122,7 @@ class NotificationIngest:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks = []
             with contextlib.suppress(StorageError):
-                await self._store_mark()
+                await self._relay.store_mark()
 
     @contextlib.contextmanager
     def claim(self, scope: str, key: str) -> Iterator[None]:
@@ -228,7 +209,10 @@ class NotificationIngest:
     async def _publish_loop(self) -> None:
         while True:
             if self._relaying:
-                await self._relay_until_caught_up()
+                await self._relay.catch_up(lambda: self._committed_gid, self._drop_queued_batches)
+                # No await since the relay's last check: a batch committed from now on
+                # is queued for the in-memory path, and one committed before was relayed.
+                self._relaying = False
                 continue
             # Everything committed while the previous publish waited for its confirms
             # goes out in one publish: the broker's confirm latency is paid once per
@@ -238,68 +222,23 @@ class NotificationIngest:
                 batches.append(self._to_publish.get_nowait())
             try:
                 # Batches queued before a relay caught up are already published.
-                records = [r for b in batches for r in b if r.gid > self._published_gid]
+                records = [r for b in batches for r in b if r.gid > self._relay.published_gid]
                 if not records:
                     continue
                 try:
-                    await self._bus.publish(_messages(records, now_ms()))
+                    await self._bus.publish(bus_messages(records, now_ms()))
                 except BusError as exc:
                     self.publish_failures += 1
                     log.warning("bus publish failed, relaying from storage: %s", exc)
                     self._relaying = True
                     continue
                 self.published += len(records)
-                self._published_gid = records[-1].gid
+                self._relay.published_gid = records[-1].gid
             finally:
                 for _ in batches:
                     self._to_publish.task_done()
-
-    async def _relay_until_caught_up(self) -> None:
-        """Publish this node's commits after the mark from storage until none is left."""
-        delay = _RETRY_FIRST_DELAY
-        while True:
-            self._drop_queued_batches()  # they are on disk, after the mark
-            try:
-                records = await self._storage.unpublished_notifications(
-                    self._node_id, after_gid=self._published_gid, limit=self._relay_page_size
-                )
-                if records:
-                    await self._bus.publish(_messages(records, now_ms()))
-            except (StorageError, BusError) as exc:
-                log.warning("outbox relay waiting (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_DELAY)
-                continue
-            delay = _RETRY_FIRST_DELAY
-            if records:
-                self.relayed += len(records)
-                self._published_gid = records[-1].gid
-            # No await between this check and the switch: a batch committed from now on
-            # is queued for the in-memory path, and one committed before was read here.
-            if len(records) < self._relay_page_size and (
-                self._published_gid >= self._committed_gid
-            ):
-                self._relaying = False
-                log.info("outbox relay caught up at gid %d", self._published_gid)
-                return
 
     def _drop_queued_batches(self) -> None:
         while not self._to_publish.empty():
             self._to_publish.get_nowait()
             self._to_publish.task_done()
-
-    async def _store_mark(self) -> None:
-        if self._published_gid > self._stored_mark:
-            mark = self._published_gid
-            await self._storage.set_relay_mark(self._node_id, mark)
-            self._stored_mark = mark
-
-    async def _store_mark_periodically(self) -> None:
-        # Once per interval, not per publish: on SQLite every write is an fsync. A crash
-        # re-publishes at most one interval's notifications, which sockets skip.
-        while True:
-            await asyncio.sleep(self._mark_interval)
-            try:
-                await self._store_mark()
-            except StorageError as exc:
-                log.warning("relay mark not stored (retrying): %s", exc)

@@ -16,7 +16,6 @@ from pushd.realtime.frames import TokenExpiringFrame, frame_encoder
 REFRESH_NOTICE_SECONDS = 60
 """How long before expiry the client is asked for a fresh token: time for it to get one
 from its backend. A token that lives less is asked for at once."""
-SESSION_EXPIRED_REASON = "token expired: reconnect with a new token"
 
 
 class TokenLifetime:
@@ -45,7 +44,7 @@ class TokenLifetime:
             self._connection.offer(frame_encoder.encode(notice))
             if await self._renewed_before(expires_at_ms):
                 continue
-            self._connection.close_soon(CloseCode.SESSION_EXPIRED, SESSION_EXPIRED_REASON)
+            self._connection.close_soon(CloseCode.SESSION_EXPIRED)
             return
 
     async def _renewed_before(self, deadline_ms: int) -> bool:

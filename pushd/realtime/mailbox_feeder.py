@@ -25,4 +25,4 @@ class MailboxFeeder:
         if not self._mailboxes.get(message.user_id):
             return
         await self._mailboxes.tell(message.user_id, Deliver(message.seq, message.frame))
-        self._metrics.delivered.inc({})
+        self._metrics.mailbox_handoffs.inc({})

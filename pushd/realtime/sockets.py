@@ -8,6 +8,8 @@ import asyncio
 from aiohttp import WSMsgType, web
 from aiohttp.base_protocol import BaseProtocol
 
+from actors.transport import CloseCode
+
 CLOSE_TIMEOUT = 5.0
 """Seconds a close may take. aiohttp's close first drains the send buffer, which never
 empties for a client that stopped reading (the slow consumers closed with 4008): past
@@ -104,9 +106,11 @@ class OpenSockets:
     def __len__(self) -> int:
         return len(self._sockets)
 
-    async def close_all(self, code: int, reason: str) -> None:
-        """Close every socket at once (server shutdown: 1001 "going away"); a client that
-        does not read is cut off after `CLOSE_TIMEOUT`, so shutdown cannot hang on it."""
+    async def close_all(self, code: CloseCode) -> None:
+        """Close every socket at once with `code` and its reason (server shutdown: 1001
+        "going away"); a client that does not read is cut off after `CLOSE_TIMEOUT`, so
+        shutdown cannot hang on it."""
+        reason = code.reason()
         await asyncio.gather(
             *(
                 close_or_abort(ws, connection, code, reason)

@@ -21,7 +21,6 @@ from actors.connection import Connection
 from actors.runtime import ActorSystemStoppedError
 from actors.transport import CloseCode
 from actors.user_mailbox import Attach, Detach
-from pushd.access.revocations import TOKEN_REVOKED_REASON
 from pushd.access.user_tokens import TokenError, TokenExpiredError, VerifiedToken
 from pushd.appkeys import (
     BUS,
@@ -75,29 +74,30 @@ async def _authenticate(
     try:
         message = await ws.receive(timeout=timeout)
     except TimeoutError:
-        await ws.close(code=CloseCode.AUTH_TIMEOUT, message=b"send an auth frame first")
+        await _close(ws, CloseCode.AUTH_TIMEOUT)
         return None
     if message.type != WSMsgType.TEXT:
-        await ws.close(
-            code=CloseCode.PROTOCOL_ERROR, message=b"first frame must be a text auth frame"
-        )
+        await _close(ws, CloseCode.PROTOCOL_ERROR, "first frame must be a text auth frame")
         return None
     try:
         frame = decode_client_frame(message.data, request.app[CONFIG].limits.json_max_depth)
     except msgspec.DecodeError:  # FrameTooDeepError too: 4500 below
         frame = None
     if not isinstance(frame, AuthFrame):
-        await ws.close(
-            code=CloseCode.PROTOCOL_ERROR, message=b"first frame must be {type: auth, token}"
-        )
+        await _close(ws, CloseCode.PROTOCOL_ERROR, "first frame must be {type: auth, token}")
         return None
     try:
         return request.app[TOKENS].verify_claims(frame.token), frame.since
     except TokenExpiredError:
-        await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired")
+        await _close(ws, CloseCode.TOKEN_EXPIRED)
     except TokenError:
-        await ws.close(code=CloseCode.INVALID_TOKEN, message=b"invalid token")
+        await _close(ws, CloseCode.INVALID_TOKEN)
     return None
+
+
+async def _close(ws: web.WebSocketResponse, code: CloseCode, cause: str | None = None) -> None:
+    """Close a socket that has no `Connection` (yet) with `code` and its reason."""
+    await ws.close(code=code, message=code.reason(cause).encode())
 
 
 def _error(code: str, message: str) -> bytes:
@@ -177,10 +177,10 @@ async def _refresh(request: web.Request, stream: _Stream, token: str) -> None:
         connection.offer(_error("storage_unavailable", "token not checked: send it again"))
         return
     if found is None:
-        connection.close_soon(CloseCode.USER_UNKNOWN, "user does not exist")
+        connection.close_soon(CloseCode.USER_UNKNOWN)
         return
     if fresh.issued_at_ms <= found[1]:
-        connection.offer(_error("token_revoked", TOKEN_REVOKED_REASON))
+        connection.offer(_error("token_revoked", CloseCode.TOKEN_REVOKED.reason()))
         return
     stream.lifetime.renew(fresh.expires_at_ms)
     connection.offer(frame_encoder.encode(RefreshedFrame(from_ms(fresh.expires_at_ms))))
@@ -235,7 +235,7 @@ async def _serve(
     try:
         await bus.watch_user(user_id)
     except BusError:
-        await ws.close(code=CloseCode.RECONNECT, message=b"bus unavailable: reconnect later")
+        await _close(ws, CloseCode.RECONNECT, "bus unavailable")
         return
     metrics.connections.inc({})
     try:
@@ -248,16 +248,14 @@ async def _serve(
         try:
             found = await _read_user(storage, user_id, token.categories)
         except StorageError:
-            await ws.close(
-                code=CloseCode.RECONNECT, message=b"storage unavailable: reconnect later"
-            )
+            await _close(ws, CloseCode.RECONNECT, "storage unavailable")
             return
         if found is None:
-            await ws.close(code=CloseCode.USER_UNKNOWN, message=b"user does not exist")
+            await _close(ws, CloseCode.USER_UNKNOWN)
             return
         user, tokens_revoked_before, newest_visible = found
         if token.issued_at_ms <= tokens_revoked_before:
-            await ws.close(code=CloseCode.TOKEN_REVOKED, message=TOKEN_REVOKED_REASON.encode())
+            await _close(ws, CloseCode.TOKEN_REVOKED)
             return
         _start_stream(connection, user, since, token.expires_at_ms, newest_visible)
         lifetime = TokenLifetime(connection, token.expires_at_ms)
@@ -267,13 +265,13 @@ async def _serve(
             stream = _Stream(user_id, connection, lifetime, token.categories)
             await _read_frames(request, ws, stream)
             expiry.cancel()
-            connection.close_soon(CloseCode.NORMAL, "")
+            connection.close_soon(CloseCode.NORMAL)
             await writer
     except ActorSystemStoppedError:
-        await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down: reconnect")
+        await _close(ws, CloseCode.GOING_AWAY)
     finally:
         metrics.connections.dec({})
-        connection.close_soon(CloseCode.NORMAL, "")
+        connection.close_soon(CloseCode.NORMAL)
         # During shutdown the actor system may already be stopped; its on_stop has
         # then closed this connection anyway.
         with contextlib.suppress(ActorSystemStoppedError):
@@ -348,8 +346,8 @@ async def _admit(
     """Refuse a socket over the user's quota on this node; serve the others."""
     quota = request.app[LIMITS].sockets
     if not quota.acquire(token.user_id):
-        reason = f"this user already has {quota.per_user} sockets open on this node"
-        await ws.close(code=CloseCode.TOO_MANY_CONNECTIONS, message=reason.encode())
+        cause = f"this user already has {quota.per_user} sockets open on this node"
+        await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, cause)
         return
     try:
         await _serve(request, ws, token, since)

@@ -13,6 +13,7 @@ from pushd.state.protocol import (
     StateError,
     StateUnavailableError,
 )
+from storage.backend_urls import backend_class
 
 __all__ = [
     "RateDecision",
@@ -38,14 +39,6 @@ def open_state(url: str, *, prefix: str = "pushd:") -> SharedState:
     Every key and channel is put under `prefix`, so several deployments (or test runs)
     can share one Redis without seeing each other.
     """
-    import importlib
-
-    scheme = url.split(":", 1)[0].lower()
-    target = _BACKENDS.get(scheme)
-    if target is None:
-        known = ", ".join(sorted(_BACKENDS))
-        raise StateError(f"state.url {url!r} has scheme {scheme!r}; supported schemes are: {known}")
-    module_name, class_name = target.split(":")
-    backend = getattr(importlib.import_module(module_name), class_name)
+    backend = backend_class(url, _BACKENDS, setting="state.url", error=StateError)
     state: SharedState = backend(url, prefix=prefix)
     return state

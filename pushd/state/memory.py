@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pushd.state.backend_common import call_signal_handler, check_bucket_args, check_window_args
 from pushd.state.protocol import (
     RateDecision,
     SignalHandler,
@@ -28,16 +29,6 @@ SIGNAL_QUEUE_SIZE = 10_000
 MIN_SWEEP_SIZE = 4096
 
 _Entry = TypeVar("_Entry")
-
-
-def check_bucket_args(rate: float, burst: int) -> None:
-    if not (rate > 0 and burst > 0):
-        raise StateError(f"a token bucket needs rate > 0 and burst > 0, not {rate}, {burst}")
-
-
-def check_window_args(limit: int, window: float) -> None:
-    if not (limit > 0 and window > 0):
-        raise StateError(f"a window needs limit > 0 and window > 0, not {limit}, {window}")
 
 
 def take_from_bucket(
@@ -167,11 +158,3 @@ class MemoryState:
             self._listener.cancel()
             # wait(), not await: our own cancellation still propagates.
             await asyncio.wait([self._listener])
-
-
-async def call_signal_handler(handler: SignalHandler, channel: str, message: bytes) -> None:
-    """Run one handler; its failure is logged, never raised into the listener."""
-    try:
-        await handler(message)
-    except Exception:
-        log.exception("handler %r for signal channel %r failed", handler, channel)

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from pushd.state.memory import call_signal_handler, check_bucket_args, check_window_args
+from actors.retry import Backoff
+from pushd.state.backend_common import call_signal_handler, check_bucket_args, check_window_args
 from pushd.state.protocol import (
     RateDecision,
     SignalHandler,
@@ -29,7 +30,8 @@ CONNECT_TIMEOUT_SECONDS = 2.0
 COMMAND_TIMEOUT_SECONDS = 5.0
 # How often the listener looks for channels subscribed after `start`.
 LISTEN_POLL_SECONDS = 0.25
-RECONNECT_MAX_SECONDS = 5.0
+# Between attempts of the signal listener to get its connection back.
+RECONNECT_BACKOFF = Backoff(base=0.1, cap=5.0)
 # Subscribed at all times, so the listener holds a connection (and notices losing it)
 # even before anything else is subscribed.
 _ALIVE_CHANNEL = "~alive"
@@ -172,7 +174,7 @@ class RedisState:
             )
 
     async def _listen(self) -> None:
-        delay = 0.1
+        attempt = 0
         while True:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
@@ -180,13 +182,14 @@ class RedisState:
             except _UNAVAILABLE as exc:
                 if self._listener_problem is None:
                     log.warning("Redis at %s: signal listener lost: %s", self._where, exc)
+                    attempt = 0  # it was up: the first retry after a loss comes soon
                 self._listener_problem = str(exc) or type(exc).__name__
             finally:
                 self._first_attempt.set()
                 with contextlib.suppress(*_UNAVAILABLE):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
-            await asyncio.sleep(delay)
-            delay = min(RECONNECT_MAX_SECONDS, delay * 2)
+            await RECONNECT_BACKOFF.wait(attempt)
+            attempt += 1
 
     async def _relay(self, pubsub: aioredis.client.PubSub) -> None:
         """Subscribe to every channel that has handlers, and run them per message."""

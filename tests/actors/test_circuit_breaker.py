@@ -79,3 +79,16 @@ def test_a_good_probe_closes_a_bad_one_reopens() -> None:
     assert state_of(b) is BreakerState.CLOSED
     assert b.allow()
     assert b.allow()
+
+
+def test_half_opens_at_tells_when_the_next_probe_may_go() -> None:
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=1, cool_down=10.0)
+    assert b.half_opens_at is None
+    b.failed()
+    assert b.half_opens_at == 1010.0
+    clock.now = 1010.0
+    assert b.allow()
+    assert b.half_opens_at is None  # the probe is out: no time to tell until it reports
+    b.failed()
+    assert b.half_opens_at == 1020.0

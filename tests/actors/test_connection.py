@@ -50,7 +50,8 @@ async def test_close_soon_drops_pending_frames_and_closes_with_the_code() -> Non
         socket.resume()
         await closed(connection)
     assert socket.frames == []
-    assert (socket.close_code, socket.close_reason) == (CloseCode.USER_UNKNOWN, "user deleted")
+    assert socket.close_code == CloseCode.USER_UNKNOWN
+    assert socket.close_reason == "user deleted: do not reconnect"
 
 
 async def test_a_frame_offered_after_close_is_refused() -> None:

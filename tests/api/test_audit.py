@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from actors.retry import Backoff
 from pushd.access import audit_writer as audit_module
 from pushd.access.audit_writer import AuditWriter
 from pushd.access.failed_auth import FAILED_AUTH_ACTION
@@ -243,7 +244,7 @@ async def test_full_queue_makes_callers_wait_and_close_writes_everything(
 async def test_records_storage_refuses_are_logged_not_lost_silently(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(audit_module, "_FIRST_RETRY_PAUSE_S", 0.001)
+    monkeypatch.setattr(audit_module, "_WRITE_BACKOFF", Backoff(base=0.001, cap=0.001))
     store = await open_storage(f"sqlite:///{tmp_path / 'gone.db'}")
     await store.migrate()
     await store.close()  # every append now raises StorageUnavailableError

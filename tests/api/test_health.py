@@ -7,8 +7,11 @@ import asyncio
 
 import aiohttp
 import asyncpg
+import pytest
 
+from actors.retry import Backoff
 from actors.transport import CloseCode
+from pushd.access import audit_writer
 from tests import services
 from tests.app_client import AUTH, MakeClient, create_user, user_token
 
@@ -25,10 +28,13 @@ async def test_unreachable_broker_makes_healthcheck_503(make_client: MakeClient)
 
 
 async def test_lost_database_gives_503_with_retry_after(
-    make_client: MakeClient, postgres_url: str
+    make_client: MakeClient, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kills the server's database connections and removes the database under a running
     pushd: health and writes must answer 503 naming storage, not 500."""
+    # The audit records of these calls cannot be stored either: retried at the writer's
+    # pace, they held the app's shutdown for 6 s.
+    monkeypatch.setattr(audit_writer, "_WRITE_BACKOFF", Backoff(base=0.001, cap=0.001))
     client = await make_client(storage={"url": postgres_url})
     user = await create_user(client)
     database = postgres_url.rsplit("/", 1)[1]

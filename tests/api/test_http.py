@@ -303,11 +303,25 @@ async def test_openapi_describes_exactly_the_served_routes(client: Client) -> No
     served = {
         (route.method, route.resource.canonical)
         for route in client.app.router.routes()
-        if route.resource is not None
-        and route.resource.canonical.startswith("/api/")
-        and route.method != "HEAD"
+        if route.resource is not None and route.method != "HEAD"
     }
     assert documented == served
+    metrics = doc["paths"]["/metrics"]["get"]
+    assert list(metrics["responses"]["200"]["content"]) == ["text/plain"]
+    assert metrics["x-roles"] == ["admin", "publisher", "reader"]
+    console = doc["paths"]["/console"]["get"]
+    assert list(console["responses"]["200"]["content"]) == ["text/html"]
+    assert console["security"] == []
+    ws = doc["paths"]["/ws"]["get"]
+    assert ws["security"] == []
+    assert set(ws["responses"]) == {"101", "400"}
+    upgrade = next(p for p in ws["parameters"] if p["name"] == "Upgrade")
+    assert upgrade == {
+        "name": "Upgrade",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "enum": ["websocket"]},
+    }
     send_op = doc["paths"]["/api/notifications"]["post"]
     assert "202" in send_op["responses"]
     assert "422" in send_op["responses"]

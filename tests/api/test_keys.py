@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import services
@@ -173,6 +174,7 @@ async def test_a_node_without_the_broadcast_keeps_the_key_only_for_the_cache_ttl
     assert await refused_within(node_b, key, seconds=3.0) < 3.0
 
 
+@pytest.mark.slow  # runs `python -m pushd keys revoke` in a process
 async def test_a_cli_revocation_reaches_running_nodes_through_redis(
     make_client: MakeClient, postgres_url: str, redis_prefix: str
 ) -> None:

@@ -214,7 +214,7 @@ async def test_a_websocket_frame_over_the_limit_closes_with_1009(make_client: Ma
     assert await close_code_of(ws) == 1009
 
 
-async def test_too_many_sockets_for_one_user_are_refused_with_4504(
+async def test_too_many_sockets_for_one_user_are_refused_with_4009(
     make_client: MakeClient,
 ) -> None:
     client = await make_client(limits={"max_sockets_per_user": 2})
@@ -227,7 +227,7 @@ async def test_too_many_sockets_for_one_user_are_refused_with_4504(
     closing = await third.receive(timeout=5)
     assert closing.type == aiohttp.WSMsgType.CLOSE
     assert closing.data == CloseCode.TOO_MANY_CONNECTIONS
-    assert int(CloseCode.TOO_MANY_CONNECTIONS) == 4504  # documented in docs/protocol.md
+    assert int(CloseCode.TOO_MANY_CONNECTIONS) == 4009  # documented in docs/protocol.md
     assert "2 sockets" in str(closing.extra)
     await connect(client, await user_token(client, other["id"]))  # others unaffected
     # A socket that closes gives its place back.

@@ -1,6 +1,7 @@
 """Every route of the API, called with no key, a revoked key and a key of each role,
 checked against the roles table of docs/security.md (which must be exactly the table
-generated from the route table: the documentation cannot drift from the server)."""
+generated from the route table: the documentation cannot drift from the server).
+`/metrics`, `/console` and `/ws` are routes of the table like the others."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from actors.transport import CloseCode
+from pushd.access.roles import ROLES
 from pushd.api import ROUTES
-from pushd.api.roles_table import ALLOWED, PUBLIC, REFUSED, render_roles_table
-from pushd.api.routing import ROLES
-from tests.app_client import ADMIN_KEY, AUTH, MakeClient, create_key, create_user, send
+from pushd.api.roles_table import ALLOWED, END_USER, PUBLIC, REFUSED, render_roles_table
+from tests.app_client import (
+    ADMIN_KEY,
+    AUTH,
+    MakeClient,
+    create_key,
+    create_user,
+    send,
+    user_token,
+)
 
 Client = TestClient[Any, Any]
 
@@ -157,6 +167,19 @@ async def stats(_client: Client) -> Request:
     return "/api/stats", None
 
 
+async def metrics(_client: Client) -> Request:
+    return "/metrics", None
+
+
+async def console(_client: Client) -> Request:
+    return "/console", None
+
+
+async def websocket(client: Client) -> Request:
+    # The "body" of a WebSocket route is its first frame.
+    return "/ws", {"type": "auth", "token": await user_token(client, await _user(client))}
+
+
 async def create_api_key(_client: Client) -> Request:
     return "/api/keys", {"name": "made by the roles test", "role": "reader"}
 
@@ -197,11 +220,14 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/api/notifications/{id}/read"): mark_notification_read,
     ("POST", "/api/users/{userId}/notifications/read-all"): mark_all_read,
     ("GET", "/api/stats"): stats,
+    ("GET", "/metrics"): metrics,
+    ("GET", "/console"): console,
     ("POST", "/api/keys"): create_api_key,
     ("GET", "/api/keys"): list_api_keys,
     ("GET", "/api/keys/{keyId}"): get_api_key,
     ("DELETE", "/api/keys/{keyId}"): revoke_api_key,
     ("GET", "/api/audit"): audit,
+    ("GET", "/ws"): websocket,
 }
 
 
@@ -225,6 +251,9 @@ async def test_route_answers_each_caller_as_documented(
     response = await client.delete(f"/api/keys/{revoked_record['id']}", headers=AUTH)
     assert response.status == 200
     prepare = PREPARE[(method, path)]
+    if set(cells.values()) == {END_USER}:
+        await _check_websocket(client, prepare, [None, revoked, *keys.values()])
+        return
     public = set(cells.values()) == {PUBLIC}
 
     async def call(key: str | None) -> tuple[int, dict[str, Any] | None]:
@@ -257,13 +286,22 @@ async def test_route_answers_each_caller_as_documented(
             assert all(r in body["error"]["message"] for r in allowed)
 
 
-async def test_metrics_take_a_key_of_any_role(make_client: MakeClient) -> None:
-    client = await make_client()
-    assert (await client.get("/metrics")).status == 401
-    for role in ROLES:
-        key = ADMIN_KEY if role == "admin" else (await create_key(client, role))[0]
-        response = await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
-        assert response.status == 200, role
+async def _check_websocket(client: Client, prepare: Prepare, keys: list[str | None]) -> None:
+    """A WebSocket route takes no API key: whatever key the upgrade carries (none, a
+    revoked one, any role's), a user token in the first frame opens the socket, and an
+    API key in its place is refused."""
+    for key in keys:
+        url, first_frame = await prepare(client)
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        async with client.ws_connect(url, headers=headers) as ws:
+            await ws.send_json(first_frame)
+            welcome = await ws.receive_json(timeout=5)
+            assert welcome["type"] == "welcome", (key, welcome)
+    url, _ = await prepare(client)
+    async with client.ws_connect(url) as ws:
+        await ws.send_json({"type": "auth", "token": ADMIN_KEY})
+        await ws.receive(timeout=5)
+        assert ws.close_code == CloseCode.INVALID_TOKEN
 
 
 async def test_openapi_lists_the_roles_of_every_operation(client: Client) -> None:

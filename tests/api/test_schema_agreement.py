@@ -1,5 +1,5 @@
 """Requests the OpenAPI document allows are accepted by the server (found by schemathesis:
-tests/test_fuzz.py runs it over every operation)."""
+tests/process/test_fuzz.py runs it over every operation)."""
 
 from __future__ import annotations
 

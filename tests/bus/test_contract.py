@@ -20,7 +20,9 @@ from tests.bus.helpers import Buses, GatedRecorder, Recorder, messages_for, star
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
-    pytest.param("amqp", id="amqp"),
+    # Slow: its vhost is made and deleted by three rabbitmqctl processes (tests/services.py),
+    # about 1.5 s a test on a quiet machine.
+    pytest.param("amqp", id="amqp", marks=pytest.mark.slow),
 ]
 _CLASSES: dict[str, type[MemoryBus | RabbitBus]] = {"memory": MemoryBus, "amqp": RabbitBus}
 

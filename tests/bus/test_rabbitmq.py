@@ -24,6 +24,10 @@ from tests.bus.helpers import (
     started,
 )
 
+# Slow: each test's vhost is made and deleted by three rabbitmqctl processes
+# (tests/services.py), and some tests run rabbitmqctl themselves.
+pytestmark = pytest.mark.slow
+
 SHARDS = 64
 
 

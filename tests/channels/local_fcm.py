@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pushd.channels.fcm import FCM_ERROR_TYPE, FCM_SCOPE
 from pushd.channels.google_oauth import JWT_BEARER_GRANT
+from tests.channels.harness import json_answer
 
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 _TTL = re.compile(r"\d+(\.\d{1,9})?s")
@@ -69,8 +70,7 @@ class FcmAnswer:
         details = []
         if self.error_code:
             details.append({"@type": FCM_ERROR_TYPE, "errorCode": self.error_code})
-        headers = {"Retry-After": self.retry_after} if self.retry_after else None
-        return web.json_response(
+        return json_answer(
             {
                 "error": {
                     "code": self.http_status,
@@ -79,8 +79,8 @@ class FcmAnswer:
                     "details": details,
                 }
             },
-            status=self.http_status,
-            headers=headers,
+            self.http_status,
+            self.retry_after,
         )
 
 

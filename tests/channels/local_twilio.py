@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from tests.channels.harness import json_answer
+
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 MAX_BODY_CHARACTERS = 1600
 
@@ -38,16 +40,15 @@ class TwilioError:
     retry_after: str | None = None
 
     def response(self) -> web.Response:
-        headers = {"Retry-After": self.retry_after} if self.retry_after else None
-        return web.json_response(
+        return json_answer(
             {
                 "code": self.code,
                 "message": self.message,
                 "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
                 "status": self.status,
             },
-            status=self.status,
-            headers=headers,
+            self.status,
+            self.retry_after,
         )
 
 

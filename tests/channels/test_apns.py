@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from actors.channel_sender import (
@@ -31,23 +30,21 @@ from pushd.channels.apns import (
     ApnsSender,
 )
 from pushd.config import ConfigError
-from tests.channels.fake_clock import FakeClock
-from tests.channels.local_apns import ApnsAnswer, LocalApns, TlsFiles, self_signed_tls, serving
+from tests.channels.harness import (
+    FakeClock,
+    TlsFiles,
+    channel_message,
+    closed_port_url,
+    pkcs8_pem,
+    self_signed_tls,
+)
+from tests.channels.local_apns import ApnsAnswer, LocalApns, serving
 
 TEAM_ID = "5A7TEAM123"
 KEY_ID = "ABC123DEFG"
 TOPIC = "com.example.pushd"
 DEVICE = "a1" * 32
 MINUTE = 60.0
-
-
-def p8(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
-    """The key as Apple's .p8 download holds it (PKCS#8 PEM)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def signing_key() -> ec.EllipticCurvePrivateKey:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return self_signed_tls(tmp_path_factory.mktemp("apns-tls"))
+    return self_signed_tls(tmp_path_factory.mktemp("apns-tls"), "local APNs")
 
 
 @pytest.fixture
@@ -105,22 +102,13 @@ async def sender(
     tls: TlsFiles,
     clock: FakeClock,
 ) -> AsyncIterator[ApnsSender]:
-    sender = ApnsSender(config(apns[1], p8(signing_key), tls), clock=clock)
+    sender = ApnsSender(config(apns[1], pkcs8_pem(signing_key), tls), clock=clock)
     yield sender
     await sender.aclose()  # before the server stops, which waits for open connections
 
 
 def message(token: str = DEVICE, **overrides: Any) -> ChannelMessage:
-    fields: dict[str, Any] = {
-        "delivery_id": "dlv-1",
-        "notification_id": "ntf-1",
-        "user_id": "usr-1",
-        "channel": "apns",
-        "address": {"token": token},
-        "title": "Build failed",
-        "body": "main is red",
-    }
-    return ChannelMessage(**(fields | overrides))
+    return channel_message("apns", {"token": token}, **overrides)
 
 
 async def test_a_notification_round_trips_over_http2(
@@ -282,12 +270,11 @@ async def test_a_token_signed_with_another_key_is_refused(
 ) -> None:
     """The local APNs really verifies the ES256 signature."""
     local, base_url = apns
-    sender = ApnsSender(config(base_url, p8(ec.generate_private_key(ec.SECP256R1())), tls))
-    try:
+    async with aclosing(
+        ApnsSender(config(base_url, pkcs8_pem(ec.generate_private_key(ec.SECP256R1())), tls))
+    ) as sender:
         with pytest.raises(PermanentSendError, match="revoked") as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "InvalidProviderToken"
     assert local.received == []
 
@@ -311,27 +298,22 @@ async def test_a_token_that_is_not_hex_never_reaches_the_url(
 async def test_no_topic_anywhere_is_permanent(
     apns: tuple[LocalApns, str], signing_key: ec.EllipticCurvePrivateKey, tls: TlsFiles
 ) -> None:
-    sender = ApnsSender(config(apns[1], p8(signing_key), tls, topic=""))
-    try:
+    async with aclosing(
+        ApnsSender(config(apns[1], pkcs8_pem(signing_key), tls, topic=""))
+    ) as sender:
         with pytest.raises(PermanentSendError, match="bundle id") as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "MissingTopic"
 
 
 async def test_an_unreachable_apns_is_transient(
     signing_key: ec.EllipticCurvePrivateKey, tls: TlsFiles
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sender = ApnsSender(config(f"https://127.0.0.1:{port}", p8(signing_key), tls))
-    try:
+    async with aclosing(
+        ApnsSender(config(closed_port_url("https"), pkcs8_pem(signing_key), tls))
+    ) as sender:
         with pytest.raises(TransientSendError) as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "unreachable"
 
 
@@ -342,12 +324,9 @@ async def test_the_key_may_be_a_p8_file(
     tmp_path: Path,
 ) -> None:
     key_file = tmp_path / f"AuthKey_{KEY_ID}.p8"
-    key_file.write_text(p8(signing_key))
-    sender = ApnsSender(config(apns[1], str(key_file), tls))
-    try:
+    key_file.write_text(pkcs8_pem(signing_key))
+    async with aclosing(ApnsSender(config(apns[1], str(key_file), tls))) as sender:
         await sender.send(message())
-    finally:
-        await sender.aclose()
     assert len(apns[0].received) == 1
 
 
@@ -364,6 +343,6 @@ def test_the_config_names_what_is_wrong(tls: TlsFiles) -> None:
         ApnsSender(config(url, "/nonexistent/AuthKey.p8", tls))
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(ConfigError, match="not a P-256 key"):
-        ApnsSender(config(url, p8(rsa_key), tls))
+        ApnsSender(config(url, pkcs8_pem(rsa_key), tls))
     with pytest.raises(msgspec.ValidationError, match="unknown field `certificate`"):
         msgspec.convert({"name": "x", "certificate": "x.pem"}, ApnsProviderConfig)

@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from aiohttp.test_utils import TestServer
-from aiohttp.web import Application
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from actors.channel_sender import (
@@ -32,23 +29,20 @@ from pushd.channels.fcm import FcmProviderConfig, FcmSender
 from pushd.channels.google_oauth import REFRESH_MARGIN_SECONDS
 from pushd.config import ConfigError
 from tests.channels import local_fcm
-from tests.channels.fake_clock import FakeClock
+from tests.channels.harness import (
+    AiohttpServer,
+    FakeClock,
+    channel_message,
+    closed_port_url,
+    pkcs8_pem,
+    served,
+)
 from tests.channels.local_fcm import FcmAnswer, LocalFcm
 
 PROJECT = "pushd-test"
 CLIENT_EMAIL = "pushd-sender@pushd-test.iam.gserviceaccount.com"
 KEY_ID = "0123456789abcdef"
 DEVICE = "dGVzdC1kZXZpY2U6QVBBOTFiRnVuZHJ5"
-
-AiohttpServer = Callable[[Application], Coroutine[Any, Any, TestServer]]
-
-
-def rsa_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +63,7 @@ async def fcm(aiohttp_server: AiohttpServer, account_key: rsa.RSAPrivateKey) -> 
         client_email=CLIENT_EMAIL,
         project_id=PROJECT,
     )
-    server = await aiohttp_server(local.app())
-    local.token_url = f"http://{server.host}:{server.port}/token"
+    local.token_url = await served(aiohttp_server, local.app()) + "/token"
     return local
 
 
@@ -85,7 +78,7 @@ def service_account(fcm: LocalFcm, key: rsa.RSAPrivateKey) -> str:
             "type": "service_account",
             "project_id": PROJECT,
             "private_key_id": KEY_ID,
-            "private_key": rsa_pem(key),
+            "private_key": pkcs8_pem(key),
             "client_email": CLIENT_EMAIL,
             "client_id": "104857600000000000000",
             "auth_uri": "https://accounts.google.com/o/oauth2/auth",
@@ -119,16 +112,7 @@ async def sender(
 
 
 def message(token: str = DEVICE, **overrides: Any) -> ChannelMessage:
-    fields: dict[str, Any] = {
-        "delivery_id": "dlv-1",
-        "notification_id": "ntf-1",
-        "user_id": "usr-1",
-        "channel": "fcm",
-        "address": {"token": token},
-        "title": "Build failed",
-        "body": "main is red",
-    }
-    return ChannelMessage(**(fields | overrides))
+    return channel_message("fcm", {"token": token}, **overrides)
 
 
 async def test_a_message_round_trips_in_the_v1_format(fcm: LocalFcm, sender: FcmSender) -> None:
@@ -294,32 +278,20 @@ async def test_an_assertion_signed_with_another_key_is_refused_for_good(
 ) -> None:
     """The local token endpoint really verifies the signature: a revoked key is a
     permanent failure naming the account, not a retry loop."""
-    sender = FcmSender(config(fcm, other_key))
-    try:
+    async with aclosing(FcmSender(config(fcm, other_key))) as sender:
         with pytest.raises(PermanentSendError) as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "oauth-invalid_grant"
     assert CLIENT_EMAIL in str(info.value)
     assert (fcm.grants, fcm.accepted) == (0, [])
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_an_unreachable_fcm_is_transient(
     fcm: LocalFcm, account_key: rsa.RSAPrivateKey
 ) -> None:
-    sender = FcmSender(config(fcm, account_key, base_url=f"http://127.0.0.1:{closed_port()}"))
-    try:
+    async with aclosing(FcmSender(config(fcm, account_key, base_url=closed_port_url()))) as sender:
         with pytest.raises(TransientSendError) as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "unreachable"
     assert fcm.grants == 1
 
@@ -327,13 +299,10 @@ async def test_an_unreachable_fcm_is_transient(
 async def test_an_unreachable_token_endpoint_is_transient(
     fcm: LocalFcm, account_key: rsa.RSAPrivateKey
 ) -> None:
-    token_url = f"http://127.0.0.1:{closed_port()}/token"
-    sender = FcmSender(config(fcm, account_key, token_url=token_url))
-    try:
+    token_url = closed_port_url() + "/token"
+    async with aclosing(FcmSender(config(fcm, account_key, token_url=token_url))) as sender:
         with pytest.raises(TransientSendError) as info:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert info.value.provider_code == "oauth-unreachable"
 
 
@@ -342,13 +311,12 @@ async def test_a_service_account_file_works_like_inline_json(
 ) -> None:
     key_file = tmp_path / "service-account.json"
     key_file.write_text(service_account(fcm, account_key))
-    sender = FcmSender(
-        config(fcm, account_key, service_account_json="", service_account_file=str(key_file))
-    )
-    try:
+    async with aclosing(
+        FcmSender(
+            config(fcm, account_key, service_account_json="", service_account_file=str(key_file))
+        )
+    ) as sender:
         await sender.send(message())
-    finally:
-        await sender.aclose()
     assert len(fcm.accepted) == 1
 
 

@@ -5,14 +5,13 @@ local endpoint (pushd/channels/sms_http.py)."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from multidict import MultiDict
 
 from actors.channel_sender import (
@@ -38,6 +37,7 @@ from pushd.channels.sms_twilio import (
     twilio_signature,
     verify_twilio_signature,
 )
+from tests.channels.harness import AiohttpServer, channel_message, closed_port_url, served
 from tests.channels.local_twilio import (
     NOT_MOBILE,
     TOO_MANY_REQUESTS,
@@ -47,8 +47,6 @@ from tests.channels.local_twilio import (
     TwilioError,
 )
 
-AiohttpServer = Callable[[web.Application], Coroutine[Any, Any, TestServer]]
-
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "f00dfeedf00dfeedf00dfeedf00dfeed"
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
@@ -56,24 +54,8 @@ PHONE = "+14155550123"
 
 
 def message(phone: str | None = PHONE, **fields: Any) -> ChannelMessage:
-    defaults: dict[str, Any] = {
-        "delivery_id": "dlv-1",
-        "notification_id": "ntf-1",
-        "user_id": "user-1",
-        "channel": "sms",
-        "address": {} if phone is None else {"phone": phone},
-        "title": "Build failed",
-        "body": "main is red since 14:02",
-    }
-    return ChannelMessage(**(defaults | fields))
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on: connecting is refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    address = {} if phone is None else {"phone": phone}
+    return channel_message("sms", address, **({"body": "main is red since 14:02"} | fields))
 
 
 # E.164 ---------------------------------------------------------------------------
@@ -202,8 +184,7 @@ def test_twilio_config_errors_name_the_key(overrides: dict[str, Any], named: str
 @pytest.fixture
 async def twilio(aiohttp_server: AiohttpServer) -> LocalTwilio:
     local = LocalTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
-    server = await aiohttp_server(local.app())
-    local.base_url = str(server.make_url(""))
+    local.base_url = await served(aiohttp_server, local.app())
     return local
 
 
@@ -239,18 +220,17 @@ async def test_twilio_sms_content_wins_and_is_counted(
 
 
 async def test_twilio_messaging_service_and_status_callback(twilio: LocalTwilio) -> None:
-    sender = TwilioSmsSender(
-        twilio_config(
-            base_url=twilio.base_url,
-            from_number="",
-            messaging_service_sid=SERVICE_SID,
-            status_callback_url="https://pushd.example.com/api/sms/twilio/status?p=twilio-main",
+    async with aclosing(
+        TwilioSmsSender(
+            twilio_config(
+                base_url=twilio.base_url,
+                from_number="",
+                messaging_service_sid=SERVICE_SID,
+                status_callback_url="https://pushd.example.com/api/sms/twilio/status?p=twilio-main",
+            )
         )
-    )
-    try:
+    ) as sender:
         await sender.send(message())
-    finally:
-        await sender.aclose()
     assert twilio.sent[0] == {
         "To": PHONE,
         "MessagingServiceSid": SERVICE_SID,
@@ -260,12 +240,11 @@ async def test_twilio_messaging_service_and_status_callback(twilio: LocalTwilio)
 
 
 async def test_twilio_wrong_token_is_permanent_and_says_credentials(twilio: LocalTwilio) -> None:
-    sender = TwilioSmsSender(twilio_config(base_url=twilio.base_url, auth_token="not-the-token"))
-    try:
+    async with aclosing(
+        TwilioSmsSender(twilio_config(base_url=twilio.base_url, auth_token="not-the-token"))
+    ) as sender:
         with pytest.raises(PermanentSendError, match="auth_token") as raised:
             await sender.send(message())
-    finally:
-        await sender.aclose()
     assert raised.value.provider_code == "20003"
     assert twilio.sent == []
 
@@ -356,12 +335,9 @@ async def test_twilio_unsendable_message_fails_before_any_request(
 
 
 async def test_twilio_unreachable_is_transient() -> None:
-    sender = TwilioSmsSender(twilio_config(base_url=closed_port_url()))
-    try:
+    async with aclosing(TwilioSmsSender(twilio_config(base_url=closed_port_url()))) as sender:
         with pytest.raises(TransientSendError, match="cannot be reached"):
             await sender.send(message())
-    finally:
-        await sender.aclose()
 
 
 async def test_twilio_reuses_one_connection(
@@ -494,13 +470,10 @@ async def test_receipts_round_trip(aiohttp_server: AiohttpServer, twilio: LocalT
     app.router.add_post("/api/sms/twilio/status", status_route)
     server = await aiohttp_server(app)
     callback_url = str(server.make_url("/api/sms/twilio/status?provider=twilio-main"))
-    sender = TwilioSmsSender(
-        twilio_config(base_url=twilio.base_url, status_callback_url=callback_url)
-    )
-    try:
+    async with aclosing(
+        TwilioSmsSender(twilio_config(base_url=twilio.base_url, status_callback_url=callback_url))
+    ) as sender:
         receipt = await sender.send(message())
-    finally:
-        await sender.aclose()
     assert receipt.provider_message_id is not None
     form = twilio.sent[0]
     callback = {
@@ -556,8 +529,7 @@ class LocalSmsApi:
 @pytest.fixture
 async def sms_api(aiohttp_server: AiohttpServer) -> tuple[LocalSmsApi, str]:
     api = LocalSmsApi("k-123")
-    server = await aiohttp_server(api.app())
-    return api, str(server.make_url("/v1/sms"))
+    return api, await served(aiohttp_server, api.app()) + "/v1/sms"
 
 
 def http_config(endpoint: str, **overrides: Any) -> HttpSmsConfig:
@@ -617,21 +589,17 @@ async def test_http_sms_classifies_by_status(
 
 
 async def test_http_sms_bad_key_is_permanent(sms_api: tuple[LocalSmsApi, str]) -> None:
-    sender = HttpSmsSender(http_config(sms_api[1], auth_value="Bearer wrong"))
-    try:
+    async with aclosing(
+        HttpSmsSender(http_config(sms_api[1], auth_value="Bearer wrong"))
+    ) as sender:
         with pytest.raises(PermanentSendError, match="auth_value"):
             await sender.send(message())
-    finally:
-        await sender.aclose()
 
 
 async def test_http_sms_unreachable_is_transient() -> None:
-    sender = HttpSmsSender(http_config(closed_port_url() + "/v1/sms"))
-    try:
+    async with aclosing(HttpSmsSender(http_config(closed_port_url() + "/v1/sms"))) as sender:
         with pytest.raises(TransientSendError, match="cannot be reached"):
             await sender.send(message())
-    finally:
-        await sender.aclose()
 
 
 @pytest.mark.parametrize(

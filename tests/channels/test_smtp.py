@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from actors.channel_sender import (
     ChannelMessage,
@@ -34,6 +28,7 @@ from actors.channel_sender import (
 from pushd.channels.smtp import SmtpProviderConfig, SmtpSender
 from pushd.channels.unsubscribe import UnsubscribeLinks
 from pushd.config import ConfigError
+from tests.channels.harness import TlsFiles, self_signed_tls
 from tests.channels.smtp_server import LocalSmtpServer, RecordingHandler
 
 USERNAME = "pushd-relay"
@@ -41,55 +36,13 @@ PASSWORD = "correct horse battery staple"
 LINKS = UnsubscribeLinks(b"unsubscribe-secret-for-tests-0123456789", "https://pushd.test/u")
 
 
-@dataclass(frozen=True)
-class Certificate:
-    cert_file: Path
-    key_file: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        return context
-
-
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    """A self-signed certificate for 127.0.0.1 and localhost, valid for a day."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pushd test relay")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory = tmp_path_factory.mktemp("smtp-tls")
-    certificate = Certificate(directory / "relay.pem", directory / "relay.key")
-    certificate.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    certificate.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certificate
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return self_signed_tls(tmp_path_factory.mktemp("smtp-tls"), "pushd test relay")
 
 
 @pytest.fixture
-def server_tls(certificate: Certificate) -> ssl.SSLContext:
+def server_tls(certificate: TlsFiles) -> ssl.SSLContext:
     return certificate.server_context()  # loads files: a sync fixture, off the loop
 
 
@@ -325,14 +278,14 @@ async def test_starttls_then_auth(
     servers: Callable[..., Any],
     senders: Callable[..., SmtpSender],
     server_tls: ssl.SSLContext,
-    certificate: Certificate,
+    certificate: TlsFiles,
 ) -> None:
     """The relay offers AUTH only after STARTTLS (aiosmtpd's auth_require_tls)."""
     relay: LocalSmtpServer = await servers(starttls=server_tls, credentials=(USERNAME, PASSWORD))
     sender = senders(
         relay,
         security="starttls",
-        ca_file=str(certificate.cert_file),
+        ca_file=str(certificate.cert),
         username=USERNAME,
         password=PASSWORD,
     )
@@ -346,7 +299,7 @@ async def test_implicit_tls_then_auth(
     servers: Callable[..., Any],
     senders: Callable[..., SmtpSender],
     server_tls: ssl.SSLContext,
-    certificate: Certificate,
+    certificate: TlsFiles,
 ) -> None:
     relay: LocalSmtpServer = await servers(
         implicit_tls=server_tls, credentials=(USERNAME, PASSWORD)
@@ -354,7 +307,7 @@ async def test_implicit_tls_then_auth(
     sender = senders(
         relay,
         security="tls",
-        ca_file=str(certificate.cert_file),
+        ca_file=str(certificate.cert),
         username=USERNAME,
         password=PASSWORD,
     )

@@ -7,12 +7,11 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from actors.channel_sender import (
@@ -23,7 +22,7 @@ from actors.channel_sender import (
     SendError,
     TransientSendError,
 )
-from pushd.channels.outbound_url import CheckedUrl, check_outbound_url
+from pushd.channels.outbound_url import check_outbound_url
 from pushd.channels.webhooks import (
     SECRET_PREFIX,
     WebhookConfig,
@@ -32,10 +31,15 @@ from pushd.channels.webhooks import (
     signature_header,
     verify_signature,
 )
-from tests.channels.fake_clock import FakeClock
+from tests.channels.harness import (
+    AiohttpServer,
+    FakeClock,
+    allow_every_url,
+    channel_message,
+    closed_port_url,
+    pinning_check,
+)
 from tests.channels.webhook_receiver import WebhookReceiver, docs_snippet
-
-AiohttpServer = Callable[[web.Application], Coroutine[Any, Any, TestServer]]
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_old"
@@ -48,21 +52,8 @@ EVENT = {
 
 
 def message(url: str, secret: str = SECRET, **fields: Any) -> ChannelMessage:
-    defaults: dict[str, Any] = {
-        "delivery_id": "dlv-1",
-        "notification_id": "ntf-1",
-        "user_id": "app-1",
-        "channel": "webhook",
-        "address": {"url": url, "secret": secret},
-        "title": None,
-        "body": None,
-        "data": EVENT,
-    }
-    return ChannelMessage(**(defaults | fields))
-
-
-async def allow_every_url(url: str) -> None:
-    return None
+    defaults: dict[str, Any] = {"title": None, "body": None, "data": EVENT}
+    return channel_message("webhook", {"url": url, "secret": secret}, **(defaults | fields))
 
 
 @pytest.fixture
@@ -226,12 +217,11 @@ async def test_stale_timestamp_is_refused_by_the_receiver(
     local, server = receiver
     clock = FakeClock()
     clock.advance(-600)
-    sender = WebhookSender(WebhookConfig(), check_url=allow_every_url, clock=clock)
-    try:
+    async with aclosing(
+        WebhookSender(WebhookConfig(), check_url=allow_every_url, clock=clock)
+    ) as sender:
         with pytest.raises(PermanentSendError):
             await sender.send(message(str(server.make_url("/hook"))))
-    finally:
-        await sender.aclose()
     assert local.refused == 1
 
 
@@ -266,23 +256,15 @@ async def test_answers_are_classified(
 
 async def test_timeout_is_transient(receiver: tuple[WebhookReceiver, TestServer]) -> None:
     _, server = receiver
-    sender = WebhookSender(WebhookConfig(timeout=0.2), check_url=allow_every_url)
-    try:
+    async with aclosing(
+        WebhookSender(WebhookConfig(timeout=0.2), check_url=allow_every_url)
+    ) as sender:
         with pytest.raises(TransientSendError, match="unreachable or slow"):
             await sender.send(message(str(server.make_url("/slow"))))
-    finally:
-        await sender.aclose()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_connection_refused_is_transient(sender: WebhookSender) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hook?token=s3cr3t"
+    url = f"{closed_port_url()}/hook?token=s3cr3t"
     with pytest.raises(TransientSendError, match="unreachable") as raised:
         await sender.send(message(url))
     assert "s3cr3t" not in str(raised.value), "a URL's path and query may hold a token"
@@ -295,14 +277,13 @@ async def test_the_real_check_refuses_before_any_request(
     receiver: tuple[WebhookReceiver, TestServer],
 ) -> None:
     local, server = receiver
-    sender = WebhookSender(
-        WebhookConfig(), check_url=functools.partial(check_outbound_url, allow_private=False)
-    )
-    try:
+    async with aclosing(
+        WebhookSender(
+            WebhookConfig(), check_url=functools.partial(check_outbound_url, allow_private=False)
+        )
+    ) as sender:
         with pytest.raises(PermanentSendError, match="outbound URL check") as raised:
             await sender.send(message(str(server.make_url("/hook"))))
-    finally:
-        await sender.aclose()
     assert raised.value.provider_code == "url-refused"
     assert local.hits == {}
 
@@ -314,22 +295,10 @@ async def test_a_check_that_cannot_resolve_is_transient(
         raise OSError("Temporary failure in name resolution")
 
     local, server = receiver
-    sender = WebhookSender(WebhookConfig(), check_url=dns_down)
-    try:
+    async with aclosing(WebhookSender(WebhookConfig(), check_url=dns_down)) as sender:
         with pytest.raises(TransientSendError, match="could not be checked"):
             await sender.send(message(str(server.make_url("/hook"))))
-    finally:
-        await sender.aclose()
     assert local.hits == {}
-
-
-def pinning_check(*addresses: str) -> Callable[[str], Coroutine[Any, Any, CheckedUrl]]:
-    """A check that approves `hooks.example.test` at `addresses` only."""
-
-    async def check(url: str) -> CheckedUrl:
-        return CheckedUrl(url=url, host="hooks.example.test", port=0, addresses=addresses)
-
-    return check
 
 
 async def test_request_goes_to_the_checked_address(
@@ -339,11 +308,10 @@ async def test_request_goes_to_the_checked_address(
     DNS answer (a rebinding DNS could answer a private address the second time). The
     `.test` name resolves nowhere, so only the checked address can have been used."""
     local, server = receiver
-    sender = WebhookSender(WebhookConfig(), check_url=pinning_check("127.0.0.1"))
-    try:
+    async with aclosing(
+        WebhookSender(WebhookConfig(), check_url=pinning_check("hooks.example.test", "127.0.0.1"))
+    ) as sender:
         await sender.send(message(f"http://hooks.example.test:{server.port}/hook"))
-    finally:
-        await sender.aclose()
     [event] = local.received
     assert event.headers["Host"] == f"hooks.example.test:{server.port}"
 
@@ -352,11 +320,12 @@ async def test_next_checked_address_when_one_refuses(
     receiver: tuple[WebhookReceiver, TestServer],
 ) -> None:
     local, server = receiver
-    sender = WebhookSender(WebhookConfig(), check_url=pinning_check("127.0.0.2", "127.0.0.1"))
-    try:
+    async with aclosing(
+        WebhookSender(
+            WebhookConfig(), check_url=pinning_check("hooks.example.test", "127.0.0.2", "127.0.0.1")
+        )
+    ) as sender:
         await sender.send(message(f"http://hooks.example.test:{server.port}/hook"))
-    finally:
-        await sender.aclose()
     assert len(local.received) == 1
 
 

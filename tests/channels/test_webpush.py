@@ -9,11 +9,11 @@ import email.utils
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from actors.channel_sender import (
@@ -36,7 +36,16 @@ from pushd.channels.webpush import (
     push_topic,
     vapid_public_key,
 )
-from tests.channels.fake_clock import FakeClock
+from tests.channels.harness import (
+    AiohttpServer,
+    FakeClock,
+    allow_every_url,
+    channel_message,
+    closed_port_url,
+    pinning_check,
+    pkcs8_pem,
+    served,
+)
 from tests.channels.webpush_endpoint import PushEndpoint, b64url, decrypt_push, unb64url
 
 # RFC 8291, section 5 and Appendix A (identical in the webpush-wg draft it was published
@@ -65,47 +74,25 @@ def rfc_key(private: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(unb64url(private), "big"), ec.SECP256R1())
 
 
-def pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 def config(**overrides: Any) -> WebPushProviderConfig:
     fields: dict[str, Any] = {
         "name": "vapid-main",
-        "vapid_private_key": pem(ec.generate_private_key(ec.SECP256R1())),
+        "vapid_private_key": pkcs8_pem(ec.generate_private_key(ec.SECP256R1())),
         "vapid_subject": SUBJECT,
     }
     return WebPushProviderConfig(**(fields | overrides))
 
 
 def message(address: dict[str, str], **fields: Any) -> ChannelMessage:
-    defaults: dict[str, Any] = {
-        "delivery_id": "d1",
-        "notification_id": "n1",
-        "user_id": "u1",
-        "channel": "webpush",
-        "address": address,
-        "title": "Build finished",
-        "body": "main is green",
-    }
-    return ChannelMessage(**(defaults | fields))
-
-
-async def allow_every_url(url: str) -> None:
-    """The tests' outbound URL check: the local endpoint is http on loopback, which the
-    real check refuses."""
+    defaults: dict[str, Any] = {"title": "Build finished", "body": "main is green"}
+    return channel_message("webpush", address, **(defaults | fields))
 
 
 @pytest.fixture
-async def endpoint() -> AsyncIterator[PushEndpoint]:
+async def endpoint(aiohttp_server: AiohttpServer) -> PushEndpoint:
     endpoint = PushEndpoint()
-    await endpoint.start()
-    yield endpoint
-    await endpoint.close()
+    endpoint.origin = await served(aiohttp_server, endpoint.app())
+    return endpoint
 
 
 @pytest.fixture
@@ -164,7 +151,7 @@ def test_a_payload_larger_than_one_push_message_is_refused() -> None:
 
 def test_vapid_public_key_from_a_raw_or_pem_private_key() -> None:
     raw = config(vapid_private_key=RFC_AS_PRIVATE)
-    as_pem = config(vapid_private_key=pem(rfc_key(RFC_AS_PRIVATE)))
+    as_pem = config(vapid_private_key=pkcs8_pem(rfc_key(RFC_AS_PRIVATE)))
     assert vapid_public_key(raw) == vapid_public_key(as_pem) == RFC_AS_PUBLIC
 
 
@@ -183,7 +170,7 @@ def test_an_unreadable_vapid_key_is_named_without_echoing_it(key: str, why: str)
 
 def test_a_vapid_key_on_another_curve_is_refused() -> None:
     with pytest.raises(ValueError, match="P-256"):
-        load_vapid_private_key(pem(ec.generate_private_key(ec.SECP384R1())))
+        load_vapid_private_key(pkcs8_pem(ec.generate_private_key(ec.SECP384R1())))
 
 
 def test_config_is_checked_when_decoded() -> None:
@@ -246,7 +233,7 @@ async def test_a_push_round_trips_to_the_browser(
     assert endpoint.rejected == []
     assert endpoint.payloads(address) == [
         {
-            "id": "n1",
+            "id": "ntf-1",
             "title": "Build 42 finished",
             "body": "main is green",
             "data": {"url": "/builds/42", "n": 3},
@@ -294,8 +281,7 @@ async def test_the_vapid_token_is_reused_until_shortly_before_expiry(
     endpoint: PushEndpoint,
 ) -> None:
     clock = FakeClock()
-    sender = WebPushSender(config(), check_url=allow_every_url, clock=clock)
-    try:
+    async with aclosing(WebPushSender(config(), check_url=allow_every_url, clock=clock)) as sender:
         address = endpoint.subscribe(sender.vapid_public_key)
         for _ in range(3):
             await sender.send(message(address))
@@ -303,8 +289,6 @@ async def test_the_vapid_token_is_reused_until_shortly_before_expiry(
         await sender.send(message(address))
         clock.advance(20)  # now less than VAPID_RENEW_BEFORE is left: sign a new one
         await sender.send(message(address))
-    finally:
-        await sender.aclose()
     assert endpoint.rejected == []
     tokens = [push.vapid.token for push in endpoint.received]
     # ES256 signatures are randomised: signing per push would make every token differ.
@@ -382,21 +366,15 @@ async def test_a_key_the_browser_did_not_subscribe_with_is_refused(
 
 
 async def test_a_slow_push_service_is_transient(endpoint: PushEndpoint) -> None:
-    sender = WebPushSender(config(timeout=0.2), check_url=allow_every_url)
-    endpoint.delay = 2.0
-    try:
+    async with aclosing(WebPushSender(config(timeout=0.2), check_url=allow_every_url)) as sender:
+        endpoint.delay = 2.0
         with pytest.raises(TransientSendError):
             await sender.send(message(endpoint.subscribe(sender.vapid_public_key)))
-    finally:
-        await sender.aclose()
 
 
 async def test_an_unreachable_push_service_is_transient(sender: WebPushSender) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     endpoint = PushEndpoint()
-    endpoint.origin = f"http://127.0.0.1:{closed_port}"
+    endpoint.origin = closed_port_url()
     with pytest.raises(TransientSendError, match="unreachable"):
         await sender.send(message(endpoint.subscribe(sender.vapid_public_key)))
 
@@ -408,29 +386,37 @@ async def test_an_endpoint_refused_by_the_url_check_is_permanent(endpoint: PushE
         checked.append(url)
         raise ValueError("127.0.0.1 is a loopback address")
 
-    sender = WebPushSender(config(), check_url=refuse_loopback)
-    address = endpoint.subscribe(sender.vapid_public_key)
-    try:
+    async with aclosing(WebPushSender(config(), check_url=refuse_loopback)) as sender:
+        address = endpoint.subscribe(sender.vapid_public_key)
         with pytest.raises(PermanentSendError, match="loopback") as info:
             await sender.send(message(address))
-    finally:
-        await sender.aclose()
     assert type(info.value) is PermanentSendError
     assert info.value.provider_code == "endpoint_refused"
     assert checked == [address["endpoint"]]
     assert endpoint.pushes == 0
 
 
+async def test_the_push_goes_to_the_checked_address(endpoint: PushEndpoint) -> None:
+    """The check resolved the endpoint's host; the push must go where it said, not to a
+    new DNS answer (a rebinding DNS could answer a private address the second time). The
+    `.test` name resolves nowhere, so only the checked address can have been used."""
+    port = endpoint.origin.rsplit(":", 1)[1]
+    endpoint.origin = f"http://push.example.test:{port}"  # the VAPID audience too
+    check = pinning_check("push.example.test", "127.0.0.1")
+    async with aclosing(WebPushSender(config(), check_url=check)) as sender:
+        await sender.send(message(endpoint.subscribe(sender.vapid_public_key)))
+    assert endpoint.rejected == []
+    [push] = endpoint.received
+    assert push.headers["Host"] == f"push.example.test:{port}"
+
+
 async def test_a_failing_url_check_lookup_is_transient(endpoint: PushEndpoint) -> None:
     async def dns_down(url: str) -> None:
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    sender = WebPushSender(config(), check_url=dns_down)
-    try:
+    async with aclosing(WebPushSender(config(), check_url=dns_down)) as sender:
         with pytest.raises(TransientSendError, match="name resolution"):
             await sender.send(message(endpoint.subscribe(sender.vapid_public_key)))
-    finally:
-        await sender.aclose()
 
 
 @pytest.mark.parametrize(

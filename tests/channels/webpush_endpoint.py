@@ -21,7 +21,8 @@ status instead (404, 410, 413, 429 + Retry-After, 500, ...); `delay` slows every
 
 Bench mode (`python -m tests.channels.webpush_endpoint --bench`): accepts any
 subscription, still reads every body and checks the headers, skips the signature and
-decryption, prints {"port": N} and serves until stdin closes; GET /stats counts pushes.
+decryption, prints {"origin": "http://127.0.0.1:N"} and serves until stdin closes; GET
+/stats counts pushes.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class CannedAnswer:
 
 
 class PushEndpoint:
-    """The local push service; `start()` it, `subscribe()` browsers, send, inspect."""
+    """The local push service; serve its `app()`, `subscribe()` browsers, send, inspect."""
 
     def __init__(self, *, bench: bool = False) -> None:
         self.bench = bench
@@ -188,24 +189,15 @@ class PushEndpoint:
         self.body_bytes = 0
         self._answers: dict[str, CannedAnswer] = {}
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
         self.origin = ""
+        """Where the service listens (http://host:port), once served."""
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen; returns this service's origin (http://host:port)."""
+    def app(self) -> web.Application:
+        """The service, to serve (tests: tests.channels.harness.served)."""
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/push/{subscription}", self._push)
         app.router.add_get("/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        self.origin = f"http://{bound_host}:{bound_port}"
-        return self.origin
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return app
 
     def subscribe(self, application_server_key: str) -> dict[str, str]:
         """A new browser subscription for `application_server_key`; returns the device
@@ -317,11 +309,17 @@ class PushEndpoint:
 
 async def _serve_bench(port: int) -> None:
     endpoint = PushEndpoint(bench=True)
-    origin = await endpoint.start(port=port)
-    print(json.dumps({"origin": origin}), flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # EOF on stdin: the bench is done
-    await endpoint.close()
+    runner = web.AppRunner(endpoint.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        host, bound_port = runner.addresses[0][:2]
+        endpoint.origin = f"http://{host}:{bound_port}"
+        print(json.dumps({"origin": endpoint.origin}), flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)  # EOF on stdin: the bench is done
+    finally:
+        await runner.cleanup()
 
 
 def main() -> None:

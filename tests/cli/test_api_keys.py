@@ -7,9 +7,14 @@ import asyncio
 import re
 from pathlib import Path
 
+import pytest
+
 from storage import open_storage
 from storage.records import AuditRecord
 from tests.cli.test_main import pushd
+
+# Every test here runs `python -m pushd` in a process of its own.
+pytestmark = pytest.mark.slow
 
 KEY = re.compile(r"shown once, store it now\): (pk_\S+)")
 KEY_ID = re.compile(r"^(key_\w+)  role=(\w+)", re.MULTILINE)

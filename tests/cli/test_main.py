@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from storage.migrations import newest_version
+
+# Every test here runs `python -m pushd` in a process of its own.
+pytestmark = pytest.mark.slow
 
 
 def pushd(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,9 @@ from storage import KeyRing
 from tests.cli.test_main import pushd
 from tests.storage.conftest import note, opened, raw_sql, user
 
+# Every test here runs `python -m pushd` in a process of its own.
+pytestmark = pytest.mark.slow
+
 K1 = ("k1", bytes(range(32)))
 K2 = ("k2", bytes(range(64, 96)))
 PROGRESS = re.compile(r"^rekeyed ([\d,]+) / ([\d,]+) rows \((\d+)%\)$", re.MULTILINE)

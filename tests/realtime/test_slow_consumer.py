@@ -10,9 +10,11 @@ import os
 import socket
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import SOCKETS
+from pushd.realtime import sockets
 from tests.actors.doubles import eventually
 from tests.app_client import AUTH, MakeClient, create_user, user_token
 
@@ -47,21 +49,27 @@ async def _stuck_client(client: TestClient[Any, Any], token: str) -> socket.sock
 
 
 async def test_a_client_that_stops_reading_is_cut_off_and_released(
-    make_client: MakeClient,
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Guards the 4008 close waiting for ever on a send buffer the peer never drains:
     the server must free the socket (descriptor, buffer, handler), not just stop
     writing to it."""
+    # The 4008 close gives up on the peer after this, then aborts (5 s in production).
+    monkeypatch.setattr(sockets, "CLOSE_TIMEOUT", 0.5)
     client = await make_client(actors={"socket_queue_size": 8})
     user = await create_user(client)
     sock = await _stuck_client(client, await user_token(client, user["id"]))
     with contextlib.closing(sock):
         await eventually(lambda: len(client.app[SOCKETS]) == 1)
-        # 16 MB: more than the kernel buffers between the two ends can hold.
-        body = {"user_id": user["id"], "title": "t", "body": "x" * 16_000}
+        # Up to 32 MB (about 32 KB a notification, body and data near their caps): more
+        # than the kernel buffers between the two ends can hold.
+        big = "x" * 16_000
+        body = {"user_id": user["id"], "title": "t", "body": big, "data": {"pad": big}}
         for _ in range(1000):
             response = await client.post("/api/notifications", json=body, headers=AUTH)
             assert response.status == 202
             if not client.app[SOCKETS]:
                 break
         await eventually(lambda: len(client.app[SOCKETS]) == 0, within=10)
+    metrics = await (await client.get("/metrics", headers=AUTH)).text()
+    assert "pushd_mailbox_sockets_dropped_total 1" in metrics

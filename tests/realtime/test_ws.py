@@ -153,9 +153,11 @@ async def test_slow_consumer_is_closed_and_others_are_unaffected(make_client: Ma
     fast_user = await create_user(client)
     slow, _ = await connect(client, await user_token(client, slow_user["id"]))
     fast, _ = await connect(client, await user_token(client, fast_user["id"]))
-    big = "x" * 16000  # fills the kernel's socket buffers quickly
-    for i in range(400):
-        await send(client, slow_user["id"], body=big)
+    # About 32 KB a notification (body and data near their caps), 6.4 MB in all: more
+    # than the kernel's socket buffers between the two ends hold.
+    big = "x" * 16000
+    for i in range(200):
+        await send(client, slow_user["id"], body=big, data={"pad": big})
         await send(client, fast_user["id"], body=str(i))
         frame = await next_notification(fast)
         assert frame["seq"] == i + 1

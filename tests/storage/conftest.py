@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from storage import PLAINTEXT, Cipher, Storage, open_storage
-from storage._sql import sqlite_placeholders
 from storage.records import NewNotification, NewUser
+from storage.sql.common import sqlite_placeholders
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -1,15 +1,15 @@
 """What only one backend can show: URLs, the files and servers behind them, and how
-their failures surface. The shared behaviour is in test_contract.py."""
+their failures surface. The shared behaviour is in the test_<area>_contract.py files."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from storage import (
@@ -103,19 +103,38 @@ async def test_missing_postgres_database_is_unavailable_with_the_fix() -> None:
 
 
 async def test_lost_postgres_connection_is_unavailable_then_recovers(postgres_url: str) -> None:
-    """Guards asyncpg errors leaking out when the server drops a pooled connection
-    (failover, restart): the caller sees StorageUnavailableError, and the pool heals."""
+    """Guards asyncpg errors leaking out when the server drops a connection under a
+    query (failover, restart): the caller sees StorageUnavailableError, and the pool
+    heals. The query is held on a table lock until the server ends its session: a
+    connection dropped while idle is replaced by the pool unseen, so the caller would
+    never meet the error this test is about."""
     async with opened(postgres_url) as store:
         await store.migrate()
-        await raw_sql(
-            postgres_url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = 'pushd'",
-        )
-        with contextlib.suppress(StorageUnavailableError):
-            await store.ping()
+        blocker = await asyncpg.connect(postgres_url, timeout=10)
+        try:
+            async with blocker.transaction():
+                await blocker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+                insert = asyncio.create_task(store.create_user(user("u1")))
+                await _until_pushd_waits_on_a_lock(blocker)
+                await blocker.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'pushd'"
+                )
+                with pytest.raises(StorageUnavailableError, match="connection was lost"):
+                    await insert
+        finally:
+            await blocker.close()
         await store.ping()
         await store.create_user(user("u1"))
+
+
+async def _until_pushd_waits_on_a_lock(connection: asyncpg.Connection) -> None:
+    async with asyncio.timeout(10):
+        while not await connection.fetchval(  # noqa: ASYNC110 - polls the server
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pushd' AND wait_event_type = 'Lock'"
+        ):
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture

@@ -1,0 +1,311 @@
+"""Notifications (`storage.areas.notifications`): SQL, row mapping, one-statement methods.
+
+`insert_notifications` and `mark_read` are each backend's own (seq assignment in one
+transaction, lists as parameters); their shared pieces are here.
+"""
+
+# S608 (SQL built from strings): every query here is assembled from the constants of
+# this module and a backend's list form; values always travel as parameters.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from storage.crypto import Cipher
+from storage.jsondepth import CEILING, within_depth
+from storage.records import MarkedRead, NewNotification, NotificationRecord
+from storage.sql.common import Row, check_limit, encode_json, seal, unseal
+from storage.sql.engine import SqlEngine
+
+log = logging.getLogger("pushd.storage")
+_data_decoder = msgspec.json.Decoder(dict[str, Any])
+
+NOTIFICATION_COLUMNS = (
+    "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, "
+    "read_at, dropped_at, dropped_reason, gid"
+)
+# What an insert writes (read_at and the drop mark start empty; PostgreSQL makes the gid).
+NOTIFICATION_INSERT_COLUMNS = (
+    "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, node_id"
+)
+GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
+MARK_ALL_READ = (
+    "UPDATE notifications SET read_at = $3 "
+    "WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 RETURNING seq"
+)
+LAST_SEQ = "SELECT last_seq FROM users WHERE id = $1"
+MARK_DROPPED = (
+    "UPDATE notifications SET dropped_at = $5, dropped_reason = $4 "
+    "WHERE user_id = $1 AND seq >= $2 AND seq <= $3 AND dropped_at IS NULL"
+)
+
+
+class CategoryFilter(NamedTuple):
+    """The `categories` of a `Notifications` call as a backend passes them: its `IN
+    <list>` form for a placeholder number, and the list as a parameter. A null category
+    is never in the list."""
+
+    in_list: Callable[[int], str]
+    param: Any
+
+    def clause(self, params: list[Any]) -> str:
+        """`category IN <list>`, the list appended to `params` as the next placeholder."""
+        params.append(self.param)
+        return f"category {self.in_list(len(params))}"
+
+
+def user_notifications_query(
+    user_id: str,
+    *,
+    seq_above: int | None = None,
+    seq_below: int | None = None,
+    unread_only: bool = False,
+    categories: CategoryFilter | None = None,
+    newest_first: bool,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The SELECT of `list_notifications` (newest first) and `notifications_after` and
+    its parameters: one condition per filter given, the category filter included, so
+    that `limit` counts only the rows the caller may see."""
+    params: list[Any] = [user_id]
+    clauses = ["user_id = $1"]
+    for condition, value in (("seq >", seq_above), ("seq <", seq_below)):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{condition} ${len(params)}")
+    if unread_only:
+        clauses.append("read_at IS NULL")
+    if categories is not None:
+        clauses.append(categories.clause(params))
+    params.append(limit)
+    order = "seq DESC" if newest_first else "seq"
+    sql = (
+        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(clauses)} "
+        f"ORDER BY {order} LIMIT ${len(params)}"
+    )
+    return sql, params
+
+
+def count_unread_query(user_id: str, categories: CategoryFilter | None) -> tuple[str, list[Any]]:
+    """The count of `Notifications.count_unread` and its parameters."""
+    params: list[Any] = [user_id]
+    within = "" if categories is None else f" AND {categories.clause(params)}"
+    sql = f"SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL{within}"
+    return sql, params
+
+
+def newest_seq_within_query(user_id: str, categories: CategoryFilter) -> tuple[str, list[Any]]:
+    """The seq of the user's newest notification of `categories` (0 if none)."""
+    params: list[Any] = [user_id]
+    within = categories.clause(params)
+    sql = f"SELECT coalesce(max(seq), 0) FROM notifications WHERE user_id = $1 AND {within}"
+    return sql, params
+
+
+def mark_all_read_within_query(
+    user_id: str, through_seq: int, at: int, categories: CategoryFilter
+) -> tuple[str, list[Any]]:
+    """MARK_ALL_READ for the notifications of `categories` only."""
+    params: list[Any] = [user_id, through_seq, at]
+    within = categories.clause(params)
+    sql = (
+        "UPDATE notifications SET read_at = $3 "
+        f"WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 AND {within} RETURNING seq"
+    )
+    return sql, params
+
+
+def mark_read_sql(id_list: str, category_list: str | None = None) -> str:
+    """MARK_READ for a backend's way of passing a list as $2 (`= ANY($2::text[])`, or
+    `IN (SELECT value FROM json_each($2))`); with `category_list` (the same form for
+    $4), only notifications of those categories."""
+    within = "" if category_list is None else f" AND category {category_list}"
+    return (
+        "UPDATE notifications SET read_at = $3 "
+        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL{within} RETURNING id, category"
+    )
+
+
+def marked_read(ids: Sequence[str], rows: list[Any]) -> list[MarkedRead]:
+    """The rows MARK_READ returned, in `ids` order (each id once)."""
+    categories = {row[0]: row[1] for row in rows}
+    return [MarkedRead(id=i, category=categories[i]) for i in dict.fromkeys(ids) if i in categories]
+
+
+def notification_params(
+    record: NotificationRecord, node_id: str, cipher: Cipher
+) -> tuple[Any, ...]:
+    """One notification as values in NOTIFICATION_INSERT_COLUMNS order, content sealed."""
+    data = None if record.data is None else encode_json(record.data)
+    return (
+        record.id,
+        record.user_id,
+        record.seq,
+        seal(cipher, record.title, "notifications.title", record.id),
+        seal(cipher, record.body, "notifications.body", record.id),
+        seal(cipher, data, "notifications.data", record.id),
+        record.category,
+        record.priority,
+        record.created_at,
+        record.expires_at,
+        node_id,
+    )
+
+
+def _decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, Any] | None, bool]:
+    """The JSON object of `notifications.data`, and whether it was unreadable (then None):
+    one stored value that cannot be decoded must not break every listing and export that
+    holds it. Too deep a value (stored before `limits.json_max_depth` existed) is
+    measured first, so that the decoder never recurses into it."""
+    if stored is None:
+        return None, False
+    if within_depth(stored, CEILING):
+        try:
+            return _data_decoder.decode(stored), False
+        except msgspec.DecodeError:
+            pass
+    log.warning(
+        "notification %s: its stored data is not a JSON object nested at most %d levels; "
+        "it is shown as null with data_unreadable = true",
+        notification_id,
+        CEILING,
+    )
+    return None, True
+
+
+def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
+    """A row of NOTIFICATION_COLUMNS."""
+    notification_id = row[0]
+    data, unreadable = _decode_data(
+        unseal(cipher, row[5], "notifications.data", notification_id), notification_id
+    )
+    return NotificationRecord(
+        id=notification_id,
+        user_id=row[1],
+        seq=row[2],
+        title=unseal(cipher, row[3], "notifications.title", notification_id),
+        body=unseal(cipher, row[4], "notifications.body", notification_id),
+        data=data,
+        data_unreadable=unreadable,
+        category=row[6],
+        priority=row[7],
+        created_at=row[8],
+        expires_at=row[9],
+        read_at=row[10],
+        dropped_at=row[11],
+        dropped_reason=row[12],
+        gid=row[13],
+    )
+
+
+def with_seq(notification: NewNotification, seq: int, gid: int) -> NotificationRecord:
+    """The record of a notification committed with this seq and gid."""
+    return NotificationRecord(
+        id=notification.id,
+        user_id=notification.user_id,
+        seq=seq,
+        title=notification.title,
+        body=notification.body,
+        data=notification.data,
+        category=notification.category,
+        priority=notification.priority,
+        created_at=notification.created_at,
+        expires_at=notification.expires_at,
+        gid=gid,
+    )
+
+
+class NotificationsSql(SqlEngine):
+    """`Notifications` but `insert_notifications` and `mark_read`, which each backend
+    writes itself."""
+
+    async def get_notification(self, notification_id: str) -> NotificationRecord | None:
+        """See `Notifications.get_notification`."""
+        row = await self._fetch_one(GET_NOTIFICATION, notification_id)
+        return None if row is None else notification_from_row(row, self._cipher)
+
+    def _category_filter(self, categories: Sequence[str] | None) -> CategoryFilter | None:
+        """`categories` of a call as this backend passes a list, None for every category."""
+        if categories is None:
+            return None
+        return CategoryFilter(self._in_list, self._list_param(categories))
+
+    async def list_notifications(
+        self,
+        user_id: str,
+        *,
+        before_seq: int | None,
+        limit: int,
+        unread_only: bool = False,
+        categories: Sequence[str] | None = None,
+    ) -> list[NotificationRecord]:
+        """See `Notifications.list_notifications`."""
+        check_limit(limit)
+        sql, params = user_notifications_query(
+            user_id,
+            seq_below=before_seq,
+            unread_only=unread_only,
+            categories=self._category_filter(categories),
+            newest_first=True,
+            limit=limit,
+        )
+        rows = await self._fetch_all(sql, *params)
+        return [notification_from_row(row, self._cipher) for row in rows]
+
+    async def count_unread(self, user_id: str, *, categories: Sequence[str] | None = None) -> int:
+        """See `Notifications.count_unread`."""
+        sql, params = count_unread_query(user_id, self._category_filter(categories))
+        count: int = (await self._fetch_one(sql, *params))[0]
+        return count
+
+    async def notifications_after(
+        self,
+        user_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        categories: Sequence[str] | None = None,
+    ) -> list[NotificationRecord]:
+        """See `Notifications.notifications_after`."""
+        check_limit(limit)
+        sql, params = user_notifications_query(
+            user_id,
+            seq_above=after_seq,
+            categories=self._category_filter(categories),
+            newest_first=False,
+            limit=limit,
+        )
+        rows = await self._fetch_all(sql, *params)
+        return [notification_from_row(row, self._cipher) for row in rows]
+
+    async def mark_all_read(
+        self, user_id: str, at: int, *, categories: Sequence[str] | None = None
+    ) -> tuple[int, int]:
+        """See `Notifications.mark_all_read`."""
+        within = self._category_filter(categories)
+        if within is None:
+            row = await self._fetch_one(LAST_SEQ, user_id)
+            if row is None:
+                return 0, 0
+            through_seq: int = row[0]
+            marked = await self._write_all(MARK_ALL_READ, user_id, through_seq, at)
+            return len(marked), through_seq
+        # Up to the newest seq of those categories, not last_seq: that one counts the
+        # notifications of every category.
+        sql, params = newest_seq_within_query(user_id, within)
+        through_seq = int((await self._fetch_one(sql, *params))[0])
+        if through_seq == 0:
+            return 0, 0
+        sql, params = mark_all_read_within_query(user_id, through_seq, at, within)
+        return len(await self._write_all(sql, *params)), through_seq
+
+    async def mark_dropped(
+        self, user_id: str, *, first_seq: int, last_seq: int, reason: str, at: int
+    ) -> None:
+        """See `Notifications.mark_dropped`."""
+        await self._write_one(MARK_DROPPED, user_id, first_seq, last_seq, reason, at)
