@@ -8,14 +8,16 @@ small batches. One dispatcher per process, owned by the app: `start()` / `stop()
 `async with`.
 
 Duplicates. A delivery is leased to this node (`node_id`) for `lease`; a send not ended
-within `SEND_SHARE_OF_LEASE` of it is given up (recorded as a transient failure), so its
-outcome is stored before the lease lets another node take the row. When the process
-dies (`kill -9`), or `stop` cancels sends still running after `shutdown_timeout`, those
-rows stay leased until their lease expires, and then another node (or this one after
-its restart) sends them again. A cancelled send may or may not have reached the
-provider, so the duplicates are at most the sends in flight at that moment: at most the
-sum of the providers' `concurrency`. Nothing is lost: a row is only ever left
-`sending` (taken again later) or given its outcome.
+within `SEND_SHARE_OF_LEASE` of it is given up (recorded as a transient failure), so that
+its outcome is stored before the lease lets another node take the row. Nothing is lost:
+a row is either given its outcome or left `sending` until its lease expires, and then
+another node (or this one after a restart) sends it again. That second send is a
+duplicate when the first had reached the provider, which can happen only to the rows
+whose send had started and whose outcome was not stored yet when the process died
+(`kill -9`) or `stop` gave up on them: the sends in flight (at most the sum of the
+providers' `concurrency`) plus the outcomes waiting for their write (at most
+`flush_interval` and one write's worth). A cancelled send may or may not have reached
+its provider; rows leased but still waiting for a send slot are not duplicated.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class ChannelDispatcher:
         self._leasing: asyncio.Task[None] | None = None
         self._recording: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._backlog = False
         self._stopped = False
 
@@ -168,7 +170,7 @@ class ChannelDispatcher:
         if self._stopped:
             return
         self._stopped = True
-        self._stop.set()
+        self._stopping.set()
         self._wake.set()
         timeout = self._settings.shutdown_timeout
         try:
@@ -207,7 +209,7 @@ class ChannelDispatcher:
     async def _lease_until_stopped(self) -> None:
         failures = 0
         loop = asyncio.get_running_loop()
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             started = loop.time()
             try:
                 self._backlog = await self._lease_round()
@@ -220,7 +222,7 @@ class ChannelDispatcher:
                     LEASE_BACKOFF.bound(failures),
                     exc_info=not isinstance(exc, StorageError),
                 )
-                await LEASE_BACKOFF.wait(failures, stop=self._stop)
+                await LEASE_BACKOFF.wait(failures, stop=self._stopping)
                 failures += 1
                 continue
             failures = 0
@@ -233,7 +235,7 @@ class ChannelDispatcher:
                 await self._wake.wait()
         self._wake.clear()
         gap = round_started + MIN_ROUND_GAP - asyncio.get_running_loop().time()
-        if gap > 0 and not self._stop.is_set():
+        if gap > 0 and not self._stopping.is_set():
             await asyncio.sleep(gap)
 
     async def _lease_round(self) -> bool:
@@ -302,15 +304,20 @@ class ChannelDispatcher:
         self._sends.discard(task)
         provider.release()
         self._room_freed()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # `_send` turns what senders raise into outcomes, so this is a bug here; the
+            # row stays leased and is sent again when its lease expires.
+            log.error("channel dispatcher: %s crashed", task.get_name(), exc_info=exc)
 
     async def _send(self, delivery: LeasedDelivery, provider: Provider, deadline: float) -> None:
         message = channel_message(delivery, self._clock())
-        started = time.monotonic()
         result: SendReceipt | Exception
         label: AttemptOutcome
+        started = time.monotonic()
         try:
             async with asyncio.timeout_at(deadline) as send_time:
                 async with provider.slot():
+                    started = time.monotonic()  # the latency is the provider's, not the wait
                     result = await provider.sender.send(message)
         except Exception as exc:
             result = self._classify_unexpected(exc, delivery, provider, send_time.expired())
@@ -388,7 +395,7 @@ class ChannelDispatcher:
             delivery.attempts,
             label,
             outcome.status,
-            "" if outcome.fallback is False else " fallback=true",
+            " fallback=true" if outcome.fallback else "",
             "" if outcome.error is None else f" error={outcome.error!r}",
         )
 

@@ -91,7 +91,13 @@ def channel_message(delivery: LeasedDelivery, now: int) -> ChannelMessage:
 
 def skipped_for_no_address(delivery: LeasedDelivery, now: int) -> DeliveryOutcome:
     """The device or contact field is gone since the plan was made: nothing to send to."""
-    return DeliveryOutcome(delivery_id=delivery.id, at=now, status="skipped", error=NO_ADDRESS)
+    return DeliveryOutcome(
+        delivery_id=delivery.id,
+        at=now,
+        status="skipped",
+        error=NO_ADDRESS,
+        attempt=delivery.attempts,
+    )
 
 
 def requeued_for_open_circuits(delivery: LeasedDelivery, now: int, due_at: int) -> DeliveryOutcome:
@@ -103,6 +109,7 @@ def requeued_for_open_circuits(delivery: LeasedDelivery, now: int, due_at: int) 
         status="queued",
         next_due_at=due_at,
         error=CIRCUIT_OPEN_ERROR,
+        attempt=delivery.attempts,
     )
 
 
@@ -129,6 +136,7 @@ def sent(attempt: Attempt, receipt: SendReceipt) -> DeliveryOutcome:
         provider_message_id=receipt.provider_message_id,
         detail=dict(receipt.detail) or None,
         duration_ms=attempt.duration_ms,
+        attempt=attempt.delivery.attempts,
     )
 
 
@@ -165,5 +173,6 @@ def not_sent(
         provider_code=code if isinstance(code, str) else None,
         duration_ms=attempt.duration_ms,
         remove_device=label == "address_gone",
+        attempt=delivery.attempts,
     )
     return outcome, label

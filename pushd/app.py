@@ -1,16 +1,19 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
 order (shared state, storage, cursor recorder, mailbox actors, revocations, bus, ingest,
-audit, retention) and torn down in reverse, after the sockets were closed with 1001."""
+channel dispatcher, audit, retention) and torn down in reverse, after the sockets were
+closed with 1001."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from actors.channel_dispatch import ChannelDispatcher
 from actors.transport import CloseCode
 from actors.user_mailbox import UserMailboxStats, user_mailbox_system
 from pushd import api
@@ -26,6 +29,7 @@ from pushd.appkeys import (
     API_KEYS,
     AUDIT,
     BUS,
+    CHANNELS,
     CONFIG,
     CURSORS,
     INGEST,
@@ -33,14 +37,28 @@ from pushd.appkeys import (
     MAILBOXES,
     METRICS,
     OPENAPI,
+    OUTBOUND_URL_CHECK,
+    PLANNER,
     REQUEST_HASHER,
     REVOCATIONS,
     SOCKETS,
     STATE,
     STORAGE,
     TOKENS,
+    UNSUBSCRIBE_LINKS,
+    VAPID_PUBLIC_KEY,
+    WEBHOOKS,
 )
 from pushd.bus import open_bus
+from pushd.channels.http_client import UrlChecker
+from pushd.channels.registry import (
+    build_provider_pool,
+    dispatch_settings,
+    first_vapid_public_key,
+    outbound_check,
+    unsubscribe_links,
+)
+from pushd.channels.webhook_events import WebhookEventSweep, WebhookSubscribers
 from pushd.config import Config
 from pushd.ingest.group_commit import NotificationIngest
 from pushd.ingest.request_hash import request_hasher
@@ -51,6 +69,7 @@ from pushd.process.key_ring import cipher_of, storage_keys
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
+from pushd.routing.plan import ChannelPlanner, stored_opt_outs
 from pushd.state import open_state
 from storage import open_storage
 
@@ -175,6 +194,58 @@ async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()  # write the last acks before storage closes
 
 
+async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> AsyncIterator[None]:
+    # After storage (the queue) and before the server accepts; stopped before storage
+    # closes, once the sends in flight have ended (or channels.shutdown_timeout passed).
+    config, storage, metrics = app[CONFIG], app[STORAGE], app[METRICS]
+    links = app[UNSUBSCRIBE_LINKS]
+    settings = dispatch_settings(config.channels)  # before the senders: nothing to close
+    # Reads key files and CA bundles: off the loop.
+    providers = await asyncio.to_thread(
+        build_provider_pool,
+        config.channels,
+        check_url=check_url,
+        unsubscribe_url=None if links is None else links.url,
+    )
+    dispatcher = ChannelDispatcher(
+        storage,
+        providers,
+        node_id=app[IDENTITY].node_id,
+        settings=settings,
+        observer=metrics.channels,
+    )
+    metrics.channels.read_dispatcher(dispatcher, storage)
+    app[PLANNER] = ChannelPlanner(
+        config.channels.plans,
+        providers.channels,
+        opt_outs=functools.partial(stored_opt_outs, storage),
+    )
+    dispatcher.start()
+    app[CHANNELS] = dispatcher
+    log.info(
+        "channel providers: %s",
+        "; ".join(
+            f"{channel}: {', '.join(p.name for p in providers.providers_of(channel))}"
+            for channel in providers.channels
+        ),
+    )
+    try:
+        yield
+    finally:
+        await dispatcher.stop()
+
+
+async def _webhook_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After storage; `delivery.updated` events and endpoint health come from the
+    # deliveries' stored statuses, so a sweep stopped early loses nothing.
+    storage = app[STORAGE]
+    app[WEBHOOKS] = WebhookSubscribers(storage)
+    sweep = WebhookEventSweep(storage, app[CONFIG].channels.webhook)
+    await sweep.start()
+    yield
+    await sweep.close()
+
+
 async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     # Started after storage and stopped before it closes: the queued records are
     # written on the way down (the HTTP handlers have finished by then).
@@ -228,8 +299,19 @@ async def _authenticate(request: web.Request) -> None:
     await request.app[LIMITS].api_keys.check(request[API_KEY].id)
 
 
-def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.Application:
-    """The whole server as one aiohttp app (not started: run it with an AppRunner)."""
+def build_app(
+    config: Config,
+    *,
+    identity: Identity,
+    token_secret: str,
+    outbound_url_check: UrlChecker | None = None,
+) -> web.Application:
+    """The whole server as one aiohttp app (not started: run it with an AppRunner).
+
+    `outbound_url_check` replaces the check of the URLs the senders POST to that
+    clients chose (web push endpoints, webhooks); for tests whose local endpoints are
+    plain http on loopback, which the real one refuses whatever `outbound.allow_private`.
+    """
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[cors_preflight, error_middleware],
@@ -250,6 +332,14 @@ def build_app(config: Config, *, identity: Identity, token_secret: str) -> web.A
         [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _revocations_ctx, _bus_ctx]
     )
     app.cleanup_ctx.append(_ingest_ctx)
+    app[UNSUBSCRIBE_LINKS] = unsubscribe_links(
+        config.channels, token_secret, config.auth.previous_token_secrets
+    )
+    app[VAPID_PUBLIC_KEY] = first_vapid_public_key(config.channels)
+    check_url = outbound_url_check or outbound_check(config.outbound.allow_private)
+    app[OUTBOUND_URL_CHECK] = check_url
+    app.cleanup_ctx.append(functools.partial(_channels_ctx, check_url=check_url))
+    app.cleanup_ctx.append(_webhook_events_ctx)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_retention_ctx)
     app.on_startup.append(_describe_api)

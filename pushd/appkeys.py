@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from actors.channel_dispatch import ChannelDispatcher
     from actors.runtime import ActorSystem
     from actors.user_mailbox import UserMessage
     from pushd.access.api_keys import ApiKeyVerifier
@@ -15,12 +16,16 @@ if TYPE_CHECKING:
     from pushd.access.revocations import Revocations
     from pushd.access.user_tokens import TokenSigner
     from pushd.bus import Bus
+    from pushd.channels.http_client import UrlChecker
+    from pushd.channels.unsubscribe import UnsubscribeLinks
+    from pushd.channels.webhook_events import WebhookSubscribers
     from pushd.config import Config
     from pushd.ingest.group_commit import NotificationIngest
     from pushd.ingest.request_hash import RequestHasher
     from pushd.ops.metrics import Metrics
     from pushd.realtime.cursors import CursorRecorder
     from pushd.realtime.sockets import OpenSockets
+    from pushd.routing.plan import ChannelPlanner
     from pushd.state import SharedState
     from storage import Storage
 
@@ -42,3 +47,18 @@ AUDIT: web.AppKey[AuditWriter] = web.AppKey("audit")
 REVOCATIONS: web.AppKey[Revocations] = web.AppKey("revocations")
 REQUEST_HASHER: web.AppKey[RequestHasher] = web.AppKey("request_hasher")
 """Keyed hashes of Idempotency-Key requests (pushd/ingest/request_hash.py)."""
+CHANNELS: web.AppKey[ChannelDispatcher] = web.AppKey("channels")
+"""Sends the due channel deliveries (actors/channel_dispatch.py); `nudge()` it after a
+commit that planned deliveries due now."""
+PLANNER: web.AppKey[ChannelPlanner] = web.AppKey("planner")
+"""Chooses and expands the channel plan of a notification (pushd/routing/plan.py)."""
+UNSUBSCRIBE_LINKS: web.AppKey[UnsubscribeLinks | None] = web.AppKey("unsubscribe_links")
+"""Signs (and checks) the emails' unsubscribe links; None without `channels.public_url`."""
+VAPID_PUBLIC_KEY: web.AppKey[str | None] = web.AppKey("vapid_public_key")
+"""What browsers subscribe with (the first web push provider's); None without one."""
+OUTBOUND_URL_CHECK: web.AppKey[UrlChecker] = web.AppKey("outbound_url_check")
+"""The outbound URL check (`outbound.allow_private`) of the URLs clients choose: webhook
+URLs at registration, and before each send (pushd/channels/outbound_url.py)."""
+WEBHOOKS: web.AppKey[WebhookSubscribers] = web.AppKey("webhooks")
+"""The webhook endpoints subscribed to each event type, as planning reads them
+(pushd/channels/webhook_events.py); `forget()` it after changing an endpoint."""

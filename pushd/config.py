@@ -29,6 +29,19 @@ from pushd.routing.plan import PlanStep
 from pushd.validation_errors import ValidationFailure
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
 
+# The shared value types and the error are re-exported: outside pushd/channels/,
+# `pushd.config` stays the place to import them from.
+__all__ = [
+    "ChannelsConfig",
+    "Config",
+    "ConfigError",
+    "NonNegativeFloat",
+    "Port",
+    "Positive",
+    "PositiveFloat",
+    "load_config",
+]
+
 ENV_PREFIX = "PUSHD_"
 
 

@@ -275,6 +275,10 @@ class DeliveryOutcome(msgspec.Struct, frozen=True, kw_only=True):
     duration_ms: int | None = None
     remove_device: bool = False
     """The address is gone for good: delete `device_id` in the same transaction."""
+    attempt: int | None = None
+    """`LeasedDelivery.attempts` of the lease this outcome ends. Given, the outcome is
+    applied only while the row is still under that lease: a worker whose lease ran out
+    and whose row was leased again (by another node) cannot overwrite the new attempt."""
 
 
 class ChannelDeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -409,3 +413,13 @@ class WebhookEndpointDisabled(msgspec.Struct, frozen=True, kw_only=True):
     endpoint_id: str
     reason: str
     at: int
+
+
+class WebhookSweepRound(msgspec.Struct, frozen=True, kw_only=True):
+    """What one round of the webhook sweep did."""
+
+    announced: int
+    """Deliveries whose status it took (and marked announced)."""
+    webhook_rows: int
+    """Webhook rows it made (`delivery.updated` events, one per subscriber)."""
+    disabled: tuple[WebhookEndpointDisabled, ...] = ()

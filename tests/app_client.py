@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from pushd.app import Identity, build_app
+from pushd.channels.http_client import UrlChecker
 from pushd.config import load_config
 
 ADMIN_KEY = "pk_test_admin_key_for_functional_tests_0123456789"
@@ -40,14 +41,21 @@ def make_client(request: pytest.FixtureRequest, tmp_path: Path) -> MakeClient:
     aiohttp_client: AiohttpClient = request.getfixturevalue("aiohttp_client")
 
     async def make(
-        token_secret: str = TOKEN_SECRET, **sections: dict[str, Any]
+        token_secret: str = TOKEN_SECRET,
+        outbound_url_check: UrlChecker | None = None,
+        **sections: dict[str, Any],
     ) -> TestClient[Any, Any]:
         overrides: dict[str, dict[str, Any]] = {"server": {"data_dir": str(tmp_path)}}
         for section, values in sections.items():
             overrides.setdefault(section, {}).update(values)
         config = load_config(None, environ={}, overrides=overrides)
         identity = Identity("test-node", admin_key=ADMIN_KEY)
-        app = build_app(config, identity=identity, token_secret=token_secret)
+        app = build_app(
+            config,
+            identity=identity,
+            token_secret=token_secret,
+            outbound_url_check=outbound_url_check,
+        )
         return await aiohttp_client(app)
 
     return make

@@ -15,6 +15,10 @@ path does not say it (e.g. the id of a user it just created)."""
 AUDIT_DETAIL: web.RequestKey[dict[str, Any]] = web.RequestKey("audit_detail", dict)
 """Set by a handler to add facts to the record (never personal data: ids go in the
 target, which is what erasing a user pseudonymises)."""
+AUDIT_ACTOR: web.RequestKey[str] = web.RequestKey("audit_actor", str)
+"""Set by a public route that proved its caller in its own way (a signed unsubscribe
+link: `user:<id>`; a provider's request signature: `provider:<channel>:<name>`). Without
+it (and without an API key), a state-changing call counts as a failed authentication."""
 
 CLI_ACTOR = "cli"
 """The actor of records written by the command line (`pushd keys`, `pushd rekey`)."""

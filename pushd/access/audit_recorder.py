@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pushd.access.api_keys import API_KEY, REVOKED_KEY
-from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
 from pushd.access.rate_limits import RateLimitedError, client_network
 from pushd.api.errors import ApiError, ErrorCode
 from pushd.appkeys import AUDIT
@@ -51,10 +51,12 @@ async def record_call(
 
 async def _record(request: web.Request, action: str, status: int) -> None:
     key = request.get(API_KEY)
-    if key is None:
-        # Authentication failed (every audited route needs a key): tallied per source,
-        # not one record each (anyone could fill storage), and no target, since the
-        # path of a caller without a valid key names anything it likes.
+    actor = f"key:{key.id}" if key is not None else request.get(AUDIT_ACTOR)
+    if actor is None:
+        # Authentication failed (every audited route needs a key or, if public, a proof
+        # of its own such as a signed link): tallied per source, not one record each
+        # (anyone could fill storage), and no target, since the path of a caller
+        # without a valid key names anything it likes.
         revoked = request.get(REVOKED_KEY)
         request.app[AUDIT].record_failed_auth(
             key_id=None if revoked is None else revoked.id,
@@ -70,7 +72,7 @@ async def _record(request: web.Request, action: str, status: int) -> None:
     await request.app[AUDIT].record(
         NewAuditRecord(
             at=now_ms(),
-            actor=f"key:{key.id}",
+            actor=actor,
             action=action,
             target=target,
             source=request.remote,

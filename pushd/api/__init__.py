@@ -7,7 +7,19 @@ from typing import Any
 
 from aiohttp import web
 
-from pushd.api import audit, gdpr, key_admin, notifications, stats, tokens, users
+from pushd.api import (
+    audit,
+    gdpr,
+    key_admin,
+    notifications,
+    sms_receipts,
+    stats,
+    tokens,
+    unsubscribe,
+    users,
+    webhooks,
+    webpush,
+)
 from pushd.api.dispatch import add_routes
 from pushd.api.openapi import build_openapi
 from pushd.api.route import Reply, Route
@@ -85,6 +97,10 @@ ROUTES: list[Route] = [
     *gdpr.ROUTES,
     *tokens.ROUTES,
     *notifications.ROUTES,
+    *webpush.ROUTES,
+    *webhooks.ROUTES,
+    *unsubscribe.ROUTES,
+    *sms_receipts.ROUTES,
     *stats.ROUTES,
     *key_admin.ROUTES,
     *audit.ROUTES,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pushd.api.schemas import (
+    ChannelDelivery,
     Delivery,
     DeliveryEvent,
     DeliveryStatus,
@@ -113,11 +114,15 @@ def as_notification(record: NotificationRecord, delivery: Delivery) -> Notificat
     )
 
 
-def as_detail(record: NotificationRecord, delivery: Delivery) -> NotificationDetail:
+def as_detail(
+    record: NotificationRecord, delivery: Delivery, channel_deliveries: list[ChannelDelivery]
+) -> NotificationDetail:
     """`as_notification` with every channel's delivery record."""
     view = as_notification(record, delivery)
     fields = {name: getattr(view, name) for name in Notification.__struct_fields__}
-    return NotificationDetail(**fields, deliveries=[delivery])
+    return NotificationDetail(
+        **fields, deliveries=[delivery], channel_deliveries=channel_deliveries
+    )
 
 
 async def deliveries_of(

@@ -20,9 +20,10 @@ from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
 from pushd.access.failed_auth import ANONYMOUS_ACTOR
 from pushd.access.roles import ADMIN_ONLY
 from pushd.api.audit import AuditEntry
+from pushd.api.channel_tracking import channel_deliveries, channel_events
 from pushd.api.deliveries import as_detail, deliveries_of
 from pushd.api.route import Reply, Route, Streamed
-from pushd.api.schemas import Device, NotificationDetail, User
+from pushd.api.schemas import DeliveryEvent, Device, NotificationDetail, User
 from pushd.api.users import load_user
 from pushd.appkeys import AUDIT, CONFIG, REVOCATIONS, STORAGE
 from pushd.ids import from_ms, now_ms, opt_from_ms
@@ -59,6 +60,12 @@ class ExportedIdempotencyKey(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class ExportedOptOut(msgspec.Struct, kw_only=True):
+    channel: str
+    category: Annotated[str, Meta(description='"" for notifications without a category.')]
+    created_at: datetime
+
+
 class UserExport(msgspec.Struct, kw_only=True):
     """Everything pushd holds about one user. Not held, so not here: preferences and
     scheduled sends (they do not exist yet)."""
@@ -67,9 +74,21 @@ class UserExport(msgspec.Struct, kw_only=True):
     user: User
     cursors: CursorState
     devices: list[Device]
+    channel_opt_outs: Annotated[
+        list[ExportedOptOut],
+        Meta(description="Channels the user unsubscribed from, per category."),
+    ]
     notifications: Annotated[
         list[NotificationDetail],
         Meta(description="Newest first, each with its read state and delivery records."),
+    ]
+    channel_delivery_history: Annotated[
+        list[DeliveryEvent],
+        Meta(
+            description="Every attempt and status change of the deliveries beyond the "
+            "socket (e-mail, push, SMS, webhooks), by notification and delivery, oldest "
+            "first."
+        ),
     ]
     cursor_history: Annotated[
         list[CursorAdvance], Meta(description="When the delivery cursors moved, by cursor.")
@@ -120,7 +139,9 @@ async def _notification_pages(
         if not records:
             return
         deliveries = await deliveries_of(storage, user, records, now_ms())
-        yield [as_detail(r, d) for r, d in zip(records, deliveries, strict=True)]
+        # One query per notification: an export is rare, and a page is 200 at most.
+        channels = [await channel_deliveries(storage, r.id) for r in records]
+        yield [as_detail(r, d, c) for r, d, c in zip(records, deliveries, channels, strict=True)]
         before = records[-1].seq
 
 
@@ -137,6 +158,21 @@ async def _history_pages(storage: Storage, user_id: str) -> AsyncIterator[list[C
             return
         yield [_advance(h) for h in page]
         after = (page[-1].cursor, page[-1].seq)
+
+
+async def _channel_history_pages(
+    storage: Storage, user_id: str
+) -> AsyncIterator[list[DeliveryEvent]]:
+    after: tuple[int, str] | None = None
+    while True:
+        page = await storage.channel_deliveries_of_user(
+            user_id, after=after, limit=EXPORT_PAGE_SIZE
+        )
+        if not page:
+            return
+        history = await storage.delivery_history_of_deliveries([d.id for d in page])
+        yield channel_events(page, [row for d in page for row in history[d.id]])
+        after = (page[-1].seq, page[-1].id)
 
 
 async def _idempotency_pages(
@@ -198,7 +234,17 @@ async def _export_document(
     yield _field("user", User.of(user))
     yield _field("cursors", cursors)
     yield _field("devices", devices)
+    opt_outs = await storage.channel_optouts_of([user.id])
+    yield _field(
+        "channel_opt_outs",
+        [
+            ExportedOptOut(channel=o.channel, category=o.category, created_at=from_ms(o.created_at))
+            for o in opt_outs
+        ],
+    )
     async for chunk in _array("notifications", _notification_pages(storage, user)):
+        yield chunk
+    async for chunk in _array("channel_delivery_history", _channel_history_pages(storage, user.id)):
         yield chunk
     async for chunk in _array("cursor_history", _history_pages(storage, user.id)):
         yield chunk

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Annotated
+from collections.abc import Collection
+from typing import Annotated, cast
 
 import msgspec
 from aiohttp import web
 
 from pushd.access.api_keys import API_KEY, may_read_category, require_category
 from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.api.channel_tracking import channel_deliveries, channel_events
 from pushd.api.deliveries import (
     as_detail,
     as_notification,
@@ -30,16 +33,32 @@ from pushd.api.schemas import (
     SendNotification,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import BUS, CONFIG, INGEST, LIMITS, METRICS, REQUEST_HASHER, STORAGE
+from pushd.appkeys import (
+    BUS,
+    CHANNELS,
+    CONFIG,
+    INGEST,
+    LIMITS,
+    METRICS,
+    PLANNER,
+    REQUEST_HASHER,
+    STORAGE,
+    WEBHOOKS,
+)
+from pushd.channels.webhook_events import with_accepted_webhooks
 from pushd.ids import from_ms, new_id, now_ms
 from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.realtime.readsync import publish_read, publish_read_all
+from pushd.routing.plan import ChannelPlan, PlanError, Recipient
 from storage import IdempotencyConflictError, UnknownUserError
 from storage.records import (
+    DeviceRecord,
     IdempotencyClaim,
     IdempotencyRecord,
     NewNotification,
     NotificationRecord,
+    PlannedDelivery,
+    UserRecord,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -49,7 +68,10 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
-async def _resolve_recipient(request: web.Request, body: SendNotification) -> str:
+async def _resolve_recipient(
+    request: web.Request, body: SendNotification
+) -> tuple[str, UserRecord | None]:
+    """The recipient's id, and its row when reading it was needed (external_id)."""
     storage = request.app[STORAGE]
     if (body.user_id is None) == (body.external_id is None):
         raise validation_error(
@@ -63,11 +85,55 @@ async def _resolve_recipient(request: web.Request, body: SendNotification) -> st
                 f"no user with external_id {body.external_id!r}",
                 field="external_id",
             )
-        return user.id
+        return user.id, user
     assert body.user_id is not None
     # No lookup here: the committer checks the user inside the insert transaction (and
     # answers 404 for an unknown one), which saves a storage round trip per request.
-    return body.user_id
+    return body.user_id, None
+
+
+def _channel_plan(request: web.Request, body: SendNotification) -> ChannelPlan:
+    try:
+        return request.app[PLANNER].plan_for(body.channels, body.category)
+    except PlanError as exc:
+        raise validation_error(str(exc), exc.field) from None
+
+
+async def _planned_deliveries(
+    request: web.Request,
+    plan: ChannelPlan,
+    body: SendNotification,
+    recipient: tuple[str, UserRecord | None],
+    now: int,
+) -> tuple[PlannedDelivery, ...]:
+    """The plan's deliveries, from the user's contact fields and devices as they are
+    now: the reads it needs (the user row unless already read, the devices only for push
+    steps, the opt-outs) go to storage together, and none without a plan."""
+    if not plan.steps:
+        return ()
+    storage, planner = request.app[STORAGE], request.app[PLANNER]
+    user_id, user = recipient
+    no_devices: list[DeviceRecord] = []
+    # Together, and every one awaited: an error is raised once all have ended.
+    read = await asyncio.gather(
+        storage.get_user(user_id) if user is None else asyncio.sleep(0, user),
+        storage.list_devices(user_id) if plan.needs_devices else asyncio.sleep(0, no_devices),
+        planner.opted_out(user_id, body.category),
+        return_exceptions=True,
+    )
+    for result in read:
+        if isinstance(result, BaseException):
+            raise result
+    found, devices, opted_out = cast(
+        tuple[UserRecord | None, list[DeviceRecord], Collection[str]], read
+    )
+    if found is None:
+        field = "user_id" if body.user_id is not None else "external_id"
+        raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field)
+    addressed = Recipient(found.id, email=found.email, phone=found.phone, devices=devices)
+    return planner.expand(
+        plan, addressed, priority=body.priority, created_at=now, opted_out=opted_out
+    )
 
 
 def _expires_at(body: SendNotification, now: int) -> int | None:
@@ -137,11 +203,12 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         raise validation_error("give a title, a body, or both", "title")
     check_notification_size(body, request.app[LIMITS].config)
     require_category(request, body.category)
+    plan = _channel_plan(request, body)
     now = now_ms()
     expires_at = _expires_at(body, now)
     claim = _idempotency_claim(request, body)
     if claim is None:
-        return await _send(request, body, expires_at, now, None)
+        return await _send(request, body, plan=plan, expires_at=expires_at, now=now, claim=None)
     window_ms = int(request.app[CONFIG].ingest.idempotency_window * 1000)
     storage, ingest = request.app[STORAGE], request.app[INGEST]
     try:
@@ -151,7 +218,9 @@ async def send_notification(request: web.Request, body: SendNotification, _query
             )
             if stored is not None:
                 return _replay(request, stored, body)
-            return await _send(request, body, expires_at, now, claim)
+            return await _send(
+                request, body, plan=plan, expires_at=expires_at, now=now, claim=claim
+            )
     except (ClaimInFlightError, IdempotencyConflictError):
         raise _in_use(claim.key) from None
 
@@ -159,13 +228,17 @@ async def send_notification(request: web.Request, body: SendNotification, _query
 async def _send(
     request: web.Request,
     body: SendNotification,
+    *,
+    plan: ChannelPlan,
     expires_at: int | None,
     now: int,
     claim: IdempotencyClaim | None,
 ) -> Reply:
-    user_id = await _resolve_recipient(request, body)
+    recipient = await _resolve_recipient(request, body)
+    user_id = recipient[0]
     await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
     request[AUDIT_TARGET] = f"user:{user_id}"
+    deliveries = await _planned_deliveries(request, plan, body, recipient, now)
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
@@ -177,12 +250,17 @@ async def _send(
         created_at=now,
         expires_at=expires_at,
         idempotency=claim,
+        deliveries=deliveries,
+        channel_content=None if body.content is None else body.content.as_stored(),
     )
+    notification = await with_accepted_webhooks(request.app[WEBHOOKS], notification)
     try:
         record = await request.app[INGEST].submit(notification)
     except UnknownUserError:
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
+    if any(delivery.status == "queued" for delivery in notification.deliveries):
+        request.app[CHANNELS].nudge()  # committed: due now, sent without waiting for a poll
     request.app[METRICS].accepted.inc({})
     request[AUDIT_DETAIL] = {"notification_id": record.id, "seq": record.seq}
     return _accepted(record.id, record.user_id, record.seq, record.created_at, replay=False)
@@ -233,7 +311,7 @@ async def _detail(request: web.Request, record: NotificationRecord) -> Notificat
     storage = request.app[STORAGE]
     user = await load_user(storage, record.user_id)
     [delivery] = await deliveries_of(storage, user, [record], now_ms())
-    return as_detail(record, delivery)
+    return as_detail(record, delivery, await channel_deliveries(storage, record.id))
 
 
 async def get_notification(request: web.Request, _body: None, _query: None) -> Reply:
@@ -241,9 +319,15 @@ async def get_notification(request: web.Request, _body: None, _query: None) -> R
 
 
 async def get_notification_events(request: web.Request, _body: None, _query: None) -> Reply:
-    detail = await _detail(request, await _load_notification(request))
-    events = [event for delivery in detail.deliveries for event in delivery_events(delivery)]
-    events.sort(key=lambda event: event.at)
+    record = await _load_notification(request)
+    storage = request.app[STORAGE]
+    user = await load_user(storage, record.user_id)
+    [delivery] = await deliveries_of(storage, user, [record], now_ms())
+    events = delivery_events(delivery)
+    history = await storage.delivery_history_of(record.id)
+    if history:
+        events += channel_events(await storage.channel_deliveries_of(record.id), history)
+    events.sort(key=lambda event: event.at)  # stable: each delivery's order is kept
     return Reply(200, DeliveryEventList(events))
 
 
@@ -287,6 +371,9 @@ ROUTES = [
         "and while the first is still in progress a 409 with `Retry-After`.",
         {202: NotificationAccepted},
         body=SendNotification,
+        description="Beyond the socket, the notification follows its channel plan: the "
+        "request's `channels`, else the one configured for its category (docs/channels.md). "
+        "Its deliveries are committed with it; `GET /api/notifications/{id}` shows them.",
         errors={
             404: "No user with this user_id or external_id",
             409: "The same Idempotency-Key is still being processed (retry after Retry-After)",
@@ -313,7 +400,7 @@ ROUTES = [
         "GET",
         "/api/notifications/{id}",
         get_notification,
-        "Get one notification with its delivery records",
+        "Get one notification with its delivery records: in-app, and every channel step",
         {200: NotificationDetail},
         tag="notifications",
     ),
@@ -321,7 +408,8 @@ ROUTES = [
         "GET",
         "/api/notifications/{id}/events",
         get_notification_events,
-        "The delivery history of one notification (every status transition)",
+        "The delivery history of one notification (every status transition and attempt, "
+        "on every channel)",
         {200: DeliveryEventList},
         tag="notifications",
     ),

@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from pushd.ids import from_ms
+from pushd.routing.plan import ChannelContent, PlanStep, Priority
 from storage.records import DeviceRecord, UserRecord
 
 Meta = msgspec.Meta
@@ -47,7 +48,6 @@ Category = Annotated[
     str,
     Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Lower-case slug, 1-64 chars."),
 ]
-Priority = Literal["low", "normal", "high", "critical"]
 Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16, max_length=200)]
 
 
@@ -192,6 +192,11 @@ class DeviceList(msgspec.Struct):
 MAX_TTL_SECONDS = 31_536_000  # one year
 
 DeliveryStatus = Literal["queued", "sent", "delivered", "read", "expired", "failed"]
+ChannelDeliveryStatus = Literal[
+    "scheduled", "queued", "sending", "sent", "delivered", "failed", "skipped", "cancelled"
+]
+DeliveryChannel = Literal["email", "webpush", "fcm", "apns", "sms", "webhook", "push"]
+MAX_PLAN_STEPS = 16
 
 
 def _given(field: str) -> dict[str, Any]:
@@ -250,6 +255,25 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         ]
         | None
     ) = None
+    channels: (
+        Annotated[
+            list[PlanStep],
+            Meta(
+                max_length=MAX_PLAN_STEPS,
+                description="The channel plan: steps beyond the socket (docs/channels.md). "
+                "Absent: the plan configured for the category (`channels.plans`); empty: "
+                "in-app only. A step whose channel has no provider on this server is a 422.",
+            ),
+        ]
+        | None
+    ) = None
+    content: (
+        Annotated[
+            ChannelContent,
+            Meta(description="Per-channel content; what is left out is derived from title/body."),
+        ]
+        | None
+    ) = None
 
 
 class NotificationAccepted(msgspec.Struct, kw_only=True):
@@ -301,21 +325,77 @@ class Delivery(msgspec.Struct, kw_only=True):
     last_error: str | None
 
 
+class ChannelDelivery(msgspec.Struct, kw_only=True):
+    """One step of the notification's channel plan for one address (docs/channels.md):
+    scheduled (due later) -> queued (due) -> sending -> sent, then delivered where the
+    provider reports it, or failed; skipped and cancelled ones were never sent."""
+
+    id: str
+    channel: Annotated[
+        DeliveryChannel,
+        Meta(description="`push`: a push step for a user without any push device (skipped)."),
+    ]
+    device_id: str | None
+    endpoint_id: Annotated[str | None, Meta(description="Webhook deliveries: the endpoint.")]
+    status: ChannelDeliveryStatus
+    reason: Annotated[
+        str | None,
+        Meta(
+            description="Why skipped (`no_address`, `no_provider`, `opted_out`) or cancelled "
+            "(`read`, `expired`)."
+        ),
+    ]
+    due_at: Annotated[datetime, Meta(description="When it is (or was last) due.")]
+    attempts: Annotated[int, Meta(description="Sends so far, through any provider.")]
+    provider: Annotated[str | None, Meta(description="The provider of the last attempt.")]
+    fallback: Annotated[
+        bool, Meta(description="true: sent (or tried) through another than the channel's first")
+    ]
+    provider_message_id: str | None
+    last_error: str | None
+    updated_at: datetime
+
+
 class NotificationDetail(Notification, kw_only=True):
-    deliveries: list[Delivery]
+    deliveries: Annotated[list[Delivery], Meta(description="The in-app delivery.")]
+    channel_deliveries: Annotated[
+        list[ChannelDelivery], Meta(description="Beyond the socket, by due time then channel.")
+    ]
 
 
 class DeliveryEvent(msgspec.Struct, kw_only=True):
-    channel: Literal["inapp"]
-    status: DeliveryStatus
+    """A status change of the in-app delivery, or of a channel delivery (then with its
+    id and, for an attempt, the provider's answer)."""
+
+    channel: Literal["inapp"] | DeliveryChannel
+    status: DeliveryStatus | ChannelDeliveryStatus
     at: datetime
     error: str | None = None
+    delivery_id: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    provider_code: str | None = None
+    duration_ms: int | None = None
+    fallback: bool = False
+    detail: Annotated[
+        dict[str, Any] | None, Meta(description="e.g. SMS {`encoding`, `segments`}.")
+    ] = None
 
 
 class DeliveryEventList(msgspec.Struct):
     """Every status transition of every channel, oldest first."""
 
     items: list[DeliveryEvent]
+
+
+class VapidPublicKey(msgspec.Struct):
+    public_key: Annotated[
+        str,
+        Meta(
+            description="base64url of the uncompressed P-256 point: the "
+            "`applicationServerKey` of `pushManager.subscribe()`."
+        ),
+    ]
 
 
 class NotificationPage(msgspec.Struct):

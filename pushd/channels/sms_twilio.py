@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Final, Literal, TypeVar, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
@@ -193,6 +193,23 @@ class TwilioSmsSender:
 
 
 # Delivery receipts ---------------------------------------------------------------
+
+
+STATUS_CALLBACK_PATH: Final = "/api/channels/sms/{provider}/status"
+"""pushd's route for a provider's receipts (pushd/api/sms_receipts.py), under
+`channels.public_url`."""
+
+_Config = TypeVar("_Config", bound=TwilioSmsConfig)
+
+
+def with_status_callback(config: _Config, public_url: str) -> _Config:
+    """`config` with its `status_callback_url`: as configured, else pushd's receipts
+    route under `public_url` (the URL Twilio reaches and signs); unchanged without
+    either (no receipts)."""
+    if config.status_callback_url or not public_url:
+        return config
+    path = STATUS_CALLBACK_PATH.format(provider=quote(config.name, safe=""))
+    return msgspec.structs.replace(config, status_callback_url=public_url.rstrip("/") + path)
 
 
 def twilio_signature(auth_token: str, url: str, form_params: Mapping[str, str]) -> str:

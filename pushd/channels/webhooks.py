@@ -40,7 +40,7 @@ from pushd.channels.http_client import (
     UrlChecker,
     url_origin,
 )
-from pushd.config_types import Positive, PositiveFloat
+from pushd.config_types import NonNegativeFloat, Positive, PositiveFloat
 
 CHANNEL: Final = "webhook"
 SIGNATURE_HEADER: Final = "Pushd-Signature"
@@ -59,6 +59,17 @@ class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     failure, retried later."""
     max_connections: Positive = 100
     """Open connections to all endpoints together."""
+    secret_overlap: NonNegativeFloat = 86_400.0
+    """Seconds a rotated-out secret keeps signing alongside the new one (every request
+    then carries one `v1=` per secret), for receivers to take the new one."""
+    disable_after: Positive = 20
+    """Events to an endpoint failed for good in a row (a permanent refusal, or retries
+    used up) after which it is disabled; a 410 Gone disables it at once."""
+    sweep_interval: PositiveFloat = 1.0
+    """Seconds between two looks for deliveries whose new status (sent, delivered,
+    failed) subscribed endpoints were not told yet (`delivery.updated`)."""
+    sweep_batch: Positive = 500
+    """Deliveries the sweep takes per transaction."""
 
 
 # Signing -------------------------------------------------------------------------

@@ -102,6 +102,9 @@ async def _serve(
     except StorageError as exc:
         _print(f"pushd: cannot start: {exc}")
         return EXIT_STARTUP
+    except ConfigError as exc:  # a channel provider that cannot be built (its key files)
+        _print(f"pushd: config error: {exc}")
+        return EXIT_CONFIG
     site = web.TCPSite(
         runner,
         config.server.host,

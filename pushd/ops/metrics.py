@@ -19,6 +19,7 @@ from aioprometheus.renderer import render
 
 from actors.runtime import ActorSystem
 from actors.user_mailbox import UserMailboxStats
+from pushd.ops.channel_metrics import ChannelMetrics
 
 
 class Metrics:
@@ -81,6 +82,8 @@ class Metrics:
             "pushd_cursor_flush_failures_total",
             "Cursor writes storage refused (the cursors are kept for the next flush).",
         )
+        self.channels = ChannelMetrics(self.registry)
+        """Channel deliveries: the dispatcher's observer, and its gauges."""
 
     def _counter(self, name: str, doc: str) -> Counter:
         return Counter(name, doc, registry=self.registry)
@@ -118,5 +121,6 @@ class Metrics:
         """The Prometheus exposition of every instrument, in the format `Accept` asks."""
         for instrument, read in self._readings:
             instrument.set({}, read())
+        await self.channels.refresh()
         body, headers = render(self.registry, request.headers.getall("Accept", []))
         return web.Response(body=body, headers=headers)

@@ -24,6 +24,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from pushd.ids import new_id
+from storage.areas.channel_optouts import ChannelOptOuts
 from storage.records import DeviceRecord, PlannedDelivery
 
 Meta = msgspec.Meta
@@ -127,9 +128,16 @@ class PlanError(ValueError):
 
 
 OptOutLookup = Callable[[str, str], Awaitable[Collection[str]]]
-"""(user id, category) -> the delivery channels ("email", "sms", "webpush", ...) the
-user opted out of for that category. The hook for stored opt-outs (an email's
-List-Unsubscribe link): asked once per notification that has a category and a plan."""
+"""(user id, category; "" for none) -> the channels ("email", "sms", "webpush", ...,
+"push" for every push channel) the user opted out of for that category. The hook for
+stored opt-outs (an email's List-Unsubscribe link): asked once per notification whose
+plan has steps."""
+
+
+async def stored_opt_outs(storage: ChannelOptOuts, user_id: str, category: str) -> set[str]:
+    """The `OptOutLookup` of the opt-outs in storage (one query)."""
+    opt_outs = await storage.channel_optouts_of([user_id])
+    return {opt_out.channel for opt_out in opt_outs if opt_out.category == category}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +145,6 @@ class ChannelPlan:
     """The steps chosen for one notification."""
 
     steps: tuple[PlanStep, ...]
-    requested: bool
-    """Given in the request (False: the category's configured plan)."""
 
     @property
     def needs_devices(self) -> bool:
@@ -183,12 +189,12 @@ class ChannelPlanner:
         self._opt_outs = opt_outs
 
     def plan_for(self, requested: Sequence[PlanStep] | None, category: str | None) -> ChannelPlan:
-        """The request's steps when it gives some (an empty list: in-app only), else
-        the category's configured plan. Raises `PlanError` for a requested step whose
-        channel has no provider."""
+        """The request's steps when it gives some, else the category's configured plan,
+        else the "default" one (an empty list, given or configured: in-app only). Raises
+        `PlanError` for a requested step whose channel has no provider."""
         if requested is None:
-            steps = self._plans.get(category or "default") or self._plans.get("default", ())
-            return ChannelPlan(tuple(steps), requested=False)
+            steps = self._plans.get(category) if category else None
+            return ChannelPlan(self._plans.get("default", ()) if steps is None else steps)
         for position, step in enumerate(requested):
             if not self._has_provider(step.channel):
                 raise PlanError(
@@ -197,14 +203,13 @@ class ChannelPlanner:
                     "leave the step out",
                     field=f"channels[{position}].channel",
                 )
-        return ChannelPlan(tuple(requested), requested=True)
+        return ChannelPlan(tuple(requested))
 
     async def opted_out(self, user_id: str, category: str | None) -> Collection[str]:
-        """The channels the user opted out of for `category` (none without a lookup or
-        a category)."""
-        if self._opt_outs is None or category is None:
+        """The channels the user opted out of for `category` (none without a lookup)."""
+        if self._opt_outs is None:
             return ()
-        return await self._opt_outs(user_id, category)
+        return await self._opt_outs(user_id, category or "")
 
     def expand(
         self,
@@ -249,7 +254,7 @@ class ChannelPlanner:
             return "no_provider"
         if not target.reachable:
             return "no_address"
-        if target.channel in opted_out:
+        if target.channel in opted_out or (target.channel in PUSH_CHANNELS and "push" in opted_out):
             return "opted_out"
         return None
 

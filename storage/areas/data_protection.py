@@ -1,22 +1,29 @@
-"""Data protection duties that cut across tables: erasure, retention and rekeying."""
+"""Data protection duties that cut across tables: erasure, retention and rekeying, and the
+export's pages of a user's channel deliveries."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
 
+from storage.records import ChannelDeliveryRecord, DeliveryAttemptRecord
+
 
 class DataProtection(Protocol):
     """Erasing a user from every table, purging old notifications, and resealing the
-    columns of `storage/crypto.py` `SEALED_COLUMNS` under the active key."""
+    columns of `storage/crypto.py` `SEALED_COLUMNS` under the active key.
+
+    A notification's channel deliveries and their history go with it (ON DELETE
+    CASCADE), in the same transaction, whether an erasure or a purge deletes it."""
 
     async def erase_user(self, user_id: str, *, batch_size: int) -> bool:
         """Delete the user and every row about them in every table; return whether the
         user existed.
 
         The user's notifications go first, `batch_size` per transaction (a long history
-        must not hold the database in one transaction), then their devices, cursor
-        history, idempotency keys, remaining notifications and the user row in one
+        must not hold the database in one transaction), then their devices, channel
+        opt-outs, cursor history, idempotency keys, remaining notifications and the user
+        row in one
         transaction. Idempotent: an unknown user is a no-op returning False; an erasure
         cut short (crash) is completed by calling it again. Notifications committed for
         the user meanwhile are erased too, or refused (`UnknownUserError`) once the user
@@ -59,4 +66,18 @@ class DataProtection(Protocol):
         is completed by starting again. Raises `EncryptionError` for a value whose key is
         not in the ring, `ValueError` when encryption is off.
         """
+        ...
+
+    async def channel_deliveries_of_user(
+        self, user_id: str, *, after: tuple[int, str] | None, limit: int
+    ) -> list[ChannelDeliveryRecord]:
+        """The user's channel deliveries ordered by (seq, id), after `after` (that
+        pair, exclusive), at most `limit` (a page of a user's export)."""
+        ...
+
+    async def delivery_history_of_deliveries(
+        self, delivery_ids: Sequence[str]
+    ) -> dict[str, list[DeliveryAttemptRecord]]:
+        """The history of each of these deliveries, oldest first, in ONE query (a page
+        of the export's deliveries); [] for a delivery without history or unknown."""
         ...

@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from storage.records import (
     DeliveryUpdate,
     NewWebhookEndpoint,
-    WebhookEndpointDisabled,
     WebhookEndpointRecord,
     WebhookSecret,
+    WebhookSweepRound,
 )
 
 EventBuilder = Callable[[DeliveryUpdate, str], tuple[str, dict[str, Any]]]
@@ -89,7 +89,7 @@ class WebhookEndpoints(Protocol):
         event_type: str,
         max_consecutive_failures: int,
         at: int,
-    ) -> list[WebhookEndpointDisabled]:
+    ) -> WebhookSweepRound:
         """One round of the webhook sweep, in ONE transaction, over up to `limit`
         deliveries whose status (sent, delivered or failed) is not announced yet,
         oldest change first; each is then marked announced. Two nodes never take the
@@ -97,16 +97,17 @@ class WebhookEndpoints(Protocol):
 
         - A delivery of another channel becomes one webhook row (queued, due `at`, not
           cancelled by a read) per enabled endpoint subscribed to `event_type` that
-          existed when the status changed, made by `build`.
+          existed when the status changed, made by `build` (called inside the
+          transaction, on SQLite's worker thread: it must be pure and quick).
         - A webhook row that was sent resets its endpoint's failure count; one that
           failed adds one, and disables the endpoint when the count reaches
           `max_consecutive_failures`, or at once when the endpoint answered 410 Gone.
 
-        Returns the endpoints disabled by this round.
+        Returns how many deliveries it announced, how many rows it made, and the
+        endpoints it disabled.
         """
         ...
 
     async def pending_delivery_updates(self) -> int:
         """How many deliveries wait for the sweep (a gauge; 0 when it keeps up)."""
         ...
-

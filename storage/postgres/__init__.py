@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING
 
 from storage.postgres.access import PostgresApiKeysAndRevocations
 from storage.postgres.audit import PostgresAuditTrail
+from storage.postgres.channel_deliveries import PostgresChannelDeliveries
 from storage.postgres.cursors import PostgresDeliveryCursors
 from storage.postgres.engine import PostgresEngine
 from storage.postgres.notifications import PostgresNotifications
 from storage.postgres.users import PostgresUsersAndDevices
+from storage.postgres.webhook_endpoints import PostgresWebhookEndpoints
+from storage.sql.channel_optouts import ChannelOptOutsSql
 from storage.sql.data_protection import DataProtectionSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.relay import OutboxRelaySql
@@ -41,6 +44,9 @@ class PostgresStorage(
     PostgresApiKeysAndRevocations,
     PostgresAuditTrail,
     DataProtectionSql,
+    PostgresChannelDeliveries,
+    ChannelOptOutsSql,
+    PostgresWebhookEndpoints,
     PostgresEngine,
 ):
     """`Storage` on PostgreSQL, shared by every node of a cluster."""

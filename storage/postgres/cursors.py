@@ -1,10 +1,12 @@
-"""Delivery cursors on PostgreSQL: every given user's cursors moved by one statement."""
+"""Delivery cursors on PostgreSQL: every given user's cursors moved by one statement, which
+also cancels the channel deliveries the ack cursors passed."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from storage.postgres.channel_deliveries import ACKED_CANCEL_CTES
 from storage.postgres.engine import PostgresEngine
 from storage.records import CursorTimes
 from storage.sql.cursors import (
@@ -15,7 +17,8 @@ from storage.sql.cursors import (
 )
 
 # Both cursors of every given user in one statement, rows locked in id order
-# (storage/postgres/__init__.py), and a history row for each cursor that moved.
+# (storage/postgres/__init__.py), a history row for each cursor that moved, and the
+# unsent channel deliveries of the seqs an ack cursor passed cancelled ({cancel}).
 # {sent_limit} and {ack_limit} are empty, or (`within`) a further bound LEAST takes:
 # just below the first notification above the cursor of a category not in $5 (NULL,
 # ignored, if none).
@@ -34,20 +37,24 @@ moved AS (
         ack_seq = GREATEST(users.ack_seq, LEAST(locked.acked, users.last_seq{ack_limit}))
     FROM locked WHERE users.id = locked.id
     RETURNING users.id, users.sent_seq, users.ack_seq, locked.old_sent, locked.old_ack
-)
+),{cancel}
 INSERT INTO cursor_history (user_id, cursor, seq, at)
 SELECT id, 'sent', sent_seq, $4::bigint FROM moved WHERE sent_seq > old_sent
 UNION ALL
 SELECT id, 'acked', ack_seq, $4::bigint FROM moved WHERE ack_seq > old_ack
 ON CONFLICT DO NOTHING
 """
-_ADVANCE_CURSORS = _ADVANCE_CURSORS_TEMPLATE.format(sent_limit="", ack_limit="")
+_ADVANCE_CURSORS = _ADVANCE_CURSORS_TEMPLATE.format(
+    sent_limit="", ack_limit="", cancel=ACKED_CANCEL_CTES
+)
 _CURSOR_LIMIT = (
     ", (SELECT min(n.seq) - 1 FROM notifications n WHERE n.user_id = users.id "
     "AND n.seq > users.{0} AND (n.category IS NULL OR NOT (n.category = ANY($5::text[]))))"
 )
 _ADVANCE_CURSORS_WITHIN = _ADVANCE_CURSORS_TEMPLATE.format(
-    sent_limit=_CURSOR_LIMIT.format("sent_seq"), ack_limit=_CURSOR_LIMIT.format("ack_seq")
+    sent_limit=_CURSOR_LIMIT.format("sent_seq"),
+    ack_limit=_CURSOR_LIMIT.format("ack_seq"),
+    cancel=ACKED_CANCEL_CTES,
 )
 _CURSOR_TIMES = cursor_times_sql("unnest($2::bigint[]) AS s(seq)", "seq")
 

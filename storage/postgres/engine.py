@@ -76,6 +76,8 @@ _UNIQUE_CONSTRAINT_FIELDS = {
     "api_keys_pkey": "id",
     "api_keys_key_hash_key": "key_hash",
     "idempotency_keys_pkey": "idempotency_key",
+    "channel_deliveries_pkey": "id",
+    "webhook_endpoints_pkey": "id",
 }
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 

@@ -1,15 +1,28 @@
-"""Notifications on PostgreSQL: the whole batch insert in one statement, and mark_read."""
+"""Notifications on PostgreSQL: the whole batch insert in one statement (with the batch's
+planned channel deliveries), and mark_read."""
+
+# S608 (SQL built from strings): the statements below are assembled at import time from
+# the constants of storage.sql; values always travel as parameters.
+# ruff: noqa: S608
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.errors import IdempotencyConflictError, StorageError, UnknownUserError
+from storage.postgres.channel_deliveries import read_cancel_ctes
 from storage.postgres.engine import PostgresEngine
 from storage.records import MarkedRead, NewNotification, NotificationRecord
+from storage.sql.channel_deliveries import (
+    INSERT_DELIVERY_COLUMNS,
+    planned_steps,
+    sealed_channel_content,
+)
 from storage.sql.common import encode_json, seal
 from storage.sql.notifications import NotificationsSql, mark_read_sql, marked_read, with_seq
 
@@ -20,14 +33,18 @@ from storage.sql.notifications import NotificationsSql, mark_read_sql, marked_re
 # (nothing is bumped or inserted), if a user of the batch does not exist or a claim's
 # key is already stored (when no user exists at all, no row reaches the guard, and
 # nothing is written either). Round trips, not CPU, bounded the cluster shape's
-# throughput.
-_INSERT_BATCH = """
+# throughput. {planned} is empty, or (a batch with channel plans) the insert of the
+# planned deliveries, given as arrays $15.. (`planned_steps`), joined to their
+# notification for its user, seq and instant.
+_INSERT_BATCH_TEMPLATE = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-        $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[]
+        $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
+        $14::text[]
     ) WITH ORDINALITY AS b(id, user_id, title, body, data, category, priority, created_at,
-                           expires_at, claim_scope, claim_key, claim_hash, ord)
+                           expires_at, claim_scope, claim_key, claim_hash, channel_content,
+                           ord)
 ),
 wanted AS (SELECT user_id, count(*) AS n FROM batch GROUP BY user_id),
 locked AS (
@@ -47,8 +64,9 @@ numbered AS (
 ),
 saved AS (
     INSERT INTO notifications (id, user_id, seq, title, body, data, category, priority,
-                               created_at, expires_at, node_id)
-    SELECT id, user_id, seq, title, body, data, category, priority, created_at, expires_at, $13
+                               created_at, expires_at, node_id, channel_content)
+    SELECT id, user_id, seq, title, body, data, category, priority, created_at, expires_at, $13,
+           channel_content
     FROM numbered ORDER BY ord
     RETURNING id, seq, gid
 ),
@@ -58,7 +76,7 @@ claimed AS (
     SELECT claim_scope, claim_key, claim_hash, id, user_id, seq, created_at
     FROM numbered WHERE claim_key IS NOT NULL
     ON CONFLICT DO NOTHING RETURNING 1
-)
+){planned}
 SELECT id, seq + 0 * (1 / (
            (SELECT count(*) FROM bumped) = (SELECT count(*) FROM wanted)
            AND (SELECT count(*) FROM claimed)
@@ -66,6 +84,22 @@ SELECT id, seq + 0 * (1 / (
        )::int), gid
 FROM saved
 """
+_INSERT_BATCH = _INSERT_BATCH_TEMPLATE.format(planned="")
+_INSERT_BATCH_WITH_PLANS = _INSERT_BATCH_TEMPLATE.format(
+    planned=f""",
+planned AS (
+    INSERT INTO channel_deliveries ({INSERT_DELIVERY_COLUMNS})
+    SELECT p.id, p.channel, p.device_id, p.endpoint_id, p.status, p.reason, p.due_at,
+           p.cancel_on_read, p.event, p.due_at, numbered.id, numbered.user_id, numbered.seq,
+           numbered.created_at, numbered.created_at
+    FROM unnest(
+        $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+        $21::bigint[], $22::boolean[], $23::text[], $24::text[]
+    ) AS p(id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event,
+           notification_id)
+    JOIN numbered ON numbered.id = p.notification_id
+)"""
+)
 _EXISTING_USERS = "SELECT id FROM users WHERE id = ANY($1::text[])"
 _EXISTING_CLAIMS = (
     "SELECT scope, key FROM idempotency_keys "
@@ -73,6 +107,14 @@ _EXISTING_CLAIMS = (
 )
 _MARK_READ = mark_read_sql("= ANY($2::text[])")
 _MARK_READ_WITHIN = mark_read_sql("= ANY($2::text[])", "= ANY($4::text[])")
+
+
+@cache
+def _marking_and_cancelling(marking: str) -> str:
+    """A marking statement of storage/sql/notifications.py ($1 the user, $3 the instant,
+    the seq last) and the cancellation of the channel deliveries of what it marked."""
+    cancelling = read_cancel_ctes(user="$1", seqs_from="marked", at="$3::bigint")
+    return f"WITH marked AS ({marking}), {cancelling} SELECT * FROM marked"
 
 
 async def _explain_refused_batch(
@@ -132,9 +174,18 @@ class PostgresNotifications(NotificationsSql, PostgresEngine):
             [None if c is None else c.key for c in claims],
             [None if c is None else c.request_hash for c in claims],
         ]
+        params: list[Any] = [*columns, node_id, [sealed_channel_content(n, cipher) for n in batch]]
+        sql = _INSERT_BATCH
+        steps = planned_steps(batch, cipher)
+        if steps:
+            sql = _INSERT_BATCH_WITH_PLANS
+            params += [
+                list(column) for column in zip(*(values for _, values in steps), strict=True)
+            ]
+            params.append([notification.id for notification, _ in steps])
         async with self._connection() as connection:
             try:
-                rows = await connection.fetch(_INSERT_BATCH, *columns, node_id)
+                rows = await connection.fetch(sql, *params)
             except asyncpg.DivisionByZeroError:
                 rows = []  # the guard: nothing was written
             if len(rows) != len(batch):
@@ -154,9 +205,14 @@ class PostgresNotifications(NotificationsSql, PostgresEngine):
         if not ids:
             return []
         if categories is None:
-            rows = await self._fetch_all(_MARK_READ, user_id, list(ids), at)
+            rows = await self._mark_read_and_cancel(_MARK_READ, user_id, list(ids), at)
         else:
-            rows = await self._fetch_all(
+            rows = await self._mark_read_and_cancel(
                 _MARK_READ_WITHIN, user_id, list(ids), at, list(categories)
             )
         return marked_read(ids, rows)
+
+    async def _mark_read_and_cancel(self, sql: str, *params: Any) -> list[Any]:
+        """See `NotificationsSql._mark_read_and_cancel`: the marking statement becomes
+        the first WITH item of one statement that also cancels."""
+        return await self._fetch_all(_marking_and_cancelling(sql), *params)

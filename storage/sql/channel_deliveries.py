@@ -14,7 +14,7 @@ cursors.py) with the statements built here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -27,10 +27,10 @@ from storage.records import (
     DeliveryOutcome,
     LeasedDelivery,
     NewNotification,
-    NotificationRecord,
 )
 from storage.sql.common import Row, check_limit, encode_json, seal, unseal
 from storage.sql.engine import SqlEngine
+from storage.sql.notifications import decode_data
 
 # The statuses of a row not sent yet, written exactly as in the partial indexes of
 # migration 0007: SQLite uses a partial index only for a query that repeats its terms.
@@ -46,11 +46,11 @@ HISTORY_COLUMNS = (
     "delivery_id, at, status, provider, provider_message_id, provider_code, error, detail, "
     "duration_ms, fallback"
 )
-# What an insert writes, in this order (first_due_at and updated_at repeat due_at and
-# created_at).
+# What an insert writes: a planned step (`planned_steps`), then what its notification
+# gives it. first_due_at is due_at, updated_at is created_at.
 INSERT_DELIVERY_COLUMNS = (
-    "id, notification_id, user_id, seq, channel, device_id, endpoint_id, status, reason, "
-    "due_at, first_due_at, cancel_on_read, event, created_at, updated_at"
+    "id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event, "
+    "first_due_at, notification_id, user_id, seq, created_at, updated_at"
 )
 DELIVERIES_OF_NOTIFICATION = (
     f"SELECT {DELIVERY_COLUMNS} FROM channel_deliveries WHERE notification_id = $1 "
@@ -68,6 +68,22 @@ DELIVERIES_OF_USER = (
     "FROM notifications n JOIN channel_deliveries d ON d.notification_id = n.id "
     "WHERE n.user_id = $1 AND n.seq >= $2 AND (n.seq > $2 OR d.id > $3) "
     "ORDER BY n.seq, d.id LIMIT $4"
+)
+
+# A provider's receipt: its history row, then the row's new status. Only rows a provider
+# took (a row still sending has no message id yet). CAST: PostgreSQL cannot tell the type
+# of a parameter that only appears in a SELECT list.
+RECEIVABLE = "status IN ('sent', 'delivered', 'failed')"
+NOTE_RECEIPT = (
+    "INSERT INTO channel_delivery_history "
+    "(delivery_id, at, status, provider, provider_message_id, error, fallback) "
+    "SELECT id, CAST($4 AS BIGINT), CAST($3 AS TEXT), provider, provider_message_id, "
+    "CAST($5 AS TEXT), fallback FROM channel_deliveries "
+    f"WHERE provider = $1 AND provider_message_id = $2 AND {RECEIVABLE} RETURNING delivery_id"
+)
+APPLY_RECEIPT = (
+    "UPDATE channel_deliveries SET status = $3, last_error = coalesce($5, last_error), "
+    f"updated_at = $4 WHERE provider = $1 AND provider_message_id = $2 AND {RECEIVABLE}"
 )
 
 
@@ -117,15 +133,8 @@ _CONTENT_PART = {"webpush": "push", "fcm": "push", "apns": "push", "email": "ema
 _DEVICE_ADDRESS_KEY = {"webpush": "endpoint", "fcm": "token", "apns": "token"}
 
 _content_decoder = msgspec.json.Decoder(dict[str, dict[str, str]])
-_event_decoder = msgspec.json.Decoder(dict[str, Any])
-_detail_decoder = msgspec.json.Decoder(dict[str, Any])
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
 _details_decoder = msgspec.json.Decoder(dict[str, str])
-_data_decoder = msgspec.json.Decoder(dict[str, Any])
-
-
-def cancel_detail(reason: str) -> str:
-    """The `detail` of the history row of a cancellation."""
-    return encode_json({"reason": reason})
 
 
 # inserting ------------------------------------------------------------------------------
@@ -139,35 +148,28 @@ def sealed_channel_content(notification: NewNotification, cipher: Cipher) -> str
     return seal(cipher, encode_json(content), "notifications.channel_content", notification.id)
 
 
-def delivery_rows(
-    batch: Sequence[NewNotification], records: Sequence[NotificationRecord], cipher: Cipher
-) -> list[tuple[Any, ...]]:
-    """The planned deliveries of a committed batch, as values in
-    INSERT_DELIVERY_COLUMNS order (seq and user from their notification, event sealed)."""
-    rows = []
-    for notification, record in zip(batch, records, strict=True):
+def planned_steps(
+    batch: Sequence[NewNotification], cipher: Cipher
+) -> list[tuple[NewNotification, tuple[Any, ...]]]:
+    """Each planned delivery of the batch with its notification, as (id, channel,
+    device_id, endpoint_id, status, reason, due_at, cancel_on_read, event sealed)."""
+    steps = []
+    for notification in batch:
         for step in notification.deliveries:
             event = None if step.event is None else encode_json(step.event)
-            rows.append(
-                (
-                    step.id,
-                    record.id,
-                    record.user_id,
-                    record.seq,
-                    step.channel,
-                    step.device_id,
-                    step.endpoint_id,
-                    step.status,
-                    step.reason,
-                    step.due_at,
-                    step.due_at,
-                    step.cancel_on_read,
-                    seal(cipher, event, "channel_deliveries.event", step.id),
-                    record.created_at,
-                    record.created_at,
-                )
+            values = (
+                step.id,
+                step.channel,
+                step.device_id,
+                step.endpoint_id,
+                step.status,
+                step.reason,
+                step.due_at,
+                step.cancel_on_read,
+                seal(cipher, event, "channel_deliveries.event", step.id),
             )
-    return rows
+            steps.append((notification, values))
+    return steps
 
 
 # outcomes -------------------------------------------------------------------------------
@@ -180,7 +182,8 @@ def last_outcome_per_delivery(outcomes: Sequence[DeliveryOutcome]) -> list[Deliv
 
 def outcome_values(outcome: DeliveryOutcome) -> tuple[Any, ...]:
     """An outcome as (id, at, status, provider, next_due_at, fallback,
-    provider_message_id, error, provider_code, detail, duration_ms, remove_device)."""
+    provider_message_id, error, provider_code, detail, duration_ms, remove_device,
+    attempt)."""
     return (
         outcome.delivery_id,
         outcome.at,
@@ -194,6 +197,7 @@ def outcome_values(outcome: DeliveryOutcome) -> tuple[Any, ...]:
         None if outcome.detail is None else encode_json(outcome.detail),
         outcome.duration_ms,
         outcome.remove_device,
+        outcome.attempt,
     )
 
 
@@ -233,7 +237,7 @@ def attempt_from_row(row: Row) -> DeliveryAttemptRecord:
         provider_message_id=row[4],
         provider_code=row[5],
         error=row[6],
-        detail=None if row[7] is None else _detail_decoder.decode(row[7]),
+        detail=None if row[7] is None else _object_decoder.decode(row[7]),
         duration_ms=row[8],
         fallback=bool(row[9]),
     )
@@ -263,7 +267,8 @@ def _address(row: Row, cipher: Cipher) -> dict[str, str]:
     key = _DEVICE_ADDRESS_KEY.get(channel)
     if key is not None and row[19] == channel:
         return {key: row[20], **_details_decoder.decode(row[21])}
-    # A webhook's address is its endpoint's url and secret: no table holds endpoints yet.
+    # A webhook's address (its endpoint's url and secrets) is filled in after the lease
+    # (storage/sql/webhook_endpoints.py `with_webhook_addresses`).
     return {}
 
 
@@ -289,20 +294,19 @@ def leased_from_row(row: Row, cipher: Cipher) -> LeasedDelivery:
         endpoint_id=row[7],
         title=unseal(cipher, row[9], "notifications.title", notification_id),
         body=unseal(cipher, row[10], "notifications.body", notification_id),
-        # Written by pushd, so a JSON object (an unreadable one fails this lease loudly
-        # rather than sending the notification without its data).
-        data=None if data is None else _data_decoder.decode(data),
+        data=decode_data(data, notification_id)[0],
         content=content,
         category=row[13],
         priority=row[14],
         created_at=row[15],
         expires_at=row[16],
-        event=None if event is None else _event_decoder.decode(event),
+        event=None if event is None else _object_decoder.decode(event),
     )
 
 
 class ChannelDeliveriesSql(SqlEngine):
-    """The reads of `ChannelDeliveries`, and the export's pages (`DataProtection`)."""
+    """The reads and receipts of `ChannelDeliveries`, and the export's pages of
+    `DataProtection`; each backend adds leases, outcomes and cancellation."""
 
     async def channel_deliveries_of(self, notification_id: str) -> list[ChannelDeliveryRecord]:
         """See `ChannelDeliveries.channel_deliveries_of`."""
@@ -317,6 +321,15 @@ class ChannelDeliveriesSql(SqlEngine):
     async def channel_queue_stats(self, *, now: int) -> list[ChannelQueueStats]:
         """See `ChannelDeliveries.channel_queue_stats`."""
         return [stats_from_row(row) for row in await self._fetch_all(QUEUE_STATS, now)]
+
+    async def record_delivery_receipt(
+        self, *, provider: str, provider_message_id: str, status: str, at: int, error: str | None
+    ) -> bool:
+        """See `ChannelDeliveries.record_delivery_receipt`. Both statements pick the same
+        rows: a receipt changes nothing the other writers pick rows by."""
+        params = (provider, provider_message_id, status, at, error)
+        noted, _ = await self._write_many([(NOTE_RECEIPT, params), (APPLY_RECEIPT, params)])
+        return bool(noted)
 
     async def channel_deliveries_of_user(
         self, user_id: str, *, after: tuple[int, str] | None, limit: int
@@ -338,11 +351,3 @@ class ChannelDeliveriesSql(SqlEngine):
         for row in await self._fetch_all(sql, self._list_param(delivery_ids)):
             found[row[0]].append(attempt_from_row(row))
         return found
-
-
-def group_by(rows: Sequence[Row], index: int) -> Mapping[Any, list[Row]]:
-    """Rows grouped by the value at `index`, in order."""
-    grouped: dict[Any, list[Row]] = {}
-    for row in rows:
-        grouped.setdefault(row[index], []).append(row)
-    return grouped

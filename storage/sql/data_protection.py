@@ -20,7 +20,9 @@ from storage.sql.engine import SqlEngine
 # Everything about one user, each a statement of one transaction (the user row last).
 # The user's notifications are deleted before, in batches (ERASE_NOTIFICATIONS): a long
 # history must not hold the database in one transaction. Every table with a user id is
-# here; tests/storage/test_data_protection_contract.py fails for a table that is not.
+# here, but channel_deliveries (and its history), which go with their notifications (ON
+# DELETE CASCADE, by the index on notification_id: the table has none on user_id);
+# tests/storage/test_data_protection_contract.py fails for a table that is not.
 ERASE_NOTIFICATIONS = (
     "DELETE FROM notifications WHERE id IN ("
     "SELECT id FROM notifications WHERE user_id = $1 ORDER BY seq LIMIT $2) RETURNING id"
@@ -29,6 +31,7 @@ ERASE_USER = (
     "DELETE FROM idempotency_keys WHERE user_id = $1",
     "DELETE FROM cursor_history WHERE user_id = $1",
     "DELETE FROM devices WHERE user_id = $1",
+    "DELETE FROM channel_optouts WHERE user_id = $1",
     "DELETE FROM notifications WHERE user_id = $1",
     "DELETE FROM users WHERE id = $1 RETURNING id",
 )

@@ -1,7 +1,9 @@
 """Notifications (`storage.areas.notifications`): SQL, row mapping, one-statement methods.
 
 `insert_notifications` and `mark_read` are each backend's own (seq assignment in one
-transaction, lists as parameters); their shared pieces are here.
+transaction, lists as parameters); their shared pieces are here. Marking read also
+cancels the channel deliveries not sent yet, in the same transaction: each backend's
+`_mark_read_and_cancel` runs the marking statements built here.
 """
 
 # S608 (SQL built from strings): every query here is assembled from the constants of
@@ -11,6 +13,7 @@ transaction, lists as parameters); their shared pieces are here.
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +36,8 @@ NOTIFICATION_COLUMNS = (
 NOTIFICATION_INSERT_COLUMNS = (
     "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, node_id"
 )
+# The marking statements below share a shape that `_mark_read_and_cancel` relies on:
+# $1 is the user, $3 the instant, and the last column each returns is the seq.
 GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
 MARK_ALL_READ = (
     "UPDATE notifications SET read_at = $3 "
@@ -127,7 +132,8 @@ def mark_read_sql(id_list: str, category_list: str | None = None) -> str:
     within = "" if category_list is None else f" AND category {category_list}"
     return (
         "UPDATE notifications SET read_at = $3 "
-        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL{within} RETURNING id, category"
+        f"WHERE user_id = $1 AND id {id_list} AND read_at IS NULL{within} "
+        "RETURNING id, category, seq"
     )
 
 
@@ -157,7 +163,7 @@ def notification_params(
     )
 
 
-def _decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, Any] | None, bool]:
+def decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, Any] | None, bool]:
     """The JSON object of `notifications.data`, and whether it was unreadable (then None):
     one stored value that cannot be decoded must not break every listing and export that
     holds it. Too deep a value (stored before `limits.json_max_depth` existed) is
@@ -181,7 +187,7 @@ def _decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, An
 def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
     """A row of NOTIFICATION_COLUMNS."""
     notification_id = row[0]
-    data, unreadable = _decode_data(
+    data, unreadable = decode_data(
         unseal(cipher, row[5], "notifications.data", notification_id), notification_id
     )
     return NotificationRecord(
@@ -223,6 +229,13 @@ def with_seq(notification: NewNotification, seq: int, gid: int) -> NotificationR
 class NotificationsSql(SqlEngine):
     """`Notifications` but `insert_notifications` and `mark_read`, which each backend
     writes itself."""
+
+    @abstractmethod
+    async def _mark_read_and_cancel(self, sql: str, *params: Any) -> list[Any]:
+        """Run a marking statement of this module (`$1` the user, `$3` the instant, the
+        seq last in each row it returns) and, in the same transaction, cancel the user's
+        unsent cancel_on_read channel deliveries of the seqs it marked (reason "read");
+        return its rows."""
 
     async def get_notification(self, notification_id: str) -> NotificationRecord | None:
         """See `Notifications.get_notification`."""
@@ -293,7 +306,7 @@ class NotificationsSql(SqlEngine):
             if row is None:
                 return 0, 0
             through_seq: int = row[0]
-            marked = await self._write_all(MARK_ALL_READ, user_id, through_seq, at)
+            marked = await self._mark_read_and_cancel(MARK_ALL_READ, user_id, through_seq, at)
             return len(marked), through_seq
         # Up to the newest seq of those categories, not last_seq: that one counts the
         # notifications of every category.
@@ -302,7 +315,7 @@ class NotificationsSql(SqlEngine):
         if through_seq == 0:
             return 0, 0
         sql, params = mark_all_read_within_query(user_id, through_seq, at, within)
-        return len(await self._write_all(sql, *params)), through_seq
+        return len(await self._mark_read_and_cancel(sql, *params)), through_seq
 
     async def mark_dropped(
         self, user_id: str, *, first_seq: int, last_seq: int, reason: str, at: int

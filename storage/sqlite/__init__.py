@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.sql.channel_optouts import ChannelOptOutsSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.relay import OutboxRelaySql
 from storage.sqlite.access import SqliteApiKeysAndRevocations
 from storage.sqlite.audit import SqliteAuditTrail
+from storage.sqlite.channel_deliveries import SqliteChannelDeliveries
 from storage.sqlite.cursors import SqliteDeliveryCursors
 from storage.sqlite.data_protection import SqliteDataProtection
 from storage.sqlite.engine import SqliteEngine
 from storage.sqlite.notifications import SqliteNotifications
 from storage.sqlite.users import SqliteUsersAndDevices
+from storage.sqlite.webhook_endpoints import SqliteWebhookEndpoints
 
 if TYPE_CHECKING:
     from storage.protocol import Storage
@@ -40,6 +43,9 @@ class SqliteStorage(
     SqliteApiKeysAndRevocations,
     SqliteAuditTrail,
     SqliteDataProtection,
+    SqliteChannelDeliveries,
+    ChannelOptOutsSql,
+    SqliteWebhookEndpoints,
     SqliteEngine,
 ):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""

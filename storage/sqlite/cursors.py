@@ -1,4 +1,5 @@
-"""Delivery cursors on SQLite: every user's cursors read and moved in one write job."""
+"""Delivery cursors on SQLite: every user's cursors read and moved in one write job, which
+also cancels the channel deliveries the ack cursors passed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from storage.sql.cursors import (
     first_seq_outside_sql,
     merge_cursors,
 )
+from storage.sqlite.channel_deliveries import cancel_acked
 from storage.sqlite.engine import SqliteEngine, fetch_one, write_transaction
 
 # Every user's cursors as ONE row (a JSON array of [id, sent, ack, last]): a row per user
@@ -61,6 +63,7 @@ def _advance_cursors(
         current = _cursors_decoder.decode(found)
         moved: dict[str, tuple[int, int]] = {}
         history: list[tuple[str, str, int]] = []
+        acked_moves: list[tuple[str, int, int]] = []
         for user_id, sent_seq, ack_seq, last_seq in current:
             sent, acked = wanted[user_id]
             sent = min(sent, _cursor_limit(connection, user_id, sent_seq, within))
@@ -71,11 +74,13 @@ def _advance_cursors(
                 history.append((user_id, "sent", new_sent))
             if new_ack > ack_seq:
                 history.append((user_id, "acked", new_ack))
+                acked_moves.append((user_id, ack_seq, new_ack))
             if (new_sent, new_ack) != (sent_seq, ack_seq):
                 moved[user_id] = (new_sent, new_ack)
         if moved:
             connection.execute(_SET_CURSORS, (encode_json(moved),))
             connection.execute(_INSERT_HISTORY, (encode_json(history), at))
+            cancel_acked(connection, acked_moves, at)
 
 
 class SqliteDeliveryCursors(DeliveryCursorsSql, SqliteEngine):

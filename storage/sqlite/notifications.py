@@ -1,4 +1,5 @@
-"""Notifications on SQLite: the batch insert with its seq assignment, and mark_read.
+"""Notifications on SQLite: the batch insert with its seq assignment (and the batch's
+planned channel deliveries), and mark_read.
 
 Seqs are numbered in Python here (PostgreSQL numbers them in SQL): the bump runs under
 BEGIN IMMEDIATE, which already serialises every writer of the file.
@@ -13,12 +14,14 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 
 from storage.crypto import Cipher
 from storage.errors import IdempotencyConflictError, UnknownUserError
 from storage.records import MarkedRead, NewNotification, NotificationRecord
+from storage.sql.channel_deliveries import sealed_channel_content
 from storage.sql.common import encode_json
 from storage.sql.idempotency import INSERT_IDEMPOTENCY
 from storage.sql.notifications import (
@@ -29,6 +32,7 @@ from storage.sql.notifications import (
     notification_params,
     with_seq,
 )
+from storage.sqlite.channel_deliveries import cancel_read, insert_deliveries
 from storage.sqlite.engine import SqliteEngine, fetch_all, integrity_error, write_transaction
 
 # The json_each() forms of PostgreSQL's unnest(): one statement for a whole mapping.
@@ -51,10 +55,10 @@ _BUMP_GID_AND_READ_SEQS = (
 # would step once per row, and every step releases and re-takes the GIL, which under
 # load queued this thread behind the event loop once per row.
 _INSERT_NOTIFICATIONS = (
-    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid) "
+    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid, channel_content) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11 "
-    "FROM json_each(?1)"
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
+    "value ->> 12 FROM json_each(?1)"
 )
 _MARK_READ = mark_read_sql("IN (SELECT value FROM json_each($2))")
 _MARK_READ_WITHIN = mark_read_sql(
@@ -112,8 +116,18 @@ def _insert_notifications(
         )
         try:
             # Sealed here, on the worker thread: the event loop never pays for it.
-            rows = encode_json([(*notification_params(r, node_id, cipher), r.gid) for r in records])
+            rows = encode_json(
+                [
+                    (
+                        *notification_params(r, node_id, cipher),
+                        r.gid,
+                        sealed_channel_content(n, cipher),
+                    )
+                    for n, r in zip(batch, records, strict=True)
+                ]
+            )
             connection.execute(_INSERT_NOTIFICATIONS, (rows,))
+            insert_deliveries(connection, batch, records, cipher)
         except sqlite3.IntegrityError as exc:
             raise integrity_error(exc) from exc
         for notification, record in zip(batch, records, strict=True):
@@ -166,8 +180,19 @@ class SqliteNotifications(NotificationsSql, SqliteEngine):
             return []
         listed = encode_json(list(ids))
         if categories is None:
-            rows = await self._write_all(_MARK_READ, user_id, listed, at)
+            rows = await self._mark_read_and_cancel(_MARK_READ, user_id, listed, at)
         else:
             within = self._list_param(categories)
-            rows = await self._write_all(_MARK_READ_WITHIN, user_id, listed, at, within)
+            rows = await self._mark_read_and_cancel(_MARK_READ_WITHIN, user_id, listed, at, within)
         return marked_read(ids, rows)
+
+    async def _mark_read_and_cancel(self, sql: str, *params: Any) -> list[Any]:
+        """See `NotificationsSql._mark_read_and_cancel`: one write job."""
+
+        def mark(connection: sqlite3.Connection) -> list[Any]:
+            with write_transaction(connection):
+                rows = fetch_all(connection, sql, params)
+                cancel_read(connection, params[0], [row[-1] for row in rows], params[2])
+                return rows
+
+        return await self._run(mark)

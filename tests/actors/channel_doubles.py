@@ -4,7 +4,7 @@ and a spy between the dispatcher and the storage it leases from."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from actors.channel_sender import ChannelMessage, SendReceipt
 from storage.areas.channel_deliveries import ChannelDeliveries
@@ -85,8 +85,10 @@ class LocalProvider:
 
 class DeliveriesSpy:
     """Passes every call through to the storage under test, counting the lease queries
-    and the outcome writes (their batch sizes); `refuse_writes()` makes writes raise
-    `StorageUnavailableError`, as a database that went away, until `accept_writes()`."""
+    and the outcome writes (their batch sizes). `refuse_writes()` / `refuse_leases()`
+    make those calls raise `StorageUnavailableError`, as a database that went away,
+    until `accept_writes()` / `accept_leases()`; `before_lease`, when set, is awaited
+    once at the start of the next lease query (something happening meanwhile)."""
 
     def __init__(self, inner: ChannelDeliveries) -> None:
         self._inner = inner
@@ -95,24 +97,39 @@ class DeliveriesSpy:
         self.writes: list[int] = []
         """Outcomes per successful write."""
         self.refused_writes = 0
-        self._refusing = False
+        self.refused_leases = 0
+        self.before_lease: Callable[[], Awaitable[None]] | None = None
+        self._refusing_writes = False
+        self._refusing_leases = False
 
     def refuse_writes(self) -> None:
-        self._refusing = True
+        self._refusing_writes = True
 
     def accept_writes(self) -> None:
-        self._refusing = False
+        self._refusing_writes = False
+
+    def refuse_leases(self) -> None:
+        self._refusing_leases = True
+
+    def accept_leases(self) -> None:
+        self._refusing_leases = False
 
     async def lease_due_deliveries(
         self, channels: Sequence[str], *, now: int, limit: int, owner: str, lease_ms: int
     ) -> list[LeasedDelivery]:
+        if self._refusing_leases:
+            self.refused_leases += 1
+            raise StorageUnavailableError("the test refuses leases")
+        if self.before_lease is not None:
+            meanwhile, self.before_lease = self.before_lease, None
+            await meanwhile()
         self.leases.append((tuple(channels), limit))
         return await self._inner.lease_due_deliveries(
             channels, now=now, limit=limit, owner=owner, lease_ms=lease_ms
         )
 
     async def record_delivery_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
-        if self._refusing:
+        if self._refusing_writes:
             self.refused_writes += 1
             raise StorageUnavailableError("the test refuses writes")
         await self._inner.record_delivery_outcomes(outcomes)

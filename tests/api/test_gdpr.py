@@ -21,7 +21,7 @@ from pushd.api import gdpr
 from pushd.api.gdpr import UserExport
 from pushd.appkeys import STORAGE
 from pushd.ids import now_ms
-from storage.records import NewAuditRecord
+from storage.records import DeliveryOutcome, NewAuditRecord, NewNotification, PlannedDelivery
 from tests.api.test_tokens import refused_with
 from tests.app_client import AUTH, MakeClient, create_user, send, user_token
 from tests.realtime.test_ws import connect, next_notification
@@ -136,6 +136,39 @@ async def test_export_holds_no_record_of_calls_without_a_valid_key(client: Clien
     response = await client.get(f"/api/users/{user['id']}/export", headers=AUTH)
     document = msgspec.json.decode(await response.read(), type=UserExport)
     assert [(e.action, e.result) for e in document.audit] == [("user.create", "201")]
+
+
+async def test_export_and_erasure_cover_channel_deliveries(
+    client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Guards the tables of deliveries beyond the socket: their attempts are in the
+    export, page after page, and erasure leaves none of their rows."""
+    monkeypatch.setattr(gdpr, "EXPORT_PAGE_SIZE", 2)
+    user = await create_user(client, email="ada@example.org")
+    storage = client.app[STORAGE]
+    at = now_ms()
+    steps = tuple(PlannedDelivery(id=f"dlv_{i}", channel="email", due_at=at) for i in range(3))
+    await storage.insert_notifications(
+        [NewNotification(id="ntf_planned", user_id=user["id"], created_at=at, deliveries=steps)]
+    )
+    leased = await storage.lease_due_deliveries(
+        ["email"], now=at, limit=10, owner="test", lease_ms=60_000
+    )
+    await storage.record_delivery_outcomes(
+        [
+            DeliveryOutcome(delivery_id=d.id, at=at + 1, status="sent", provider="smtp")
+            for d in leased
+        ]
+    )
+    response = await client.get(f"/api/users/{user['id']}/export", headers=AUTH)
+    document = msgspec.json.decode(await response.read(), type=UserExport)
+    assert [(e.delivery_id, e.status, e.provider) for e in document.channel_delivery_history] == [
+        (f"dlv_{i}", "sent", "smtp") for i in range(3)
+    ]
+
+    assert (await client.delete(f"/api/users/{user['id']}", headers=AUTH)).status == 204
+    tables = await raw_tables(tmp_path)
+    assert (tables["channel_deliveries"], tables["channel_delivery_history"]) == ([], [])
 
 
 async def test_erase_leaves_nothing_about_the_user_in_any_table(

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from actors.transport import CloseCode
 from pushd.access.roles import ROLES
 from pushd.api import ROUTES
 from pushd.api.roles_table import ALLOWED, END_USER, PUBLIC, REFUSED, render_roles_table
+from pushd.appkeys import UNSUBSCRIBE_LINKS
+from pushd.channels.sms_twilio import twilio_signature
+from pushd.channels.unsubscribe import UnsubscribeLinks
 from tests.app_client import (
     ADMIN_KEY,
     AUTH,
@@ -26,6 +31,7 @@ from tests.app_client import (
     send,
     user_token,
 )
+from tests.channels.harness import pkcs8_pem
 
 Client = TestClient[Any, Any]
 
@@ -200,6 +206,101 @@ async def audit(_client: Client) -> Request:
     return "/api/audit?action=user.create", None
 
 
+async def vapid_public_key(_client: Client) -> Request:
+    return "/api/webpush/vapid-public-key", None
+
+
+# A webhook URL the real outbound check passes without DNS (an IP literal).
+WEBHOOK_URL = "https://93.184.216.34/hook"
+TWILIO = {
+    "kind": "twilio",
+    "name": "twilio",
+    "account_sid": "AC" + "0" * 32,
+    "auth_token": "twilio-auth-token",
+    "from_number": "+14155550100",
+}
+PUBLIC_URL = "https://push.example.com"
+
+
+@dataclass(frozen=True)
+class Form:
+    """A request body that is not JSON: a public route's form, with its own headers."""
+
+    data: Any
+    headers: dict[str, str]
+
+
+async def _webhook(client: Client) -> str:
+    body = {"url": WEBHOOK_URL, "event_types": ["delivery.updated"]}
+    response = await client.post("/api/webhooks", json=body, headers=AUTH)
+    assert response.status == 201
+    webhook_id: str = (await response.json())["webhook"]["id"]
+    return webhook_id
+
+
+async def create_webhook(_client: Client) -> Request:
+    return "/api/webhooks", {"url": WEBHOOK_URL, "event_types": ["notification.accepted"]}
+
+
+async def list_webhooks(_client: Client) -> Request:
+    return "/api/webhooks", None
+
+
+async def webhook(client: Client) -> Request:
+    return f"/api/webhooks/{await _webhook(client)}", None
+
+
+async def rotate_webhook_secret(client: Client) -> Request:
+    return f"/api/webhooks/{await _webhook(client)}/rotate-secret", None
+
+
+async def enable_webhook(client: Client) -> Request:
+    return f"/api/webhooks/{await _webhook(client)}/enable", None
+
+
+def _unsubscribe_link(client: Client, user_id: str) -> str:
+    links: UnsubscribeLinks | None = client.app[UNSUBSCRIBE_LINKS]
+    assert links is not None
+    return links.url(user_id, "news").removeprefix(PUBLIC_URL)
+
+
+async def unsubscribe_page(client: Client) -> Request:
+    return _unsubscribe_link(client, await _user(client)), None
+
+
+async def unsubscribe(client: Client) -> Request:
+    form = Form("List-Unsubscribe=One-Click", {"Content-Type": "application/x-www-form-urlencoded"})
+    return _unsubscribe_link(client, await _user(client)), form
+
+
+async def sms_status(_client: Client) -> Request:
+    path = "/api/channels/sms/twilio/status"
+    params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered"}
+    signature = twilio_signature(TWILIO["auth_token"], PUBLIC_URL + path, params)
+    return path, Form(params, {"X-Twilio-Signature": signature})
+
+
+# Configuration a route needs to answer 2xx (sections of `make_client`).
+ROUTE_CONFIG: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/unsubscribe"): {"channels": {"public_url": PUBLIC_URL}},
+    ("POST", "/unsubscribe"): {"channels": {"public_url": PUBLIC_URL}},
+    ("POST", "/api/channels/sms/{provider}/status"): {
+        "channels": {"public_url": PUBLIC_URL, "sms": [TWILIO]}
+    },
+    ("GET", "/api/webpush/vapid-public-key"): {
+        "channels": {
+            "webpush": [
+                {
+                    "name": "vapid",
+                    "vapid_private_key": pkcs8_pem(ec.generate_private_key(ec.SECP256R1())),
+                    "vapid_subject": "mailto:ops@example.com",
+                }
+            ]
+        }
+    },
+}
+
+
 PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/healthcheck"): healthcheck,
     ("GET", "/api/openapi.json"): openapi,
@@ -227,6 +328,16 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/keys/{keyId}"): get_api_key,
     ("DELETE", "/api/keys/{keyId}"): revoke_api_key,
     ("GET", "/api/audit"): audit,
+    ("GET", "/api/webpush/vapid-public-key"): vapid_public_key,
+    ("POST", "/api/webhooks"): create_webhook,
+    ("GET", "/api/webhooks"): list_webhooks,
+    ("GET", "/api/webhooks/{webhookId}"): webhook,
+    ("DELETE", "/api/webhooks/{webhookId}"): webhook,
+    ("POST", "/api/webhooks/{webhookId}/rotate-secret"): rotate_webhook_secret,
+    ("POST", "/api/webhooks/{webhookId}/enable"): enable_webhook,
+    ("GET", "/unsubscribe"): unsubscribe_page,
+    ("POST", "/unsubscribe"): unsubscribe,
+    ("POST", "/api/channels/sms/{provider}/status"): sms_status,
     ("GET", "/ws"): websocket,
 }
 
@@ -243,7 +354,7 @@ def test_every_route_has_a_prepared_request() -> None:
 async def test_route_answers_each_caller_as_documented(
     make_client: MakeClient, method: str, path: str, cells: dict[str, str]
 ) -> None:
-    client = await make_client()
+    client = await make_client(**ROUTE_CONFIG.get((method, path), {}))
     keys = {"admin": ADMIN_KEY}
     for role in ROLES[1:]:
         keys[role], _ = await create_key(client, role)
@@ -259,7 +370,11 @@ async def test_route_answers_each_caller_as_documented(
     async def call(key: str | None) -> tuple[int, dict[str, Any] | None]:
         url, body = await prepare(client)
         headers = {} if key is None else {"Authorization": f"Bearer {key}"}
-        response = await client.request(method, url, json=body, headers=headers)
+        if isinstance(body, Form):
+            headers |= body.headers
+            response = await client.request(method, url, data=body.data, headers=headers)
+        else:
+            response = await client.request(method, url, json=body, headers=headers)
         text = await response.text()
         is_json = response.content_type == "application/json" and text
         return response.status, (await response.json()) if is_json else None

@@ -11,7 +11,13 @@ import pytest
 
 from storage import PLAINTEXT, EncryptionError, KeyRing, Storage
 from storage.crypto import SEALED_COLUMNS
-from storage.records import IdempotencyClaim, NewAuditRecord, NewDevice
+from storage.records import (
+    ChannelOptOut,
+    IdempotencyClaim,
+    NewAuditRecord,
+    NewDevice,
+    PlannedDelivery,
+)
 from tests.storage.conftest import CREATED_AT, note, opened, raw_sql, table_names, user
 
 K1 = ("k1", bytes(range(32)))
@@ -204,11 +210,16 @@ async def _user_everywhere(store: Storage, user_id: str) -> None:
             user_id,
             title=TITLE,
             idempotency=IdempotencyClaim(scope="key_a", key=f"{user_id}-{i}", request_hash="h"),
+            deliveries=(PlannedDelivery(id=f"{user_id}-d{i}", channel="fcm", due_at=CREATED_AT),),
         )
         for i in range(7)
     ]
     await store.insert_notifications(batch, node_id="node-a")
+    # The ack cancels the first 3 deliveries: a history row each.
     await store.advance_cursors(sent={user_id: 5}, acked={user_id: 3}, at=CREATED_AT)
+    await store.set_channel_optout(
+        ChannelOptOut(user_id=user_id, channel="email", category="news", created_at=CREATED_AT)
+    )
     await store.append_audit(
         [
             NewAuditRecord(
@@ -246,6 +257,10 @@ async def test_erase_user_leaves_nothing_about_them_in_any_table(storage_url: st
         assert len(await store.notifications_after(BYSTANDER, after_seq=0, limit=100)) == 7
         assert len(await store.idempotency_keys_of(BYSTANDER, after_seq=0, limit=100)) == 7
         assert await store.cursor_history_of(BYSTANDER, after=None, limit=100)
+        kept = await store.channel_deliveries_of_user(BYSTANDER, after=None, limit=100)
+        assert len(kept) == 7
+        history = await store.delivery_history_of_deliveries([d.id for d in kept])
+        assert sum(len(rows) for rows in history.values()) == 3
         # Idempotent: nothing left, no error.
         assert await store.erase_user(VICTIM, batch_size=3) is False
         assert await store.get_user(VICTIM) is None
