@@ -11,6 +11,9 @@
 | (no address to send to)         | skipped | reason `no_address`; no provider called   |
 | (every breaker open)            | queued  | due when the first provider half-opens    |
 
+The last two called no provider: their outcomes say so (`send_attempted=False`), and
+storage gives back the attempt their lease counted.
+
 Pure functions of their arguments: the dispatcher supplies the clock.
 """
 
@@ -97,12 +100,14 @@ def skipped_for_no_address(delivery: LeasedDelivery, now: int) -> DeliveryOutcom
         status="skipped",
         error=NO_ADDRESS,
         attempt=delivery.attempts,
+        send_attempted=False,
     )
 
 
 def requeued_for_open_circuits(delivery: LeasedDelivery, now: int, due_at: int) -> DeliveryOutcome:
     """No provider of the channel takes sends now: due again at `due_at`. Not a
-    failure of the delivery, so neither retry bound applies."""
+    failure of the delivery, so neither retry bound applies, and the attempt the lease
+    counted is given back."""
     return DeliveryOutcome(
         delivery_id=delivery.id,
         at=now,
@@ -110,6 +115,7 @@ def requeued_for_open_circuits(delivery: LeasedDelivery, now: int, due_at: int) 
         next_due_at=due_at,
         error=CIRCUIT_OPEN_ERROR,
         attempt=delivery.attempts,
+        send_attempted=False,
     )
 
 

@@ -15,6 +15,14 @@ interleaves runs where the receivers ack every frame with runs where they do not
 same server, and compares them; `--reconnect-storm` drops every socket at once while
 notifications flow and measures how the clients resume (storm.py).
 
+Channels (issue #12): `--push-step` gives every user a web push device at a local push
+service run by the bench, and interleaves max-load runs where every notification also
+plans a web push due at once with runs where it does not, on the same server; it
+reports in-app delivery of both, the pushes sent and whether each arrived, and the
+ratio (push_step.py, report_push.py). It replaces its block in the "Channels (issue
+#12)" section of docs/benchmarks.md, and the other modes keep that section when they
+rewrite their file.
+
 Only processes started here are ever signalled, by their own PID. Everything is bounded
 by a global deadline; children, the PostgreSQL database and the RabbitMQ vhost are
 removed on the way out, also on failure.
@@ -42,7 +50,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import make_dir, raise_nofile_limit, write_text
+from benchlib import make_dir, raise_nofile_limit, read_json, write_text
 from measure import (
     Rig,
     RunResult,
@@ -54,8 +62,10 @@ from measure import (
     wait_until_quiet,
 )
 from profiling import profile_run
+from push_step import PushProbe, push_service, register_devices, server_env
 from report import report
 from report_delivery import DeliveryShapeResult, delivery_report
+from report_push import PushShapeResult, push_report, write_keeping_channels
 from services import (
     REPO,
     BenchError,
@@ -216,6 +226,38 @@ async def run_delivery_shape(
         return DeliveryShapeResult(shape, ack_runs, storms, connect_seconds, setup.quiet, problems)
 
 
+async def run_push_shape(shape: str, args: argparse.Namespace, work: Path) -> PushShapeResult:
+    """--push-step: max-load runs without and with a web push step per notification,
+    in pairs on the same server, the order alternating from one pair to the next."""
+    async with (
+        shape_setup(shape, work) as setup,
+        push_service(setup.work, args.deadline) as service,
+    ):
+        setup.env.update(server_env(service))
+        runs: list[RunResult] = []
+        async with shape_rig(setup, args) as (rig, connect_seconds, problems):
+            user_ids: list[str] = read_json(rig.users_file)
+            began = time.monotonic()
+            await register_devices(rig.server.url, rig.key, user_ids, service.origin)
+            print(
+                f"   {len(user_ids):,} web push devices in {time.monotonic() - began:.1f} s",
+                flush=True,
+            )
+            probe = PushProbe(service, rig.server.url, rig.key, len(user_ids), args.duration)
+            await probe.start()
+            for pair in range(args.repeats):
+                for push in (False, True) if pair % 2 == 0 else (True, False):
+                    run = await measure(
+                        rig, "max", args.duration, None, probe=probe if push else None
+                    )
+                    runs.append(run)
+            profile: list[str] = []
+            if args.profile:
+                extra = args.profile_args.split()
+                profile = await profile_run(rig, args.duration, extra, probe=probe)
+        return PushShapeResult(shape, runs, connect_seconds, setup.quiet, problems, profile)
+
+
 # main -------------------------------------------------------------------------------
 
 
@@ -261,11 +303,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storm-before", type=float, help="s of steady load first (3; quick 2)")
     parser.add_argument("--storm-after", type=float, help="s of load after the drop (10; quick 5)")
     parser.add_argument(
+        "--push-step",
+        action="store_true",
+        help="channels mode: max-load runs without and with a web push per notification, "
+        "interleaved; replaces its block in docs/benchmarks.md",
+    )
+    parser.add_argument(
         "--output",
         help="default: docs/benchmarks.md, or docs/benchmarks-delivery.md in delivery modes",
     )
     args = parser.parse_args(argv)
     args.delivery = args.acks or args.reconnect_storm
+    if args.push_step and args.delivery:
+        parser.error("--push-step runs alone, not with --acks or --reconnect-storm")
     if args.output is None:
         name = "benchmarks-delivery.md" if args.delivery else "benchmarks.md"
         args.output = str(REPO / "docs" / name)
@@ -290,12 +340,15 @@ async def run(args: argparse.Namespace, command: str) -> int:
     speed_before = python_speed_us()
     results: list[ShapeResult] = []
     delivery: list[DeliveryShapeResult] = []
+    pushes: list[PushShapeResult] = []
     with tempfile.TemporaryDirectory(prefix="pushd-bench-") as tmp:
         async with asyncio.timeout(args.deadline):
             versions = await service_versions() if "cluster" in args.shapes else {}
             for shape in args.shapes:
                 if args.delivery:
                     delivery.append(await run_delivery_shape(shape, args, Path(tmp)))
+                elif args.push_step:
+                    pushes.append(await run_push_shape(shape, args, Path(tmp)))
                 else:
                     results.append(await run_shape(shape, args, Path(tmp)))
     elapsed = time.monotonic() - began
@@ -303,13 +356,20 @@ async def run(args: argparse.Namespace, command: str) -> int:
         f"{speed_before:.1f} µs at the start and {python_speed_us():.1f} µs at the end "
         "(bench/measure.py python_speed_us; lower is faster)"
     )
+    if args.push_step:
+        block = push_report(pushes, args, command, versions, elapsed)
+        print()
+        print(block)
+        write_keeping_channels(args.output, block, push_block=True)
+        print(f"written to {args.output}")
+        return 0
     if args.delivery:
         text = delivery_report(delivery, args, command, versions, elapsed)
     else:
         text = report(results, args, command, versions, elapsed)
     print()
     print(text)
-    write_text(args.output, text)
+    write_keeping_channels(args.output, text)
     print(f"written to {args.output}")
     return 0
 

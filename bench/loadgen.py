@@ -5,11 +5,13 @@ fixed rate.
 A lean client: each connection is an asyncio Protocol writing request bytes built from a
 template, and reading back only the status line and Content-Length, so that the
 generator spends far less CPU per request than the server. Each notification carries
-`data = {"n": unique number, "u": user index, "t": time.time_ns() at write}`.
+`data = {"n": unique number, "u": user index, "t": time.time_ns() at write}`, and
+`body_extra` (JSON members, e.g. `,"channels":[...]` for deliver.py --push-step) when the
+command gives it.
 
 Commands (JSON lines on stdin, see benchlib):
   run   {host, port, key, users_file, mode: "max"|"rate", rate, connections,
-         start_ns, duration, n_base, out}
+         start_ns, duration, n_base, out, body_extra (optional)}
         -> counts; the accepted (202) notification numbers go to `out` as int64
   quit  {}
 """
@@ -34,7 +36,9 @@ HEAD = (
     "Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
     "Content-Length: "
 )
-BODY = '{{"user_id":"{user}","title":"bench","body":"hello","data":{{"n":%d,"u":%d,"t":%d}}}}'
+BODY = (
+    '{{"user_id":"{user}","title":"bench","body":"hello","data":{{"n":%d,"u":%d,"t":%d}}{extra}}}'
+)
 
 
 @dataclass
@@ -190,9 +194,10 @@ class LoadGenerator:
         start_ns, duration = int(command["start_ns"]), float(command["duration"])
         start = loop.time() + (start_ns - time.time_ns()) / 1e9
         rate = float(command["rate"]) if command["mode"] == "rate" else None
+        extra = str(command.get("body_extra", "")).replace("%", "%%")  # bodies are %-templates
         run = Run(
             heads=HEAD.format(host=host, port=port, key=command["key"]).encode(),
-            bodies=[BODY.format(user=user).encode() for user in self.users],
+            bodies=[BODY.format(user=user, extra=extra).encode() for user in self.users],
             n_base=int(command["n_base"]),
             end=start + duration,
             window_end_ns=start_ns + int(duration * 1e9),

@@ -5,6 +5,7 @@ sockets on a fresh server (`measure_memory`), and the result records the report 
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 import math
@@ -14,7 +15,7 @@ import timeit
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from benchlib import (
     cancel_unfinished,
@@ -110,6 +111,41 @@ SETTLE_MAX_S = 15.0
 
 
 @dataclass
+class PushStats:
+    """What a local push service got during a run of `deliver.py --push-step`
+    (push_step.py): every accepted notification plans one web push to its user's device."""
+
+    expected: int  # accepted notifications = pushes due
+    received: int  # pushes the push service accepted (201) for this run
+    in_window: int  # ...of which inside the run's window
+    per_s: float  # in_window / duration
+    overall_per_s: float  # received / (last push - window start)
+    drain_s: float | None  # after the window, until the last push (None: some never came)
+    lost: int  # per subscription: pushes expected and not received
+    duplicates: int  # per subscription: received more often than expected
+    refused: dict[str, int]  # push service answers other than 201, by status
+    outcomes: dict[str, int]  # the server's pushd_channel_attempts_total, by outcome
+    queue: dict[str, float]  # the server's channel queue gauges after the run
+
+
+class RunProbe(Protocol):
+    """More that a run measures (push_step.PushProbe): JSON members added to every
+    POSTed notification, more processes whose CPU is reported, and what it reads at
+    the window's start and end and once the run's frames have arrived."""
+
+    body_extra: str
+    pids: dict[str, int]
+
+    async def window_started(self) -> None: ...
+
+    async def window_ended(self) -> None: ...
+
+    async def run_ended(
+        self, accepted: array.array[int], n_base: int, window: tuple[int, int]
+    ) -> PushStats: ...
+
+
+@dataclass
 class RunResult:
     shape: str
     mode: str  # "max" or "rate"
@@ -135,6 +171,7 @@ class RunResult:
     errors: dict[str, int] = field(default_factory=dict)
     acks: bool = False  # the receivers acked every frame
     gaps: int = 0
+    push: PushStats | None = None  # --push-step: the run's notifications each planned a push
 
     @property
     def load(self) -> str:
@@ -197,7 +234,14 @@ class Rig:
 
 
 def load_command(
-    rig: Rig, mode: str, rate: float | None, *, start_ns: int, duration: float, out: str
+    rig: Rig,
+    mode: str,
+    rate: float | None,
+    *,
+    start_ns: int,
+    duration: float,
+    out: str,
+    body_extra: str = "",
 ) -> dict[str, Any]:
     """The load generator's `run` command: POSTs from `start_ns` for `duration` s."""
     return {
@@ -213,13 +257,21 @@ def load_command(
         "duration": duration,
         "n_base": rig.runs * 10_000_000,
         "out": out,
+        "body_extra": body_extra,
     }
 
 
 async def measure(
-    rig: Rig, mode: str, duration: float, rate: float | None, *, acks: bool = False
+    rig: Rig,
+    mode: str,
+    duration: float,
+    rate: float | None,
+    *,
+    acks: bool = False,
+    probe: RunProbe | None = None,
 ) -> RunResult:
-    """One run; with `acks`, the receivers ack every notification frame during it.
+    """One run; with `acks`, the receivers ack every notification frame during it; with
+    `probe`, the notifications carry its `body_extra` and it measures more (push_step).
 
     It starts once the machine is quiet: what the previous run left the server to do
     (the audit queue, the cursor flush, a WAL checkpoint) would otherwise be measured
@@ -231,15 +283,28 @@ async def measure(
     accepted_file, records_file = str(rig.work / f"{tag}.accepted"), str(rig.work / f"{tag}.rec")
     await rig.receivers.call({"cmd": "dump", "path": records_file}, timeout=30)  # start empty
     pids = {"server": rig.server.pid, "loadgen": rig.loadgen.pid, "receivers": rig.receivers.pid}
+    pids.update(probe.pids if probe is not None else {})
     start_ns = time.time_ns() + 300_000_000
     window_end_ns = start_ns + int(duration * 1e9)
-    command = load_command(rig, mode, rate, start_ns=start_ns, duration=duration, out=accepted_file)
+    command = load_command(
+        rig,
+        mode,
+        rate,
+        start_ns=start_ns,
+        duration=duration,
+        out=accepted_file,
+        body_extra=probe.body_extra if probe is not None else "",
+    )
     load = asyncio.create_task(rig.loadgen.call(command, timeout=duration + 60))
     try:
         await asyncio.sleep((start_ns - time.time_ns()) / 1e9)
         before = cpu_sample(pids, rig.database)
+        if probe is not None:
+            await probe.window_started()
         await asyncio.sleep((window_end_ns - time.time_ns()) / 1e9)
         after = cpu_sample(pids, rig.database)
+        if probe is not None:
+            await probe.window_ended()
         summary = await load
     finally:
         await cancel_unfinished(load)
@@ -249,6 +314,9 @@ async def measure(
     dump = await rig.receivers.call({"cmd": "dump", "path": records_file}, timeout=60)
 
     (accepted,) = read_columns(accepted_file, 1, accepted_count)
+    push = None
+    if probe is not None:
+        push = await probe.run_ended(accepted, command["n_base"], (start_ns, window_end_ns))
     n, _user, _seq, sent, received = read_columns(records_file, RECORD_COLUMNS, dump["frames"])
     accepted_set = set(accepted)
     counts = Counter(n)
@@ -281,6 +349,7 @@ async def measure(
         errors={**summary["statuses"], **summary["errors"], **closes},
         acks=acks,
         gaps=int(dump.get("gaps", 0)),
+        push=push,
     )
     print("   " + describe(result), flush=True)
     for path in (accepted_file, records_file):
@@ -289,8 +358,10 @@ async def measure(
 
 
 def describe(r: RunResult) -> str:
-    what = ("max load" if r.mode == "max" else f"{r.target_rate:,.0f}/s") + (
-        " +acks" if r.acks else ""
+    what = (
+        ("max load" if r.mode == "max" else f"{r.target_rate:,.0f}/s")
+        + (" +acks" if r.acks else "")
+        + (" +push" if r.push is not None else "")
     )
     drain = f"{r.drain_s:.2f} s" if r.drain_s is not None else "incomplete"
     cpu = r.cpu
@@ -304,7 +375,21 @@ def describe(r: RunResult) -> str:
         f"rabbit {cpu['rabbitmq']:.0f}% other {cpu['other']:.0f}% machine {cpu['machine']:.0f}% | "
         f"missing {r.missing} dup {r.duplicates} out-of-order {r.out_of_order} gaps {r.gaps} "
         f"wrong-user {r.wrong_user} extra {r.extra} failed POSTs {r.failed_posts} "
-        f"closed {r.closed_sockets}" + (f" {r.errors}" if r.errors else "")
+        f"closed {r.closed_sockets}" + (f" {r.errors}" if r.errors else "") + describe_push(r)
+    )
+
+
+def describe_push(r: RunResult) -> str:
+    p = r.push
+    if p is None:
+        return ""
+    drain = f"{p.drain_s:.2f} s" if p.drain_s is not None else "incomplete"
+    return (
+        f"\n      push: {p.received:,} of {p.expected:,} received, {p.per_s:,.0f}/s in the window "
+        f"(overall {p.overall_per_s:,.0f}/s), drain {drain}, lost {p.lost} dup {p.duplicates}"
+        f" | CPU push service {r.cpu.get('push_service', math.nan):.0f}%"
+        f" | server attempts {p.outcomes} queue {p.queue}"
+        + (f" refused {p.refused}" if p.refused else "")
     )
 
 

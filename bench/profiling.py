@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from measure import Rig, measure
+from measure import Rig, RunProbe, measure
 from services import BENCH, REPO, die_with_parent, stop_process
 
 # Frames on (nearly) every stack of a thread: they say nothing about where time goes.
@@ -114,15 +114,19 @@ def summarize_profile(collapsed: Path, top: int = 15) -> list[str]:
     ]
 
 
-async def profile_run(rig: Rig, duration: float, extra_args: Sequence[str] = ()) -> list[str]:
+async def profile_run(
+    rig: Rig, duration: float, extra_args: Sequence[str] = (), probe: RunProbe | None = None
+) -> list[str]:
     """One extra max-load run with py-spy sampling the server (not counted in results).
 
     `extra_args` go to `py-spy record`: `--gil` samples only the thread holding the GIL,
-    `--idle --native --threads` shows where each thread waits (the GIL, fsync, epoll)."""
+    `--idle --native --threads` shows where each thread waits (the GIL, fsync, epoll).
+    `probe`: the run's measure.RunProbe (deliver.py --push-step profiles a run with the
+    push step)."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
     if py_spy is None:
         return ["(py-spy not installed: `.venv/bin/pip install py-spy`)"]
-    output = rig.work / f"{rig.shape}-profile.txt"
+    output = rig.work / f"{rig.shape}{'-push-step' if probe else ''}-profile.txt"
     process = await asyncio.create_subprocess_exec(
         py_spy,
         "record",
@@ -143,7 +147,7 @@ async def profile_run(rig: Rig, duration: float, extra_args: Sequence[str] = ())
     )
     try:
         await asyncio.sleep(1.0)  # py-spy attaches
-        result = await measure(rig, "max", duration, None)
+        result = await measure(rig, "max", duration, None, probe=probe)
         async with asyncio.timeout(60):
             _, errors = await process.communicate()
     finally:

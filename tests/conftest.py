@@ -20,6 +20,12 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def migrated_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test, with pushd's schema already in it."""
+    yield from services.fresh_postgres_database(migrated=True)
+
+
+@pytest.fixture
 def amqp_url() -> Iterator[str]:
     """A fresh, empty RabbitMQ vhost for this test."""
     yield from services.fresh_rabbitmq_vhost()
@@ -50,6 +56,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     failed whichever test it landed in."""
     gc.collect()
     gc.freeze()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the databases the fixtures handed out (they are dropped in the background as
+    tests finish; this waits for the last ones). A drop that fails fails the run."""
+    failures = services.drop_postgres_databases()
+    if failures:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("could not drop the test databases:\n" + "\n".join(failures))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # A callback that holds the loop longer than this is a blocking call (a sync DB query,

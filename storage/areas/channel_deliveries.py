@@ -42,9 +42,11 @@ class ChannelDeliveries(Protocol):
 
     async def record_delivery_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
         """Apply a batch in ONE transaction: each row's status, due_at (retry),
-        provider, fallback, provider_message_id and last error, lease cleared; one
-        history row each; the device of each `remove_device` outcome deleted. An outcome
-        for a row that is no longer sending (cancelled or erased meanwhile) is ignored."""
+        provider, fallback, provider_message_id and last error, lease cleared, attempts
+        - 1 when no send was attempted (`send_attempted` false); one history row each;
+        the device of each `remove_device` outcome deleted. An outcome for a row that is
+        no longer sending (cancelled or erased meanwhile), or no longer under the lease
+        its `attempt` names, is ignored."""
         ...
 
     async def cancel_unsent_deliveries(

@@ -141,16 +141,17 @@ WITH given AS (
     SELECT * FROM unnest(
         $1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::boolean[],
         $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::boolean[],
-        $13::bigint[]
+        $13::bigint[], $14::boolean[]
     ) AS g(id, at, status, provider, next_due_at, fallback, provider_message_id, error,
-           provider_code, detail, duration_ms, remove_device, attempt)
+           provider_code, detail, duration_ms, remove_device, attempt, send_attempted)
 ),
 applied AS (
     UPDATE channel_deliveries d
     SET status = g.status, due_at = coalesce(g.next_due_at, d.due_at),
         provider = coalesce(g.provider, d.provider), fallback = g.fallback,
         provider_message_id = coalesce(g.provider_message_id, d.provider_message_id),
-        last_error = g.error, lease_owner = NULL, lease_until = NULL, updated_at = g.at
+        last_error = g.error, lease_owner = NULL, lease_until = NULL, updated_at = g.at,
+        attempts = d.attempts - CASE WHEN g.send_attempted THEN 0 ELSE 1 END
     FROM given g WHERE d.id = g.id AND d.status = 'sending'
         AND (g.attempt IS NULL OR d.attempts = g.attempt)
     RETURNING d.id, d.user_id, d.device_id

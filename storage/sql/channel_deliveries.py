@@ -183,7 +183,7 @@ def last_outcome_per_delivery(outcomes: Sequence[DeliveryOutcome]) -> list[Deliv
 def outcome_values(outcome: DeliveryOutcome) -> tuple[Any, ...]:
     """An outcome as (id, at, status, provider, next_due_at, fallback,
     provider_message_id, error, provider_code, detail, duration_ms, remove_device,
-    attempt)."""
+    attempt, send_attempted)."""
     return (
         outcome.delivery_id,
         outcome.at,
@@ -198,6 +198,7 @@ def outcome_values(outcome: DeliveryOutcome) -> tuple[Any, ...]:
         outcome.duration_ms,
         outcome.remove_device,
         outcome.attempt,
+        outcome.send_attempted,
     )
 
 

@@ -85,6 +85,7 @@ _APPLY_OUTCOMES = sqlite_placeholders(
     "fallback = o.value ->> 5, "
     "provider_message_id = coalesce(o.value ->> 6, provider_message_id), "
     "last_error = o.value ->> 7, lease_owner = NULL, lease_until = NULL, "
+    "attempts = CASE WHEN o.value ->> 13 THEN attempts ELSE attempts - 1 END, "
     "updated_at = o.value ->> 1 "
     "FROM json_each($1) AS o WHERE channel_deliveries.id = o.value ->> 0"
 )

@@ -230,7 +230,8 @@ async def test_a_user_without_an_address_is_skipped_without_a_send(h: Harness) -
     sms = LocalProvider("sms", "twilio")
     delivery = await h.notify("sms")
     async with h.dispatcher(spec, ProviderSpec(sms)):
-        await h.settled(delivery, "skipped")
+        row = await h.settled(delivery, "skipped")
+    assert row.attempts == 0  # the lease's attempt given back: nothing was sent
     (record,) = await h.history(delivery)
     assert (record.status, record.error, record.provider) == ("skipped", "no_address", None)
     assert sms.messages == []
@@ -430,6 +431,38 @@ async def test_a_delivery_leased_as_the_last_breaker_opens_is_queued_for_its_hal
     assert row.due_at == T0 + 20_000
     assert row.last_error == CIRCUIT_OPEN_ERROR
     assert len(relay.messages) == 1
+
+
+async def test_waiting_out_open_breakers_spends_none_of_the_retries(
+    h: Harness, spy: DeliveriesSpy
+) -> None:
+    """Guards retries used up by waiting: a delivery leased as the last breaker opened
+    is requeued without a send, and its lease's attempt is given back; with
+    max_attempts 2, its first real send (the half-open probe) failing is retried, not
+    the end of it."""
+    breakers = Clock(100.0)
+    relay, spec = email(breaker=BreakerSettings(consecutive_failures=1, cool_down=30))
+    relay.hold()
+    relay.fail_with(TransientSendError("down", retry_after=600))
+    retry = RetryPolicy(backoff=Backoff(base=1.0, cap=1.0), max_attempts=2)
+    async with h.dispatcher(spec, breaker_clock=breakers, retry=retry) as dispatcher:
+        failing = await h.notify()
+        await eventually(lambda: relay.in_flight == 1)
+        waiting = await h.notify()
+
+        async def breaker_opens_meanwhile() -> None:
+            relay.release()
+            await h.settled(failing, "queued")
+
+        spy.before_lease = breaker_opens_meanwhile
+        dispatcher.nudge()
+        row = await h.settled(waiting, "queued")
+        assert (row.attempts, row.last_error, row.due_at) == (0, CIRCUIT_OPEN_ERROR, T0 + 30_000)
+        breakers.now += 30
+        h.wall.now += 30_000
+        row = await until(lambda: h.row(waiting), lambda r: r.provider is not None)
+    assert (row.status, row.attempts, row.last_error) == ("queued", 1, "down")
+    assert [m.delivery_id for m in relay.messages] == [failing, waiting]
 
 
 # bounds -----------------------------------------------------------------------------------

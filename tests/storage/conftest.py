@@ -31,12 +31,15 @@ CREATED_AT = 1_700_000_000_000
 
 @pytest.fixture(params=BACKENDS)
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend in turn."""
+    """An empty database of each backend in turn; for a test that takes `storage` too,
+    a PostgreSQL one comes with the schema (copied from a database migrated once per run),
+    as `storage` would have migrated it anyway."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'pushd.db'}"
     # Asked for here only, so that the SQLite runs need no PostgreSQL server; when
     # the server is down this fixture fails the test (it never skips).
-    url: str = request.getfixturevalue("postgres_url")
+    wanted = "migrated_postgres_url" if "storage" in request.fixturenames else "postgres_url"
+    url: str = request.getfixturevalue(wanted)
     return url
 
 
@@ -52,7 +55,8 @@ async def opened(url: str, cipher: Cipher = PLAINTEXT) -> AsyncIterator[Storage]
 
 @pytest.fixture
 async def storage(storage_url: str) -> AsyncIterator[Storage]:
-    """A migrated storage instance of each backend in turn."""
+    """A migrated storage instance of each backend in turn (`migrate()` still runs: on
+    PostgreSQL it finds the schema in place and must leave it)."""
     async with opened(storage_url) as store:
         await store.migrate()
         yield store

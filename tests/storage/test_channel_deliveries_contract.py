@@ -488,6 +488,154 @@ async def test_a_provider_receipt_updates_the_row_it_names(storage: Storage) -> 
     assert history[-1].error == "30003 unreachable"
 
 
+async def test_an_outcome_without_a_send_gives_its_lease_attempt_back(storage: Storage) -> None:
+    """Guards retries spent on waiting: a row requeued because every breaker of its
+    channel was open, or skipped for want of an address, was leased (attempts + 1) but
+    never sent; the update that records it gives the attempt back. Only under its own
+    lease: a late outcome of a lease that ran out takes nothing from the new one."""
+    await ada(storage)
+    await storage.insert_notifications(
+        [note("n1", "u1", deliveries=(step("d1", "email"), step("d2", "sms"), step("d3", "fcm")))]
+    )
+    assert [d.attempts for d in await lease(storage, "email", "sms", "fcm")] == [1, 1, 1]
+    retry_at = NOW + 30_000
+    await storage.record_delivery_outcomes(
+        [
+            DeliveryOutcome(
+                delivery_id="d1",
+                at=NOW + 1,
+                status="queued",
+                next_due_at=retry_at,
+                error="circuit open",
+                attempt=1,
+                send_attempted=False,
+            ),
+            DeliveryOutcome(
+                delivery_id="d2",
+                at=NOW + 1,
+                status="skipped",
+                error="no_address",
+                attempt=1,
+                send_attempted=False,
+            ),
+            DeliveryOutcome(delivery_id="d3", at=NOW + 1, status="queued", next_due_at=retry_at),
+        ]
+    )
+    rows = {d.id: d for d in await storage.channel_deliveries_of("n1")}
+    assert {i: (r.status, r.attempts) for i, r in rows.items()} == {
+        "d1": ("queued", 0),
+        "d2": ("skipped", 0),
+        "d3": ("queued", 1),  # a send was attempted: it counts
+    }
+    assert [(h.delivery_id, h.status) for h in await storage.delivery_history_of("n1")] == [
+        ("d1", "queued"),
+        ("d2", "skipped"),
+        ("d3", "queued"),
+    ]
+    [again] = await lease(storage, "email", now=retry_at, owner="stalled")
+    assert again.attempts == 1
+    [taken_over] = await lease(storage, "email", now=retry_at + LEASE_MS + 1, owner="w2")
+    assert taken_over.attempts == 2
+    late = DeliveryOutcome(
+        delivery_id="d1",
+        at=retry_at + LEASE_MS + 2,
+        status="queued",
+        attempt=1,
+        send_attempted=False,
+    )
+    await storage.record_delivery_outcomes([late])
+    [row] = [d for d in await storage.channel_deliveries_of("n1") if d.id == "d1"]
+    assert (row.status, row.attempts) == ("sending", 2)
+    await storage.record_delivery_outcomes([sent("d1", attempt=2)])
+    [row] = [d for d in await storage.channel_deliveries_of("n1") if d.id == "d1"]
+    assert (row.status, row.attempts) == ("sent", 2)
+
+
+# the user's history filtered by delivery ------------------------------------------------
+
+
+async def history_with_deliveries(storage: Storage) -> None:
+    """u1's n1..n6 (seq 1..6) and u2's n7, their deliveries settled as:
+    n1 email sent, sms skipped; n2 none; n3 email failed, webpush sent; n4 webpush
+    scheduled; n5 (billing) email failed; n6 sms failed, email skipped; n7 email failed."""
+    await ada(storage)
+    await storage.create_user(user("u2", email="bob@example.org"))
+    skipped: dict[str, Any] = {"status": "skipped", "reason": "no_address"}
+    await storage.insert_notifications(
+        [
+            note(
+                "n1", "u1", deliveries=(step("n1-mail", "email"), step("n1-sms", "sms", **skipped))
+            ),
+            note("n2", "u1"),
+            note(
+                "n3",
+                "u1",
+                deliveries=(
+                    step("n3-mail", "email"),
+                    step("n3-web", "webpush", device_id="dev-web"),
+                ),
+            ),
+            note("n4", "u1", deliveries=(step("n4-web", "webpush", due_at=NOW + 600_000),)),
+            note("n5", "u1", category="billing", deliveries=(step("n5-mail", "email"),)),
+            note(
+                "n6", "u1", deliveries=(step("n6-sms", "sms"), step("n6-mail", "email", **skipped))
+            ),
+            note("n7", "u2", deliveries=(step("n7-mail", "email"),)),
+        ]
+    )
+    leased = await lease(storage, "email", "sms", "webpush")
+    failed = {"n3-mail", "n5-mail", "n6-sms", "n7-mail"}
+    assert {d.id for d in leased} == failed | {"n1-mail", "n3-web"}
+    await storage.record_delivery_outcomes(
+        [
+            DeliveryOutcome(delivery_id=d.id, at=NOW + 1, status="failed")
+            if d.id in failed
+            else sent(d.id)
+            for d in leased
+        ]
+    )
+
+
+async def listed(storage: Storage, user_id: str = "u1", **filters: Any) -> list[str]:
+    found = await storage.list_notifications(user_id, before_seq=None, limit=50, **filters)
+    return [record.id for record in found]
+
+
+async def test_history_keeps_notifications_with_a_matching_delivery(storage: Storage) -> None:
+    await history_with_deliveries(storage)
+    assert await listed(storage, delivery_channel="email") == ["n6", "n5", "n3", "n1"]
+    assert await listed(storage, delivery_status="failed") == ["n6", "n5", "n3"]
+    # Both: one delivery matches both. n6 has a failed SMS and a skipped email.
+    assert await listed(storage, delivery_channel="email", delivery_status="failed") == ["n5", "n3"]
+    assert await listed(storage, delivery_channel="sms", delivery_status="skipped") == ["n1"]
+    assert await listed(storage, delivery_channel="webpush", delivery_status="scheduled") == ["n4"]
+    assert await listed(storage, delivery_channel="apns") == []
+    assert await listed(storage, delivery_status="delivered") == []
+    assert await listed(storage, "u2", delivery_status="failed") == ["n7"]
+
+
+async def test_delivery_filters_are_in_the_query_with_the_others(storage: Storage) -> None:
+    """Guards short pages and cursors over hidden rows: `limit` counts only what
+    matches every filter, so a page is full and ends on a notification it lists."""
+    await history_with_deliveries(storage)
+    page = await storage.list_notifications(
+        "u1", before_seq=None, limit=2, delivery_channel="webpush"
+    )
+    assert [r.id for r in page] == ["n4", "n3"]  # past n6 and n5, which have none
+    page = await storage.list_notifications(
+        "u1", before_seq=None, limit=2, delivery_status="failed"
+    )
+    assert [r.id for r in page] == ["n6", "n5"]
+    rest = await storage.list_notifications(
+        "u1", before_seq=page[-1].seq, limit=2, delivery_status="failed"
+    )
+    assert [r.id for r in rest] == ["n3"]
+    assert await listed(storage, delivery_status="failed", categories=["billing"]) == ["n5"]
+    assert await listed(storage, delivery_channel="email", categories=["news"]) == []
+    await storage.mark_read("u1", ["n3", "n5"], NOW + 2)
+    assert await listed(storage, delivery_status="failed", unread_only=True) == ["n6"]
+
+
 # cancellation --------------------------------------------------------------------------
 
 
@@ -628,7 +776,7 @@ async def test_queue_stats_per_channel(storage: Storage) -> None:
                     step("e1", "email", due_at=NOW - 100),
                     step("e2", "email", due_at=NOW - 50, status="queued"),
                     step("e3", "email", due_at=NOW + 100),
-                    step("e4", "email", status="skipped", reason="opted_out"),
+                    step("e4", "email", status="skipped", reason="preference"),
                     step("s1", "sms", due_at=NOW - 10),
                     step("s2", "sms", due_at=NOW - 5),
                 ),
