@@ -69,7 +69,8 @@ from pushd.process.key_ring import cipher_of, storage_keys
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
-from pushd.routing.plan import ChannelPlanner, stored_opt_outs
+from pushd.routing.plan import ChannelPlanner
+from pushd.routing.preferences import RoutingPolicy
 from pushd.state import open_state
 from storage import open_storage
 
@@ -218,7 +219,12 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
     app[PLANNER] = ChannelPlanner(
         config.channels.plans,
         providers.channels,
-        opt_outs=functools.partial(stored_opt_outs, storage),
+        preferences=storage.get_preferences,
+        policy=RoutingPolicy(
+            mandatory_categories=config.routing.mandatory_categories,
+            quiet_hours=config.routing.quiet_hours,
+            default_timezone=config.routing.default_timezone,
+        ),
     )
     dispatcher.start()
     app[CHANNELS] = dispatcher

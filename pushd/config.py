@@ -14,6 +14,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -26,6 +27,7 @@ from pushd.channels.webhooks import WebhookConfig
 from pushd.channels.webpush import WebPushProviderConfig
 from pushd.config_types import ConfigError, NonNegativeFloat, Port, Positive, PositiveFloat
 from pushd.routing.plan import PlanStep
+from pushd.routing.quiet_hours import QuietHours
 from pushd.validation_errors import ValidationFailure
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
 
@@ -105,6 +107,7 @@ class IngestConfig(_Section):
     idempotency_window: PositiveFloat = 86400.0
     relay_page_size: Positive = 500
     relay_mark_interval: PositiveFloat = 1.0
+    batch_max_items: Positive = 1000
 
 
 class MailboxConfig(_Section):
@@ -251,6 +254,26 @@ class ChannelsConfig(_Section):
                 raise ValueError(f"{channel}: provider names used twice: {twice}")
 
 
+class RoutingConfig(_Section):
+    mandatory_categories: list[str] = msgspec.field(default_factory=list)
+    default_timezone: str = "UTC"
+    quiet_hours: QuietHours | Literal["off"] = "off"
+
+    def __post_init__(self) -> None:
+        for category in self.mandatory_categories:
+            if not _CATEGORY_OR_DEFAULT.match(category) or category == "default":
+                raise ValueError(
+                    f"mandatory_categories: {category!r} is not a category (lower-case slug)"
+                )
+        try:
+            ZoneInfo(self.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"default_timezone: unknown time zone {self.default_timezone!r}: use an "
+                "IANA name such as Europe/Paris"
+            ) from None
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -268,6 +291,7 @@ class Config(_Section):
     encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
 
     @property
     def storage_url(self) -> str:

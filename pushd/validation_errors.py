@@ -14,7 +14,10 @@ from typing import Literal
 
 import msgspec
 
-_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+# "- at `key` in `$.x`": a map's key is wrong; the map is named, the key cannot be.
+_AT_PATH = re.compile(r"^(?P<what>.*?)(?: - at (?:`key` in )?`\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+# A map's value is at `$.x[...]`: its key is not told, so the map is what is named.
+_ANY_KEY = "[...]"
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`")
 _MISSING_FIELD = re.compile(r"Object missing required field `(?P<key>[^`]+)`")
 
@@ -37,7 +40,7 @@ class ValidationFailure:
         """Take `error`'s message apart."""
         match = _AT_PATH.match(str(error))
         assert match is not None  # the pattern accepts any string
-        what, path = match["what"], match["path"] or ""
+        what, path = match["what"], (match["path"] or "").replace(_ANY_KEY, "")
         if found := _UNKNOWN_FIELD.match(what):
             return cls(what, path, "unknown", found["key"])
         if found := _MISSING_FIELD.match(what):

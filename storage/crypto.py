@@ -59,10 +59,11 @@ def random_bytes(count: int) -> bytes:
 
 
 # What is sealed: table -> its columns (each row's `id` binds them). Not sealed, and why:
-# `users.external_id` (looked up by equality, must stay unique), device addresses (the
+# `users.external_id` (looked up by equality, must stay unique), `users.tags` (audiences
+# select users by tag, storage/migrations/0010), device addresses (the
 # upsert matches on them), categories, timestamps and ids (queried by the database).
 SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "users": ("name", "email", "phone"),
+    "users": ("name", "email", "phone", "attributes"),
     "notifications": ("title", "body", "data", "channel_content"),
     "channel_deliveries": ("event",),
     "webhook_secrets": ("secret",),

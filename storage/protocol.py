@@ -10,12 +10,13 @@ from typing import Protocol
 from storage.areas.access import ApiKeysAndRevocations
 from storage.areas.audit import AuditTrail
 from storage.areas.channel_deliveries import ChannelDeliveries
-from storage.areas.channel_optouts import ChannelOptOuts
 from storage.areas.cursors import DeliveryCursors
 from storage.areas.data_protection import DataProtection
 from storage.areas.idempotency import IdempotencyKeys
 from storage.areas.notifications import Notifications
+from storage.areas.preferences import UserPreferences
 from storage.areas.relay import OutboxRelay
+from storage.areas.topics import Topics
 from storage.areas.users import UsersAndDevices
 from storage.areas.webhook_endpoints import WebhookEndpoints
 
@@ -56,8 +57,9 @@ class Storage(
     AuditTrail,
     DataProtection,
     ChannelDeliveries,
-    ChannelOptOuts,
+    UserPreferences,
     WebhookEndpoints,
+    Topics,
     Protocol,
 ):
     """Durable state of pushd, area by area.

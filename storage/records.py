@@ -7,6 +7,9 @@ from typing import Any
 
 import msgspec
 
+# A user attribute's value: flat, no nesting (storage/migrations/0010).
+AttributeValue = str | int | float | bool
+
 
 def now_ms() -> int:
     """Wall-clock time in Unix epoch milliseconds, the unit every timestamp here is in."""
@@ -22,6 +25,16 @@ class NewUser(msgspec.Struct, frozen=True, kw_only=True):
     locale: str | None = None
     timezone: str | None = None
     created_at: int
+    tags: tuple[str, ...] = ()
+    """Distinct, sorted (the API makes them so)."""
+    attributes: dict[str, AttributeValue] = msgspec.field(default_factory=dict)
+
+
+class UserLabels(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of a user's tags and attributes: each replaced when not None."""
+
+    tags: tuple[str, ...] | None = None
+    attributes: dict[str, AttributeValue] | None = None
 
 
 class UserRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +52,8 @@ class UserRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Highest seq the user's clients acknowledged (cumulative)."""
     sent_seq: int = 0
     """Highest seq written to any of the user's sockets (cumulative)."""
+    tags: tuple[str, ...] = ()
+    attributes: dict[str, AttributeValue] = msgspec.field(default_factory=dict)
 
 
 class NewDevice(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,7 +234,8 @@ class PlannedDelivery(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "scheduled"
     """"scheduled" (due later), "queued" (due now) or "skipped" (decided at accept)."""
     reason: str | None = None
-    """Why skipped: "no_address", "opted_out"."""
+    """Why skipped ("no_provider", "no_address", "preference"), or why a step is due
+    later than its plan said ("quiet_hours")."""
     event: dict[str, Any] | None = None
     """Webhook rows: the event to POST ({"id", "type", ...}); sealed at rest."""
 
@@ -279,6 +295,10 @@ class DeliveryOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """`LeasedDelivery.attempts` of the lease this outcome ends. Given, the outcome is
     applied only while the row is still under that lease: a worker whose lease ran out
     and whose row was leased again (by another node) cannot overwrite the new attempt."""
+    send_attempted: bool = True
+    """False: no provider was called (every breaker open, no address to send to). The
+    lease counted an attempt; storage gives it back (attempts - 1) in the same update, so
+    that waiting out open breakers spends none of the delivery's `max_attempts`."""
 
 
 class ChannelDeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -328,17 +348,33 @@ class ChannelQueueStats(msgspec.Struct, frozen=True, kw_only=True):
     """The smallest due_at among due rows (the queue-age gauge)."""
 
 
-# opt-outs and webhook endpoints (issue #12) ---------------------------------------------
+# preferences (issue #13) and webhook endpoints (issue #12) --------------------------------
 
 
-class ChannelOptOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A user does not want notifications of `category` on `channel`."""
+class PreferencesRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What a user chose to receive (issue #13); defaults where nothing is stored."""
 
     user_id: str
-    channel: str
-    category: str
-    """Matched exactly; "" stands for notifications without a category."""
-    created_at: int
+    muted: bool = False
+    """Global mute: no channel step beyond the socket (but in mandatory categories)."""
+    quiet_hours: dict[str, Any] | None = None
+    """The user's own quiet hours (JSON; pushd/routing/quiet_hours.py reads it); None:
+    the server's default."""
+    channels: dict[str, dict[str, bool]] = msgspec.field(default_factory=dict)
+    """category ("" for none) -> preference channel -> on/off; absent: the default (on)."""
+    updated_at: int | None = None
+    """Epoch ms of the last change; None when the user never set anything."""
+
+
+class PreferencesChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of a user's preferences, applied in one transaction. UNSET: unchanged."""
+
+    muted: bool | msgspec.UnsetType = msgspec.UNSET
+    quiet_hours: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    channels: dict[str, dict[str, bool | None]] = msgspec.field(default_factory=dict)
+    """category -> channel -> on/off; None: back to the default (the row is removed)."""
+    replace_channels: bool = False
+    """True: every switch not in `channels` is removed first (a PUT)."""
 
 
 class WebhookSecret(msgspec.Struct, frozen=True, kw_only=True):
@@ -423,3 +459,24 @@ class WebhookSweepRound(msgspec.Struct, frozen=True, kw_only=True):
     webhook_rows: int
     """Webhook rows it made (`delivery.updated` events, one per subscriber)."""
     disabled: tuple[WebhookEndpointDisabled, ...] = ()
+
+
+class NewTopic(msgspec.Struct, frozen=True, kw_only=True):
+    slug: str
+    name: str
+    self_subscribe: bool = False
+    """True: a user may subscribe and unsubscribe themself with their user token."""
+    created_at: int
+
+
+class TopicRecord(msgspec.Struct, frozen=True, kw_only=True):
+    slug: str
+    name: str
+    self_subscribe: bool
+    created_at: int
+
+
+class TopicSubscription(msgspec.Struct, frozen=True, kw_only=True):
+    topic: str
+    user_id: str
+    created_at: int

@@ -22,13 +22,16 @@ from pushd.access.roles import ADMIN_ONLY
 from pushd.api.audit import AuditEntry
 from pushd.api.channel_tracking import channel_deliveries, channel_events
 from pushd.api.deliveries import as_detail, deliveries_of
+from pushd.api.preferences import Preferences, preferences_view
 from pushd.api.route import Reply, Route, Streamed
 from pushd.api.schemas import DeliveryEvent, Device, NotificationDetail, User
+from pushd.api.topics import Subscription
 from pushd.api.users import load_user
-from pushd.appkeys import AUDIT, CONFIG, REVOCATIONS, STORAGE
+from pushd.appkeys import AUDIT, CONFIG, PLANNER, REVOCATIONS, STORAGE
 from pushd.ids import from_ms, now_ms, opt_from_ms
+from pushd.routing.preferences import RoutingPolicy
 from storage import Storage
-from storage.records import AuditRecord, CursorHistoryRecord, UserRecord
+from storage.records import AuditRecord, CursorHistoryRecord, PreferencesRecord, UserRecord
 
 Meta = msgspec.Meta
 
@@ -60,23 +63,23 @@ class ExportedIdempotencyKey(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-class ExportedOptOut(msgspec.Struct, kw_only=True):
-    channel: str
-    category: Annotated[str, Meta(description='"" for notifications without a category.')]
-    created_at: datetime
-
-
 class UserExport(msgspec.Struct, kw_only=True):
-    """Everything pushd holds about one user. Not held, so not here: preferences and
-    scheduled sends (they do not exist yet)."""
+    """Everything pushd holds about one user. Not held, so not here: scheduled sends
+    (they do not exist yet)."""
 
     exported_at: datetime
     user: User
     cursors: CursorState
     devices: list[Device]
-    channel_opt_outs: Annotated[
-        list[ExportedOptOut],
-        Meta(description="Channels the user unsubscribed from, per category."),
+    preferences: Annotated[
+        Preferences,
+        Meta(
+            description="What the user chose to receive (the preferences API's view), "
+            "including the channels unsubscribed from by an email's link."
+        ),
+    ]
+    topics: Annotated[
+        list[Subscription], Meta(description="The topics the user is subscribed to, by slug.")
     ]
     notifications: Annotated[
         list[NotificationDetail],
@@ -126,6 +129,16 @@ async def _array(name: str, pages: AsyncIterator[list[Any]]) -> AsyncIterator[by
             yield _items(page, first=first)
             first = False
     yield b"]"
+
+
+async def _topic_pages(storage: Storage, user_id: str) -> AsyncIterator[list[Subscription]]:
+    after: str | None = None
+    while True:
+        page = await storage.topics_of_user(user_id, after_slug=after, limit=EXPORT_PAGE_SIZE)
+        if not page:
+            return
+        yield [Subscription.of(s) for s in page]
+        after = page[-1].topic
 
 
 async def _notification_pages(
@@ -221,7 +234,7 @@ async def _audit_pages(storage: Storage, subject: str) -> AsyncIterator[list[Aud
 
 
 async def _export_document(
-    storage: Storage, user: UserRecord, tokens_revoked_before: int
+    storage: Storage, user: UserRecord, tokens_revoked_before: int, policy: RoutingPolicy
 ) -> AsyncIterator[bytes]:
     cursors = CursorState(
         last_seq=user.last_seq,
@@ -234,14 +247,11 @@ async def _export_document(
     yield _field("user", User.of(user))
     yield _field("cursors", cursors)
     yield _field("devices", devices)
-    opt_outs = await storage.channel_optouts_of([user.id])
-    yield _field(
-        "channel_opt_outs",
-        [
-            ExportedOptOut(channel=o.channel, category=o.category, created_at=from_ms(o.created_at))
-            for o in opt_outs
-        ],
-    )
+    # None: erased meanwhile; the document stays whole, with nothing chosen.
+    preferences = await storage.get_preferences(user.id) or PreferencesRecord(user_id=user.id)
+    yield _field("preferences", preferences_view(preferences, policy, None))
+    async for chunk in _array("topics", _topic_pages(storage, user.id)):
+        yield chunk
     async for chunk in _array("notifications", _notification_pages(storage, user)):
         yield chunk
     async for chunk in _array("channel_delivery_history", _channel_history_pages(storage, user.id)):
@@ -264,7 +274,8 @@ async def export_user(request: web.Request, _body: None, _query: None) -> Reply:
     assert found is not None
     # Read-your-writes: audit records this node queued about the user are in the export.
     await request.app[AUDIT].flush()
-    return Reply(200, Streamed(_export_document(storage, *found)))
+    policy = request.app[PLANNER].policy
+    return Reply(200, Streamed(_export_document(storage, *found, policy)))
 
 
 async def erase_user(request: web.Request, _body: None, _query: None) -> Reply:
@@ -297,7 +308,8 @@ ROUTES = [
         "DELETE",
         "/api/users/{userId}",
         erase_user,
-        "Erase the user and everything about them (GDPR right to erasure): devices, "
+        "Erase the user and everything about them (GDPR right to erasure): devices, topic "
+        "subscriptions, "
         "notifications, delivery history, idempotency keys; close their sockets on every "
         "node (4503); pseudonymise the audit trail. Idempotent: 204 whether or not the "
         "user (still) exists",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection
 from typing import Annotated, cast
 
 import msgspec
@@ -24,6 +23,8 @@ from pushd.api.input_limits import check_notification_size
 from pushd.api.pagination import NumericCursor, PageLimit, fetch_page, numeric_cursor
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import (
+    ChannelDeliveryStatus,
+    DeliveryChannel,
     DeliveryEventList,
     NotificationAccepted,
     NotificationDetail,
@@ -31,6 +32,7 @@ from pushd.api.schemas import (
     ReadIds,
     ReadResult,
     SendNotification,
+    TopicSendAccepted,
 )
 from pushd.api.users import load_user
 from pushd.appkeys import (
@@ -58,6 +60,7 @@ from storage.records import (
     NewNotification,
     NotificationRecord,
     PlannedDelivery,
+    PreferencesRecord,
     UserRecord,
 )
 
@@ -108,7 +111,7 @@ async def _planned_deliveries(
 ) -> tuple[PlannedDelivery, ...]:
     """The plan's deliveries, from the user's contact fields and devices as they are
     now: the reads it needs (the user row unless already read, the devices only for push
-    steps, the opt-outs) go to storage together, and none without a plan."""
+    steps, the preferences) go to storage together, and none without a plan."""
     if not plan.steps:
         return ()
     storage, planner = request.app[STORAGE], request.app[PLANNER]
@@ -118,22 +121,21 @@ async def _planned_deliveries(
     read = await asyncio.gather(
         storage.get_user(user_id) if user is None else asyncio.sleep(0, user),
         storage.list_devices(user_id) if plan.needs_devices else asyncio.sleep(0, no_devices),
-        planner.opted_out(user_id, body.category),
+        planner.preferences_of(user_id),
         return_exceptions=True,
     )
     for result in read:
         if isinstance(result, BaseException):
             raise result
-    found, devices, opted_out = cast(
-        tuple[UserRecord | None, list[DeviceRecord], Collection[str]], read
+    found, devices, preferences = cast(
+        tuple[UserRecord | None, list[DeviceRecord], PreferencesRecord | None], read
     )
     if found is None:
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field)
     addressed = Recipient(found.id, email=found.email, phone=found.phone, devices=devices)
-    return planner.expand(
-        plan, addressed, priority=body.priority, created_at=now, opted_out=opted_out
-    )
+    routing = planner.routing_for(preferences, body.category, found.timezone)
+    return planner.expand(plan, addressed, priority=body.priority, created_at=now, routing=routing)
 
 
 def _expires_at(body: SendNotification, now: int) -> int | None:
@@ -206,6 +208,11 @@ async def send_notification(request: web.Request, body: SendNotification, _query
     plan = _channel_plan(request, body)
     now = now_ms()
     expires_at = _expires_at(body, now)
+    if body.topic is not None:
+        # Imported here, not above: topic_send builds on this module's steps.
+        from pushd.api.topic_send import send_to_topic
+
+        return await send_to_topic(request, body, plan=plan, now=now, expires_at=expires_at)
     claim = _idempotency_claim(request, body)
     if claim is None:
         return await _send(request, body, plan=plan, expires_at=expires_at, now=now, claim=None)
@@ -225,20 +232,19 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         raise _in_use(claim.key) from None
 
 
-async def _send(
+async def new_notification(
     request: web.Request,
     body: SendNotification,
+    user_id: str,
     *,
-    plan: ChannelPlan,
-    expires_at: int | None,
     now: int,
+    expires_at: int | None,
     claim: IdempotencyClaim | None,
-) -> Reply:
-    recipient = await _resolve_recipient(request, body)
-    user_id = recipient[0]
-    await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
-    request[AUDIT_TARGET] = f"user:{user_id}"
-    deliveries = await _planned_deliveries(request, plan, body, recipient, now)
+    deliveries: tuple[PlannedDelivery, ...],
+) -> NewNotification:
+    """The notification `body` makes for `user_id`, with its webhook events: the same for
+    a single send, a batch item (pushd/api/batch.py) and a topic's recipient
+    (pushd/api/topic_send.py)."""
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
@@ -253,7 +259,26 @@ async def _send(
         deliveries=deliveries,
         channel_content=None if body.content is None else body.content.as_stored(),
     )
-    notification = await with_accepted_webhooks(request.app[WEBHOOKS], notification)
+    return await with_accepted_webhooks(request.app[WEBHOOKS], notification)
+
+
+async def _send(
+    request: web.Request,
+    body: SendNotification,
+    *,
+    plan: ChannelPlan,
+    expires_at: int | None,
+    now: int,
+    claim: IdempotencyClaim | None,
+) -> Reply:
+    recipient = await _resolve_recipient(request, body)
+    user_id = recipient[0]
+    await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
+    request[AUDIT_TARGET] = f"user:{user_id}"
+    deliveries = await _planned_deliveries(request, plan, body, recipient, now)
+    notification = await new_notification(
+        request, body, user_id, now=now, expires_at=expires_at, claim=claim, deliveries=deliveries
+    )
     try:
         record = await request.app[INGEST].submit(notification)
     except UnknownUserError:
@@ -270,6 +295,23 @@ class HistoryQuery(msgspec.Struct):
     limit: PageLimit = 50
     cursor: NumericCursor | None = None
     unread: Annotated[bool, msgspec.Meta(description="Only notifications not read yet.")] = False
+    # The in-app delivery is not a value of `channel`: every notification has one, and
+    # its status (derived from the user's cursors, with `read` and `expired`) is not one
+    # of `status`'s; `unread` is its filter.
+    channel: Annotated[
+        DeliveryChannel | None,
+        msgspec.Meta(
+            description="Only notifications with a channel delivery on this channel "
+            "(with `status`: one delivery on this channel in that status)."
+        ),
+    ] = None
+    status: Annotated[
+        ChannelDeliveryStatus | None,
+        msgspec.Meta(
+            description="Only notifications with a channel delivery in this status "
+            "(with `channel`: one delivery on that channel in this status)."
+        ),
+    ] = None
 
 
 async def list_user_notifications(request: web.Request, _body: None, query: HistoryQuery) -> Reply:
@@ -285,6 +327,8 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
             limit=limit,
             unread_only=query.unread,
             categories=categories,
+            delivery_channel=query.channel,
+            delivery_status=query.status,
         ),
         query.limit,
         key=lambda record: record.seq,
@@ -365,17 +409,21 @@ ROUTES = [
         "POST",
         "/api/notifications",
         send_notification,
-        "Send a notification to one user now (202 once committed to storage). With an "
+        "Send a notification to one user, or to each subscriber of a `topic`, now (202 "
+        "once committed to storage). With an "
         "`Idempotency-Key` header, a repeat of the same request returns the first answer "
         "(header `Idempotent-Replayed: true`); the same key with another body is a 422, "
         "and while the first is still in progress a 409 with `Retry-After`.",
-        {202: NotificationAccepted},
+        {202: NotificationAccepted | TopicSendAccepted},
         body=SendNotification,
         description="Beyond the socket, the notification follows its channel plan: the "
         "request's `channels`, else the one configured for its category (docs/channels.md). "
-        "Its deliveries are committed with it; `GET /api/notifications/{id}` shows them.",
+        "Its deliveries are committed with it; `GET /api/notifications/{id}` shows them. "
+        "With `topic`, each subscriber gets a notification of their own, committed in "
+        "chunks of `ingest.batch_max_items`; the 202 (a `TopicSendAccepted`) comes once all "
+        "are committed. `Idempotency-Key` is refused with `topic`.",
         errors={
-            404: "No user with this user_id or external_id",
+            404: "No user with this user_id or external_id, or no such topic",
             409: "The same Idempotency-Key is still being processed (retry after Retry-After)",
             429: "Too many notifications for this user (`limits.per_recipient`), or too many "
             "requests for this API key: retry after `Retry-After` seconds",
@@ -393,6 +441,10 @@ ROUTES = [
         list_user_notifications,
         "A user's notifications, newest first, with their in-app status and the unread count",
         {200: NotificationPage},
+        description="`channel` and `status` keep the notifications that have a channel "
+        "delivery matching both (each when given), as `GET /api/notifications/{id}` lists "
+        "them in `channel_deliveries`. Pages stay full and cursors name only listed "
+        "notifications; `unread_count` counts all of the user's unread ones.",
         query=HistoryQuery,
         tag="notifications",
     ),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import types as pytypes
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -99,13 +100,19 @@ def _operation(route: Route, by_type: dict[Any, Any], components: dict[str, Any]
     for status, body_type in route.responses.items():
         response: dict[str, Any] = {"description": route.summary}
         if body_type is not None:
-            response["content"] = {route.media_type: {"schema": by_type[body_type]}}
+            schema = _schema_of(body_type, by_type)
+            response["content"] = {route.media_type: {"schema": schema}}
         operation["responses"][str(status)] = response
     error_content = {"application/json": {"schema": by_type[ErrorBody]}}
+    route_error_content = (
+        {**error_content, "text/html": {"schema": {"type": "string"}}}
+        if route.html_errors
+        else error_content
+    )
     for status, description in route.errors.items():
         error: dict[str, Any] = {"description": description}
         if not route.websocket:  # a refused upgrade is aiohttp's plain text
-            error["content"] = error_content
+            error["content"] = route_error_content
         operation["responses"][str(status)] = error
     for condition in _conditions(route):
         for status, description in _ERRORS_BY_CONDITION[condition].items():
@@ -150,6 +157,24 @@ def _refine(
             option["maximum"] = token_max_ttl
 
 
+def _alternatives(response_type: Any) -> list[Any]:
+    """The types a response body may be: `A | B` is either (msgspec cannot describe a
+    union of untagged structs itself, so each is described on its own)."""
+    if response_type is None:
+        return []
+    if isinstance(response_type, pytypes.UnionType):
+        return list(get_args(response_type))
+    return [response_type]
+
+
+def _schema_of(response_type: Any, by_type: dict[Any, Any]) -> dict[str, Any]:
+    alternatives = _alternatives(response_type)
+    if len(alternatives) == 1:
+        schema: dict[str, Any] = by_type[alternatives[0]]
+        return schema
+    return {"oneOf": [by_type[t] for t in alternatives]}
+
+
 def build_openapi(
     routes: Sequence[Route], *, version: str, token_max_ttl: int, timezones: list[str]
 ) -> dict[str, Any]:
@@ -157,7 +182,8 @@ def build_openapi(
     types: list[Any] = [ErrorBody]
     for route in routes:
         types.extend(t for t in (route.body, route.query) if t is not None)
-        types.extend(t for t in route.responses.values() if t is not None)
+        for response_type in route.responses.values():
+            types.extend(_alternatives(response_type))
     schemas, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )

@@ -25,7 +25,7 @@ def render_roles_table(routes: Sequence[Route]) -> str:
         "|---|---|" + "---|" * len(ROLES),
     ]
     for route in routes:
-        if route.websocket:
+        if route.websocket or route.user_token:
             cells = [END_USER] * len(ROLES)
         elif route.public:
             cells = [PUBLIC] * len(ROLES)

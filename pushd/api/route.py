@@ -62,6 +62,9 @@ class Route:
     public: bool = False
     """True: no API key needed."""
     websocket: bool = False
+    user_token: bool = False
+    """True: end users call it with their own token (`Authorization: Bearer <user
+    token>`), which the handler checks, instead of an API key; a public route."""
     """True: a GET answered `101 Switching Protocols`; no API key (public), the client
     proves who it is with a user token in its first frame (docs/protocol.md)."""
     media_type: str = "application/json"
@@ -71,6 +74,9 @@ class Route:
     errors: Mapping[int, str] = field(default_factory=dict)
     """Error statuses particular to this route (status -> when), for the documentation;
     the ones every route of its kind has (401, 422, ...) are added by the generator."""
+    html_errors: bool = False
+    """True: the route's own errors are answered as a web page (a person followed a link)
+    as well as the JSON error shape the dispatcher gives bad input; documented as both."""
     tag: str = "api"
     headers: Mapping[str, str] = field(default_factory=dict)
     """Optional request headers the route reads (name -> description), for the document."""
@@ -84,6 +90,8 @@ class Route:
     def __post_init__(self) -> None:
         if self.websocket and (self.method != "GET" or not self.public):
             raise ValueError(f"{self.method} {self.path}: a WebSocket route is a public GET")
+        if self.user_token and not self.public:
+            raise ValueError(f"{self.method} {self.path}: a user-token route is public")
         if self.roles is _BY_METHOD:
             default = (
                 frozenset() if self.public else EVERY_ROLE if self.method == "GET" else WRITERS

@@ -48,6 +48,33 @@ Category = Annotated[
     str,
     Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Lower-case slug, 1-64 chars."),
 ]
+MAX_TAGS = 64
+Tag = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$",
+        description="1-64 characters: letters, digits, `_ . : -` (not first).",
+    ),
+]
+Tags = Annotated[
+    list[Tag],
+    Meta(
+        max_length=MAX_TAGS,
+        description=f"A set of up to {MAX_TAGS} tags (repeats are dropped), stored in "
+        "plaintext: not for personal data.",
+    ),
+]
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTES_BYTES = 4096
+AttributeKey = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+Attributes = Annotated[
+    dict[AttributeKey, Annotated[str, Meta(max_length=1024)] | int | float | bool],
+    Meta(
+        max_length=MAX_ATTRIBUTES,
+        description=f"A flat object of up to {MAX_ATTRIBUTES} strings, numbers and booleans, "
+        f"at most {MAX_ATTRIBUTES_BYTES} bytes as JSON; encrypted at rest.",
+    ),
+]
 Base64Url = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]+={0,2}$", min_length=16, max_length=200)]
 
 
@@ -79,6 +106,15 @@ class CreateUser(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     phone: Phone | None = None
     locale: Locale | None = None
     timezone: TimeZone | None = None
+    tags: Tags | None = None
+    attributes: Attributes | None = None
+
+
+class UpdateUser(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Replace the user's tags, attributes, or both (a field left out is kept)."""
+
+    tags: Tags | None = None
+    attributes: Attributes | None = None
 
 
 class User(msgspec.Struct, kw_only=True):
@@ -91,6 +127,8 @@ class User(msgspec.Struct, kw_only=True):
     timezone: str | None
     created_at: datetime
     last_seq: Annotated[int, Meta(description="Seq of the user's newest notification.")]
+    tags: list[str]
+    attributes: dict[str, str | int | float | bool]
 
     @classmethod
     def of(cls, record: UserRecord) -> User:
@@ -104,6 +142,8 @@ class User(msgspec.Struct, kw_only=True):
             timezone=record.timezone,
             created_at=from_ms(record.created_at),
             last_seq=record.last_seq,
+            tags=list(record.tags),
+            attributes=record.attributes,
         )
 
 
@@ -204,8 +244,9 @@ def _given(field: str) -> dict[str, Any]:
 
 
 class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Send now to one user, named by `user_id` or by `external_id` (exactly one).
-    At least one of `title` and `body` is required."""
+    """Send now to one user, named by `user_id` or by `external_id`, or to every
+    subscriber of a `topic` (exactly one of the three). At least one of `title` and
+    `body` is required."""
 
     # The two rules above, which the handler checks, as JSON Schema for the document.
     __openapi_extra__: ClassVar[dict[str, Any]] = {
@@ -213,8 +254,12 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             {"anyOf": [_given("title"), _given("body")]},
             {
                 "oneOf": [
-                    {**_given("user_id"), "not": _given("external_id")},
-                    {**_given("external_id"), "not": _given("user_id")},
+                    {**_given(one), "not": {"anyOf": [_given(o) for o in others]}}
+                    for one, others in (
+                        ("user_id", ("external_id", "topic")),
+                        ("external_id", ("user_id", "topic")),
+                        ("topic", ("user_id", "external_id")),
+                    )
                 ]
             },
         ]
@@ -222,6 +267,18 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     user_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
     external_id: ExternalId | None = None
+    topic: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=64,
+                description="A topic's slug: one notification to each of its subscribers "
+                "(answered with a `TopicSendAccepted`).",
+            ),
+        ]
+        | None
+    ) = None
     title: Annotated[str, Meta(max_length=1024)] | None = None
     body: Annotated[str, Meta(max_length=16384)] | None = None
     data: (
@@ -285,6 +342,22 @@ class NotificationAccepted(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class TopicSendAccepted(msgspec.Struct, kw_only=True):
+    """Every recipient's notification is committed; delivery proceeds asynchronously."""
+
+    send_id: Annotated[str, Meta(description="Names this send in the audit trail (`detail`).")]
+    topic: str
+    recipients: Annotated[int, Meta(description="Subscribers a notification was committed for.")]
+    skipped: Annotated[
+        int,
+        Meta(
+            description="Subscribers left out: over their rate limit (`limits.per_recipient`) "
+            "or erased during the send."
+        ),
+    ]
+    created_at: datetime
+
+
 class Notification(msgspec.Struct, kw_only=True):
     id: str
     user_id: str
@@ -341,8 +414,9 @@ class ChannelDelivery(msgspec.Struct, kw_only=True):
     reason: Annotated[
         str | None,
         Meta(
-            description="Why skipped (`no_address`, `no_provider`, `opted_out`) or cancelled "
-            "(`read`, `expired`)."
+            description="Why skipped (`no_address`, `no_provider`, `preference`), "
+            "deferred (`quiet_hours`: status `scheduled`, due when the user's quiet hours "
+            "end) or cancelled (`read`, `expired`)."
         ),
     ]
     due_at: Annotated[datetime, Meta(description="When it is (or was last) due.")]

@@ -2,15 +2,18 @@
 carries (RFC 8058 one-click unsubscribe; pushd/channels/unsubscribe.py signs the links).
 
 - A mail client's one-click button POSTs `List-Unsubscribe=One-Click` to the link: the
-  user's opt-out of email for that category is stored, and the answer is a plain 200 at
-  once (no API key, no cookie, no redirect, as RFC 8058 requires).
+  user's preference "email off" for that category is stored (the same switch as the
+  preferences API's, storage/areas/preferences.py), and the answer is a plain 200 at
+  once (no API key, no cookie, no redirect, as RFC 8058 requires). A category of
+  `routing.mandatory_categories` cannot be opted out of: the page says so and nothing
+  is stored.
 - A person who opens the link gets a page that says what it does, with a button that
   sends the same POST: a GET never unsubscribes, so a mail scanner that follows links
   cannot unsubscribe anyone.
 
 The signed token is the proof: a forged or altered one is a 400 that says so, and
 spends its source's budget of failed authentications (pushd/api/public_proofs.py).
-Later plans skip email for that user and category (reason `opted_out`).
+Later plans skip email for that user and category (reason `preference`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from pushd.access.audit_fields import AUDIT_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
 from pushd.api.errors import ApiError, ErrorCode
 from pushd.api.public_proofs import spend_failed_proof
 from pushd.api.route import Route
-from pushd.appkeys import STORAGE, UNSUBSCRIBE_LINKS
+from pushd.appkeys import PLANNER, STORAGE, UNSUBSCRIBE_LINKS
 from pushd.channels.registry import UNSUBSCRIBE_PATH
 from pushd.channels.unsubscribe import InvalidUnsubscribeTokenError, Unsubscription
 from pushd.ids import now_ms
 from storage import UnknownUserError
-from storage.records import ChannelOptOut
+from storage.records import PreferencesChange
 
 CHANNEL: Final = "email"
 ONE_CLICK_FIELD: Final = "List-Unsubscribe"
@@ -124,12 +127,17 @@ async def unsubscribe(request: web.Request, _body: None, query: UnsubscribeQuery
         )
     request[AUDIT_ACTOR] = request[AUDIT_TARGET] = f"user:{wanted.user_id}"
     request[AUDIT_DETAIL] = {"channel": CHANNEL, "category": wanted.category}
-    opt_out = ChannelOptOut(
-        user_id=wanted.user_id, channel=CHANNEL, category=wanted.category, created_at=now_ms()
-    )
+    if request.app[PLANNER].policy.is_mandatory(wanted.category):
+        return _page(
+            200,
+            "These emails cannot be turned off",
+            f"You receive {_about(wanted.category)} whatever your preferences: they are "
+            "about your account's security or obligations.",
+        )
+    change = PreferencesChange(channels={wanted.category: {CHANNEL: False}})
     # A user erased since the email was sent gets nothing anyway.
     with contextlib.suppress(UnknownUserError):
-        await request.app[STORAGE].set_channel_optout(opt_out)
+        await request.app[STORAGE].change_preferences(wanted.user_id, change, at=now_ms())
     return _page(
         200, "You are unsubscribed", f"You will no longer receive {_about(wanted.category)}."
     )
@@ -153,6 +161,7 @@ ROUTES = [
         description="Never unsubscribes by itself (mail scanners follow links): the "
         "button sends the one-click POST.",
         errors=_ERRORS,
+        html_errors=True,
         tag="channels",
     ),
     Route(

@@ -10,10 +10,12 @@ from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.pagination import PageLimit, fetch_page
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import (
+    MAX_ATTRIBUTES_BYTES,
     CreateDevice,
     CreateUser,
     Device,
     DeviceList,
+    UpdateUser,
     User,
     UserPage,
     WebPushDevice,
@@ -24,7 +26,9 @@ from pushd.appkeys import CONFIG, STORAGE
 from pushd.channels.outbound_url import OutboundUrlError, ResolveFailedError, check_outbound_url
 from pushd.ids import new_id, now_ms
 from storage import ConflictError, Storage, UnknownUserError
-from storage.records import NewDevice, NewUser, UserRecord
+from storage.records import AttributeValue, NewDevice, NewUser, UserLabels, UserRecord
+
+_attributes_size = msgspec.json.Encoder()
 
 
 class PageQuery(msgspec.Struct):
@@ -38,6 +42,24 @@ async def load_user(storage: Storage, user_id: str) -> UserRecord:
     if user is None:
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field="userId")
     return user
+
+
+def _tag_set(tags: list[str] | None) -> tuple[str, ...] | None:
+    """Tags are a set: repeats dropped, sorted so that equal sets are stored alike."""
+    return None if tags is None else tuple(sorted(set(tags)))
+
+
+def _checked_attributes(
+    attributes: dict[str, AttributeValue] | None,
+) -> dict[str, AttributeValue] | None:
+    """The attributes, or a 422 naming `attributes` when they are too large as JSON."""
+    if attributes is not None and len(_attributes_size.encode(attributes)) > MAX_ATTRIBUTES_BYTES:
+        raise validation_error(
+            f"attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes as JSON: keep "
+            "bulky data in your own database and store only what targeting needs",
+            "attributes",
+        )
+    return attributes
 
 
 async def create_user(request: web.Request, body: CreateUser, _query: None) -> Reply:
@@ -55,6 +77,8 @@ async def create_user(request: web.Request, body: CreateUser, _query: None) -> R
         locale=body.locale,
         timezone=body.timezone,
         created_at=now_ms(),
+        tags=_tag_set(body.tags) or (),
+        attributes=_checked_attributes(body.attributes) or {},
     )
     try:
         user = await request.app[STORAGE].create_user(new_user)
@@ -80,6 +104,16 @@ async def list_users(request: web.Request, _body: None, query: PageQuery) -> Rep
 
 async def get_user(request: web.Request, _body: None, _query: None) -> Reply:
     user = await load_user(request.app[STORAGE], request.match_info["userId"])
+    return Reply(200, User.of(user))
+
+
+async def update_user(request: web.Request, body: UpdateUser, _query: None) -> Reply:
+    user_id = request.match_info["userId"]
+    labels = UserLabels(tags=_tag_set(body.tags), attributes=_checked_attributes(body.attributes))
+    user = await request.app[STORAGE].update_user_labels(user_id, labels)
+    if user is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field="userId")
+    request[AUDIT_TARGET] = f"user:{user.id}"
     return Reply(200, User.of(user))
 
 
@@ -159,6 +193,16 @@ ROUTES = [
         tag="users",
     ),
     Route("GET", "/api/users/{userId}", get_user, "Get a user", {200: User}, tag="users"),
+    Route(
+        "PATCH",
+        "/api/users/{userId}",
+        update_user,
+        "Replace a user's tags, attributes, or both (a field left out is kept)",
+        {200: User},
+        body=UpdateUser,
+        tag="users",
+        action="user.update",
+    ),
     Route(
         "POST",
         "/api/users/{userId}/devices",

@@ -1,5 +1,5 @@
 """Signed one-click unsubscribe links (RFC 8058) for email: `List-Unsubscribe` carries one,
-and the route that receives the POST verifies it and stores the user's opt-out of the
+and the route that receives the POST verifies it and stores the user's preference against the
 category.
 
 A token is `<payload>.<signature>`, both base64url without padding: the payload is the

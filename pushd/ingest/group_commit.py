@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from pushd.bus import Bus, BusError
 from pushd.ids import now_ms
@@ -33,6 +34,9 @@ from storage.records import NewNotification, NotificationRecord
 log = logging.getLogger("pushd.ingest.group_commit")
 
 _Pending = tuple[NewNotification, "asyncio.Future[NotificationRecord]"]
+# What one request queued: one notification, or a bulk request's all (never split, so
+# that they are committed in one transaction).
+_Group = list[_Pending]
 
 
 class ClaimInFlightError(Exception):
@@ -66,8 +70,9 @@ class NotificationIngest:
             storage, bus, node_id=node_id, page_size=relay_page_size, mark_interval=mark_interval
         )
         # Overflow policy: `submit` awaits space, so a flood of requests waits in aiohttp
-        # instead of growing memory without bound.
-        self._incoming: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        # instead of growing memory without bound. An entry is one request's group: at
+        # most `ingest.batch_max_items` notifications (a bulk request), usually one.
+        self._incoming: asyncio.Queue[_Group] = asyncio.Queue(maxsize=queue_size)
         # Committed batches waiting for the bus; when full, the committer waits (the bus
         # is the bottleneck, and committing faster than it publishes would only buffer).
         # While relaying, nothing is queued here: the relay reads storage instead.
@@ -146,26 +151,47 @@ class NotificationIngest:
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[NotificationRecord] = loop.create_future()
         try:
-            self._incoming.put_nowait((notification, future))  # the common case: no await
+            self._incoming.put_nowait([(notification, future)])  # the common case: no await
         except asyncio.QueueFull:
-            await self._incoming.put((notification, future))
+            await self._incoming.put([(notification, future)])
         return await future
+
+    async def submit_many(
+        self, notifications: Sequence[NewNotification]
+    ) -> list[NotificationRecord | Exception]:
+        """Queue notifications to be committed in ONE transaction (with whatever else is
+        queued then); return, in order, each one's record, or the error `submit` would
+        have raised for it. Those failing alone (`UnknownUserError`,
+        `IdempotencyConflictError`) are left out and the rest committed together.
+        """
+        if not notifications:
+            return []
+        loop = self._loop or asyncio.get_running_loop()
+        group: _Group = [(n, loop.create_future()) for n in notifications]
+        await self._incoming.put(group)
+        results = await asyncio.gather(*(f for _, f in group), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation
+        return cast(list[NotificationRecord | Exception], results)
 
     # committing --------------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = [await self._incoming.get()]
-            while len(batch) < self._max_batch and not self._incoming.empty():
-                batch.append(self._incoming.get_nowait())
+            groups = [await self._incoming.get()]
+            size = len(groups[0])
+            while size < self._max_batch and not self._incoming.empty():
+                groups.append(self._incoming.get_nowait())
+                size += len(groups[-1])
             try:
-                records = await self._commit(batch)
+                records = await self._commit([pending for group in groups for pending in group])
                 if records:
                     self._committed_gid = max(self._committed_gid, records[-1].gid)
                     if not self._relaying:
                         await self._to_publish.put(records)
             finally:
-                for _ in batch:
+                for _ in groups:
                     self._incoming.task_done()
 
     async def _commit(self, batch: Sequence[_Pending]) -> list[NotificationRecord]:

@@ -11,8 +11,12 @@ A plan is a list of steps, given in the request (`channels`) or configured per c
   `apns` each of the user's devices of that kind, `push` every push device;
 - a row that cannot be sent is recorded `skipped` at once, with its reason:
   `no_provider` (no provider of that channel is configured; a step given in the
-  request is refused with 422 instead), `no_address` (no contact field or device: one
-  row for the step), `opted_out` (the user unsubscribed from the category there).
+  request is refused with 422 instead), `preference` (the user turned the channel off
+  for the category, or muted everything: pushd/routing/preferences.py), `no_address`
+  (no contact field or device: one row for the step);
+- a row due inside the user's quiet hours on its channel is deferred to their end
+  (status `scheduled`, reason `quiet_hours`: pushd/routing/quiet_hours.py), unless the
+  priority is `critical`.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from pushd.ids import new_id
-from storage.areas.channel_optouts import ChannelOptOuts
-from storage.records import DeviceRecord, PlannedDelivery
+from pushd.routing.preferences import NO_PREFERENCES, RecipientRouting, RoutingPolicy
+from pushd.routing.quiet_hours import quiet_until
+from storage.records import DeviceRecord, PlannedDelivery, PreferencesRecord
 
 Meta = msgspec.Meta
 
@@ -40,7 +45,7 @@ STEP_CHANNELS: Final = ("push", *PUSH_CHANNELS, "email", "sms")
 MAX_DELAY_SECONDS: Final = 2_592_000
 """30 days: a later step is a scheduled notification, not an escalation."""
 
-SkipReason = Literal["no_provider", "no_address", "opted_out"]
+SkipReason = Literal["no_provider", "no_address", "preference"]
 
 
 class PlanStep(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -127,17 +132,9 @@ class PlanError(ValueError):
         self.field = field
 
 
-OptOutLookup = Callable[[str, str], Awaitable[Collection[str]]]
-"""(user id, category; "" for none) -> the channels ("email", "sms", "webpush", ...,
-"push" for every push channel) the user opted out of for that category. The hook for
-stored opt-outs (an email's List-Unsubscribe link): asked once per notification whose
-plan has steps."""
-
-
-async def stored_opt_outs(storage: ChannelOptOuts, user_id: str, category: str) -> set[str]:
-    """The `OptOutLookup` of the opt-outs in storage (one query)."""
-    opt_outs = await storage.channel_optouts_of([user_id])
-    return {opt_out.channel for opt_out in opt_outs if opt_out.category == category}
+PreferencesLookup = Callable[[str], Awaitable[PreferencesRecord | None]]
+"""user id -> the user's stored preferences (`Storage.get_preferences`): asked once per
+notification whose plan has steps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +171,8 @@ class ChannelPlanner:
 
     `plans`: category -> steps (`channels.plans`; the "default" entry serves a category
     without one, and a notification without a category). `configured`: the delivery
-    channels with at least one provider. `opt_outs`: see `OptOutLookup`.
+    channels with at least one provider. `preferences`: see `PreferencesLookup`;
+    `policy`: the `[routing]` settings applied to them.
     """
 
     def __init__(
@@ -182,11 +180,13 @@ class ChannelPlanner:
         plans: Mapping[str, Sequence[PlanStep]],
         configured: Collection[str],
         *,
-        opt_outs: OptOutLookup | None = None,
+        preferences: PreferencesLookup | None = None,
+        policy: RoutingPolicy | None = None,
     ) -> None:
         self._plans = {category: tuple(steps) for category, steps in plans.items()}
         self._configured = frozenset(configured)
-        self._opt_outs = opt_outs
+        self._preferences = preferences
+        self.policy = policy or RoutingPolicy()
 
     def plan_for(self, requested: Sequence[PlanStep] | None, category: str | None) -> ChannelPlan:
         """The request's steps when it gives some, else the category's configured plan,
@@ -205,11 +205,18 @@ class ChannelPlanner:
                 )
         return ChannelPlan(tuple(requested))
 
-    async def opted_out(self, user_id: str, category: str | None) -> Collection[str]:
-        """The channels the user opted out of for `category` (none without a lookup)."""
-        if self._opt_outs is None:
-            return ()
-        return await self._opt_outs(user_id, category or "")
+    async def preferences_of(self, user_id: str) -> PreferencesRecord | None:
+        """The user's stored preferences (None without a lookup, or none stored)."""
+        if self._preferences is None:
+            return None
+        return await self._preferences(user_id)
+
+    def routing_for(
+        self, preferences: PreferencesRecord | None, category: str | None, timezone: str | None
+    ) -> RecipientRouting:
+        """What the preferences decide for a notification of `category` to a user in
+        `timezone` (`RoutingPolicy.for_recipient`)."""
+        return self.policy.for_recipient(preferences, category, timezone)
 
     def expand(
         self,
@@ -218,7 +225,7 @@ class ChannelPlanner:
         *,
         priority: str,
         created_at: int,
-        opted_out: Collection[str] = (),
+        routing: RecipientRouting = NO_PREFERENCES,
         make_id: Callable[[], str] = lambda: new_id("dlv"),
     ) -> tuple[PlannedDelivery, ...]:
         """One `PlannedDelivery` per step and address (see the module docstring)."""
@@ -230,15 +237,17 @@ class ChannelPlanner:
                 continue
             due_at = created_at if critical else created_at + round(step.delay * 1000)
             for target in self._targets(step.channel, recipient):
-                reason = self._skip_reason(target, opted_out)
+                when, status, reason = self._decide(
+                    target, due_at, created_at=created_at, routing=routing, critical=critical
+                )
                 rows.append(
                     PlannedDelivery(
                         id=make_id(),
                         channel=target.channel,
-                        due_at=created_at if reason else due_at,
+                        due_at=when,
                         device_id=target.device_id,
                         cancel_on_read=step.unless_read,
-                        status="skipped" if reason else _status(due_at, created_at),
+                        status=status,
                         reason=reason,
                     )
                 )
@@ -249,13 +258,35 @@ class ChannelPlanner:
             return any(kind in self._configured for kind in PUSH_CHANNELS)
         return channel in self._configured
 
-    def _skip_reason(self, target: _Target, opted_out: Collection[str]) -> SkipReason | None:
+    def _decide(
+        self,
+        target: _Target,
+        due_at: int,
+        *,
+        created_at: int,
+        routing: RecipientRouting,
+        critical: bool,
+    ) -> tuple[int, str, str | None]:
+        """(due time, status, reason) of one row: skipped at once, deferred to the end of
+        the user's quiet hours, or due as planned."""
+        skip = self._skip_reason(target, routing)
+        if skip is not None:
+            return created_at, "skipped", skip
+        quiet_end = None if critical else _quiet_end(target.channel, due_at, routing)
+        if quiet_end is not None:
+            return quiet_end, "scheduled", "quiet_hours"
+        return due_at, _status(due_at, created_at), None
+
+    def _skip_reason(self, target: _Target, routing: RecipientRouting) -> SkipReason | None:
+        # The user's choice comes before the address: a user who turned email off and
+        # has no email address is told "preference", the reason that still holds once
+        # an address is added.
         if not self._has_provider(target.channel):
             return "no_provider"
+        if routing.turned_off(target.channel):
+            return "preference"
         if not target.reachable:
             return "no_address"
-        if target.channel in opted_out or (target.channel in PUSH_CHANNELS and "push" in opted_out):
-            return "opted_out"
         return None
 
     @staticmethod
@@ -268,6 +299,13 @@ class ChannelPlanner:
         devices = [_Target(d.kind, d.id) for d in recipient.devices if d.kind in kinds]
         # No device: one row says so, under the step's own channel ("push" included).
         return devices or [_Target(channel, reachable=False)]
+
+
+def _quiet_end(channel: str, due_at: int, routing: RecipientRouting) -> int | None:
+    """The end of the quiet hours `due_at` falls in on `channel`, or None."""
+    if routing.quiet_hours is None or not routing.holds(channel):
+        return None
+    return quiet_until(due_at, routing.quiet_hours, routing.zone)
 
 
 def _status(due_at: int, created_at: int) -> str:

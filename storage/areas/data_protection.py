@@ -22,7 +22,7 @@ class DataProtection(Protocol):
 
         The user's notifications go first, `batch_size` per transaction (a long history
         must not hold the database in one transaction), then their devices, channel
-        opt-outs, cursor history, idempotency keys, remaining notifications and the user
+        preferences, cursor history, idempotency keys, remaining notifications and the user
         row in one
         transaction. Idempotent: an unknown user is a no-op returning False; an erasure
         cut short (crash) is completed by calling it again. Notifications committed for

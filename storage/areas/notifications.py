@@ -47,10 +47,17 @@ class Notifications(Protocol):
         limit: int,
         unread_only: bool = False,
         categories: Sequence[str] | None = None,
+        delivery_channel: str | None = None,
+        delivery_status: str | None = None,
     ) -> list[NotificationRecord]:
         """The user's notifications newest first (seq descending), only those with
         `seq < before_seq` when given, only unread ones with `unread_only`, only of
-        `categories` when given, at most `limit`."""
+        `categories` when given, at most `limit`.
+
+        With `delivery_channel` and/or `delivery_status`, only those with at least one
+        channel delivery (storage/areas/channel_deliveries.py) on that channel and/or in
+        that status; given both, the same delivery matches both. Like the other filters
+        it is part of the query: `limit` counts only the notifications that match."""
         ...
 
     async def count_unread(self, user_id: str, *, categories: Sequence[str] | None = None) -> int:

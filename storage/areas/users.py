@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from storage.records import DeviceRecord, NewDevice, NewUser, UserRecord
+from storage.records import DeviceRecord, NewDevice, NewUser, UserLabels, UserRecord
 
 
 class UsersAndDevices(Protocol):
@@ -24,6 +24,12 @@ class UsersAndDevices(Protocol):
 
     async def get_user_by_external_id(self, external_id: str) -> UserRecord | None:
         """The user with this external id, or None."""
+        ...
+
+    async def update_user_labels(self, user_id: str, labels: UserLabels) -> UserRecord | None:
+        """Replace the user's tags and/or attributes (those of `labels` that are not
+        None) in one statement; return the user as updated, or None for an unknown user.
+        """
         ...
 
     async def list_users(self, *, after_id: str | None, limit: int) -> list[UserRecord]:

@@ -24,10 +24,11 @@ from storage.postgres.engine import PostgresEngine
 from storage.postgres.notifications import PostgresNotifications
 from storage.postgres.users import PostgresUsersAndDevices
 from storage.postgres.webhook_endpoints import PostgresWebhookEndpoints
-from storage.sql.channel_optouts import ChannelOptOutsSql
 from storage.sql.data_protection import DataProtectionSql
 from storage.sql.idempotency import IdempotencyKeysSql
+from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
+from storage.sql.topics import TopicsSql
 
 if TYPE_CHECKING:
     from storage.protocol import Storage
@@ -45,8 +46,9 @@ class PostgresStorage(
     PostgresAuditTrail,
     DataProtectionSql,
     PostgresChannelDeliveries,
-    ChannelOptOutsSql,
+    UserPreferencesSql,
     PostgresWebhookEndpoints,
+    TopicsSql,
     PostgresEngine,
 ):
     """`Storage` on PostgreSQL, shared by every node of a cluster."""

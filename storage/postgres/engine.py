@@ -78,6 +78,7 @@ _UNIQUE_CONSTRAINT_FIELDS = {
     "idempotency_keys_pkey": "idempotency_key",
     "channel_deliveries_pkey": "id",
     "webhook_endpoints_pkey": "id",
+    "topics_pkey": "slug",
 }
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 

@@ -31,7 +31,8 @@ ERASE_USER = (
     "DELETE FROM idempotency_keys WHERE user_id = $1",
     "DELETE FROM cursor_history WHERE user_id = $1",
     "DELETE FROM devices WHERE user_id = $1",
-    "DELETE FROM channel_optouts WHERE user_id = $1",
+    "DELETE FROM channel_preferences WHERE user_id = $1",
+    "DELETE FROM user_preferences WHERE user_id = $1",
     "DELETE FROM notifications WHERE user_id = $1",
     "DELETE FROM users WHERE id = $1 RETURNING id",
 )

@@ -64,6 +64,25 @@ class CategoryFilter(NamedTuple):
         return f"category {self.in_list(len(params))}"
 
 
+class DeliveryFilter(NamedTuple):
+    """The `delivery_channel` and `delivery_status` of `list_notifications`: a
+    notification matches when one of its channel deliveries has both (each when given)."""
+
+    channel: str | None
+    status: str | None
+
+    def clause(self, params: list[Any]) -> str:
+        """An EXISTS on the notification's deliveries, its values appended to `params`:
+        one probe of their (notification_id, channel[, status]) index (migration 0009)
+        per notification the walk in seq order meets."""
+        terms = ["d.notification_id = notifications.id"]
+        for column, value in (("channel", self.channel), ("status", self.status)):
+            if value is not None:
+                params.append(value)
+                terms.append(f"d.{column} = ${len(params)}")
+        return f"EXISTS (SELECT 1 FROM channel_deliveries d WHERE {' AND '.join(terms)})"
+
+
 def user_notifications_query(
     user_id: str,
     *,
@@ -71,12 +90,13 @@ def user_notifications_query(
     seq_below: int | None = None,
     unread_only: bool = False,
     categories: CategoryFilter | None = None,
+    deliveries: DeliveryFilter | None = None,
     newest_first: bool,
     limit: int,
 ) -> tuple[str, list[Any]]:
     """The SELECT of `list_notifications` (newest first) and `notifications_after` and
-    its parameters: one condition per filter given, the category filter included, so
-    that `limit` counts only the rows the caller may see."""
+    its parameters: one condition per filter given, the category and delivery filters
+    included, so that `limit` counts only the rows the caller may see."""
     params: list[Any] = [user_id]
     clauses = ["user_id = $1"]
     for condition, value in (("seq >", seq_above), ("seq <", seq_below)):
@@ -87,6 +107,8 @@ def user_notifications_query(
         clauses.append("read_at IS NULL")
     if categories is not None:
         clauses.append(categories.clause(params))
+    if deliveries is not None:
+        clauses.append(deliveries.clause(params))
     params.append(limit)
     order = "seq DESC" if newest_first else "seq"
     sql = (
@@ -256,14 +278,20 @@ class NotificationsSql(SqlEngine):
         limit: int,
         unread_only: bool = False,
         categories: Sequence[str] | None = None,
+        delivery_channel: str | None = None,
+        delivery_status: str | None = None,
     ) -> list[NotificationRecord]:
         """See `Notifications.list_notifications`."""
         check_limit(limit)
+        deliveries = None
+        if delivery_channel is not None or delivery_status is not None:
+            deliveries = DeliveryFilter(delivery_channel, delivery_status)
         sql, params = user_notifications_query(
             user_id,
             seq_below=before_seq,
             unread_only=unread_only,
             categories=self._category_filter(categories),
+            deliveries=deliveries,
             newest_first=True,
             limit=limit,
         )

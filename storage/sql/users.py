@@ -11,18 +11,34 @@ from typing import Any
 import msgspec
 
 from storage.crypto import Cipher
-from storage.records import DeviceRecord, NewDevice, NewUser, UserRecord
+from storage.records import (
+    AttributeValue,
+    DeviceRecord,
+    NewDevice,
+    NewUser,
+    UserLabels,
+    UserRecord,
+)
 from storage.sql.common import Row, check_limit, encode_json, seal, unseal
 from storage.sql.engine import SqlEngine
 
 # users ---------------------------------------------------------------------------------
 
 USER_COLUMNS = (
-    "id, external_id, name, email, phone, locale, timezone, created_at, last_seq, ack_seq, sent_seq"
+    "id, external_id, name, email, phone, locale, timezone, created_at, last_seq, ack_seq, "
+    "sent_seq, tags, attributes"
 )
 INSERT_USER = (
-    "INSERT INTO users (id, external_id, name, email, phone, locale, timezone, created_at) "
-    f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
+    "INSERT INTO users "
+    "(id, external_id, name, email, phone, locale, timezone, created_at, tags, attributes) "
+    f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {USER_COLUMNS}"
+)
+# Each of tags and attributes is replaced when given: $2 / $4 say whether it is.
+UPDATE_USER_LABELS = (
+    "UPDATE users SET "
+    "tags = CASE WHEN $2 THEN $3 ELSE tags END, "
+    "attributes = CASE WHEN $4 THEN $5 ELSE attributes END "
+    f"WHERE id = $1 RETURNING {USER_COLUMNS}"
 )
 GET_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 GET_USER_BY_EXTERNAL_ID = f"SELECT {USER_COLUMNS} FROM users WHERE external_id = $1"
@@ -42,7 +58,18 @@ def user_params(user: NewUser, cipher: Cipher) -> tuple[Any, ...]:
         user.locale,
         user.timezone,
         user.created_at,
+        encode_json(user.tags),
+        seal_attributes(cipher, user.attributes, user.id),
     )
+
+
+def seal_attributes(
+    cipher: Cipher, attributes: dict[str, AttributeValue], user_id: str
+) -> str | None:
+    """`users.attributes` as stored: sealed JSON, NULL for none."""
+    if not attributes:
+        return None
+    return seal(cipher, encode_json(attributes), "users.attributes", user_id)
 
 
 def user_from_row(row: Row, cipher: Cipher) -> UserRecord:
@@ -60,7 +87,18 @@ def user_from_row(row: Row, cipher: Cipher) -> UserRecord:
         last_seq=row[8],
         ack_seq=row[9],
         sent_seq=row[10],
+        tags=tuple(_tags_decoder.decode(row[11])),
+        attributes=_open_attributes(cipher, row[12], user_id),
     )
+
+
+_tags_decoder = msgspec.json.Decoder(list[str])
+_attributes_decoder = msgspec.json.Decoder(dict[str, AttributeValue])
+
+
+def _open_attributes(cipher: Cipher, stored: str | None, user_id: str) -> dict[str, AttributeValue]:
+    text = unseal(cipher, stored, "users.attributes", user_id)
+    return {} if text is None else _attributes_decoder.decode(text)
 
 
 # devices -------------------------------------------------------------------------------
@@ -138,6 +176,18 @@ class UsersAndDevicesSql(SqlEngine):
         else:
             rows = await self._fetch_all(LIST_USERS_AFTER, after_id, limit)
         return [user_from_row(row, self._cipher) for row in rows]
+
+    async def update_user_labels(self, user_id: str, labels: UserLabels) -> UserRecord | None:
+        """See `UsersAndDevices.update_user_labels`."""
+        row = await self._write_one(
+            UPDATE_USER_LABELS,
+            user_id,
+            labels.tags is not None,
+            encode_json(labels.tags or ()),
+            labels.attributes is not None,
+            seal_attributes(self._cipher, labels.attributes or {}, user_id),
+        )
+        return None if row is None else user_from_row(row, self._cipher)
 
     async def list_devices(self, user_id: str) -> list[DeviceRecord]:
         """See `UsersAndDevices.list_devices`."""

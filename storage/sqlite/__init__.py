@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from storage.sql.channel_optouts import ChannelOptOutsSql
 from storage.sql.idempotency import IdempotencyKeysSql
+from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
+from storage.sql.topics import TopicsSql
 from storage.sqlite.access import SqliteApiKeysAndRevocations
 from storage.sqlite.audit import SqliteAuditTrail
 from storage.sqlite.channel_deliveries import SqliteChannelDeliveries
@@ -44,8 +45,9 @@ class SqliteStorage(
     SqliteAuditTrail,
     SqliteDataProtection,
     SqliteChannelDeliveries,
-    ChannelOptOutsSql,
+    UserPreferencesSql,
     SqliteWebhookEndpoints,
+    TopicsSql,
     SqliteEngine,
 ):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""

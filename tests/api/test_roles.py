@@ -6,6 +6,7 @@ generated from the route table: the documentation cannot drift from the server).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,27 @@ async def erase_user(client: Client) -> Request:
     return f"/api/users/{await _user(client)}", None
 
 
+async def user_preferences(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/preferences", None
+
+
+async def replace_preferences(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/preferences", {"muted": True}
+
+
+async def change_preferences(client: Client) -> Request:
+    body = {"categories": {"news": {"email": False}}}
+    return f"/api/users/{await _user(client)}/preferences", body
+
+
+async def my_preferences(_client: Client) -> Request:
+    return "/api/me/preferences", None
+
+
+async def change_my_preferences(_client: Client) -> Request:
+    return "/api/me/preferences", {"categories": {"news": {"push": False}}}
+
+
 async def issue_token(client: Client) -> Request:
     return f"/api/users/{await _user(client)}/tokens", None
 
@@ -208,6 +230,55 @@ async def audit(_client: Client) -> Request:
 
 async def vapid_public_key(_client: Client) -> Request:
     return "/api/webpush/vapid-public-key", None
+
+
+async def update_user(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}", {"tags": ["beta"]}
+
+
+async def send_batch(client: Client) -> Request:
+    return "/api/notifications/batch", {"items": [{"user_id": await _user(client), "title": "hi"}]}
+
+
+async def _topic(client: Client, *, self_subscribe: bool = False) -> str:
+    slug = f"t{secrets.token_hex(6)}"
+    body = {"slug": slug, "name": "Roles", "self_subscribe": self_subscribe}
+    response = await client.post("/api/topics", json=body, headers=AUTH)
+    assert response.status == 201
+    return slug
+
+
+async def create_topic(_client: Client) -> Request:
+    return "/api/topics", {"slug": f"t{secrets.token_hex(6)}", "name": "Roles"}
+
+
+async def list_topics(_client: Client) -> Request:
+    return "/api/topics", None
+
+
+async def topic(client: Client) -> Request:
+    return f"/api/topics/{await _topic(client)}", None
+
+
+async def topic_subscriber(client: Client) -> Request:
+    return f"/api/topics/{await _topic(client)}/subscribers/{await _user(client)}", None
+
+
+async def subscribe_many(client: Client) -> Request:
+    body = {"user_ids": [await _user(client)]}
+    return f"/api/topics/{await _topic(client)}/subscribers", body
+
+
+async def topic_subscribers(client: Client) -> Request:
+    return f"/api/topics/{await _topic(client)}/subscribers", None
+
+
+async def user_topics(client: Client) -> Request:
+    return f"/api/users/{await _user(client)}/topics", None
+
+
+async def my_topic(client: Client) -> Request:
+    return f"/api/me/topics/{await _topic(client, self_subscribe=True)}", None
 
 
 # A webhook URL the real outbound check passes without DNS (an IP literal).
@@ -339,6 +410,24 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/unsubscribe"): unsubscribe,
     ("POST", "/api/channels/sms/{provider}/status"): sms_status,
     ("GET", "/ws"): websocket,
+    ("GET", "/api/users/{userId}/preferences"): user_preferences,
+    ("PUT", "/api/users/{userId}/preferences"): replace_preferences,
+    ("PATCH", "/api/users/{userId}/preferences"): change_preferences,
+    ("GET", "/api/me/preferences"): my_preferences,
+    ("PATCH", "/api/me/preferences"): change_my_preferences,
+    ("PATCH", "/api/users/{userId}"): update_user,
+    ("POST", "/api/notifications/batch"): send_batch,
+    ("POST", "/api/topics"): create_topic,
+    ("GET", "/api/topics"): list_topics,
+    ("GET", "/api/topics/{topic}"): topic,
+    ("DELETE", "/api/topics/{topic}"): topic,
+    ("PUT", "/api/topics/{topic}/subscribers/{userId}"): topic_subscriber,
+    ("DELETE", "/api/topics/{topic}/subscribers/{userId}"): topic_subscriber,
+    ("POST", "/api/topics/{topic}/subscribers"): subscribe_many,
+    ("GET", "/api/topics/{topic}/subscribers"): topic_subscribers,
+    ("GET", "/api/users/{userId}/topics"): user_topics,
+    ("PUT", "/api/me/topics/{topic}"): my_topic,
+    ("DELETE", "/api/me/topics/{topic}"): my_topic,
 }
 
 
@@ -362,8 +451,11 @@ async def test_route_answers_each_caller_as_documented(
     response = await client.delete(f"/api/keys/{revoked_record['id']}", headers=AUTH)
     assert response.status == 200
     prepare = PREPARE[(method, path)]
-    if set(cells.values()) == {END_USER}:
+    if set(cells.values()) == {END_USER} and path == "/ws":
         await _check_websocket(client, prepare, [None, revoked, *keys.values()])
+        return
+    if set(cells.values()) == {END_USER}:
+        await _check_user_token_route(client, method, prepare, [None, revoked, *keys.values()])
         return
     public = set(cells.values()) == {PUBLIC}
 
@@ -399,6 +491,23 @@ async def test_route_answers_each_caller_as_documented(
             assert f"role {role!r}" in body["error"]["message"]
             allowed = [r for r, c in cells.items() if c == ALLOWED]
             assert all(r in body["error"]["message"] for r in allowed)
+
+
+async def _check_user_token_route(
+    client: Client, method: str, prepare: Prepare, keys: list[str | None]
+) -> None:
+    """A route of the user's own token takes no API key: none, a revoked one and every
+    role's are refused with 401, and the user's token is accepted."""
+    for key in keys:
+        url, body = await prepare(client)
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        response = await client.request(method, url, json=body, headers=headers)
+        assert response.status == 401, (key, response.status, await response.text())
+    url, body = await prepare(client)
+    token = await user_token(client, await _user(client))
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await client.request(method, url, json=body, headers=headers)
+    assert 200 <= response.status < 300, await response.text()
 
 
 async def _check_websocket(client: Client, prepare: Prepare, keys: list[str | None]) -> None:

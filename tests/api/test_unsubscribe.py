@@ -48,8 +48,15 @@ def link(client: Client, user_id: str, category: str = "news") -> str:
 
 
 async def opt_outs(client: Client, user_id: str) -> list[tuple[str, str]]:
-    found = await client.app[STORAGE].channel_optouts_of([user_id])
-    return [(o.channel, o.category) for o in found]
+    """The switches turned off in the user's preferences, as (channel, category)."""
+    found = await client.app[STORAGE].get_preferences(user_id)
+    assert found is not None
+    return [
+        (channel, category)
+        for category, switches in found.channels.items()
+        for channel, enabled in switches.items()
+        if not enabled
+    ]
 
 
 async def test_one_click_post_stores_the_opt_out(client: Client) -> None:
@@ -161,17 +168,28 @@ async def test_the_next_plan_skips_email_for_that_category(client: Client) -> No
         [row] = await storage.channel_deliveries_of((await response.json())["id"])
         statuses[category] = (row.channel, row.status, row.reason)
     assert statuses == {
-        "news": ("email", "skipped", "opted_out"),
+        "news": ("email", "skipped", "preference"),
         "billing": ("email", "scheduled", None),
     }
+
+
+async def test_a_mandatory_category_cannot_be_unsubscribed_from(make_client: MakeClient) -> None:
+    client = await make_client(
+        channels={"public_url": "https://push.example.com", "email": [RELAY]},
+        routing={"mandatory_categories": ["security"]},
+    )
+    user = await create_user(client, email="ada@example.com")
+    response = await client.post(link(client, user["id"], "security"), data=ONE_CLICK, headers=FORM)
+    assert response.status == 200
+    assert "cannot be turned off" in await response.text()
+    assert await opt_outs(client, user["id"]) == []
 
 
 async def test_the_opt_out_is_exported_and_audited_under_the_user(client: Client) -> None:
     user = await create_user(client)
     await client.post(link(client, user["id"]), data=ONE_CLICK, headers=FORM)
     export = await (await client.get(f"/api/users/{user['id']}/export", headers=AUTH)).json()
-    [entry] = export["channel_opt_outs"]
-    assert (entry["channel"], entry["category"]) == ("email", "news")
+    assert export["preferences"]["categories"] == {"news": {"email": False}}
     audit = await (await client.get("/api/audit?action=user.unsubscribe", headers=AUTH)).json()
     [record] = audit["items"]
     assert (record["actor"], record["target"], record["result"]) == (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
@@ -17,7 +18,9 @@ from pushd.routing.plan import (
     PlanStep,
     Recipient,
 )
-from storage.records import DeviceRecord, PlannedDelivery
+from pushd.routing.preferences import NO_PREFERENCES, RecipientRouting
+from pushd.routing.quiet_hours import QuietHours
+from storage.records import DeviceRecord, PlannedDelivery, PreferencesRecord
 
 NOW = 1_700_000_000_000
 EVERY_CHANNEL = ("email", "webpush", "fcm", "apns", "sms", "webhook")
@@ -55,7 +58,7 @@ def expand(
     configured: Collection[str] = EVERY_CHANNEL,
     plans: dict[str, list[PlanStep]] | None = None,
     category: str | None = None,
-    opted_out: Collection[str] = (),
+    routing: RecipientRouting = NO_PREFERENCES,
 ) -> list[PlannedDelivery]:
     planner = ChannelPlanner(plans or {}, configured)
     plan = planner.plan_for(requested, category)
@@ -66,7 +69,7 @@ def expand(
             recipient,
             priority=priority,
             created_at=NOW,
-            opted_out=opted_out,
+            routing=routing,
             make_id=lambda: next(ids),
         )
     )
@@ -194,30 +197,85 @@ def test_a_configured_step_without_provider_is_skipped() -> None:
     ]
 
 
-def test_opted_out_channels_are_skipped() -> None:
+def test_channels_turned_off_are_skipped_with_reason_preference() -> None:
     plan = steps({"channel": "email"}, {"channel": "push"}, {"channel": "sms"})
-    rows = expand(plan, opted_out={"email", "push"})
+    rows = expand(plan, routing=RecipientRouting(switched_off=frozenset({"email", "push"})))
     assert [(r.channel, r.status, r.reason) for r in rows] == [
-        ("email", "skipped", "opted_out"),
-        ("webpush", "skipped", "opted_out"),
-        ("fcm", "skipped", "opted_out"),
-        ("apns", "skipped", "opted_out"),
+        ("email", "skipped", "preference"),
+        ("webpush", "skipped", "preference"),
+        ("fcm", "skipped", "preference"),
+        ("apns", "skipped", "preference"),
         ("sms", "queued", None),
     ]
 
 
-async def test_opt_outs_are_asked_for_the_category_or_the_empty_one() -> None:
-    asked: list[tuple[str, str]] = []
+def test_preference_comes_before_a_missing_address() -> None:
+    plan = steps({"channel": "email"}, {"channel": "push"})
+    rows = expand(plan, NOBODY, routing=RecipientRouting(switched_off=frozenset({"email"})))
+    assert [(r.channel, r.status, r.reason) for r in rows] == [
+        ("email", "skipped", "preference"),
+        ("push", "skipped", "no_address"),
+    ]
 
-    async def lookup(user_id: str, category: str) -> set[str]:
-        asked.append((user_id, category))
-        return {"email"}
 
-    planner = ChannelPlanner({}, EVERY_CHANNEL, opt_outs=lookup)
-    assert await planner.opted_out("usr_1", "billing") == {"email"}
-    assert await planner.opted_out("usr_1", None) == {"email"}
-    assert asked == [("usr_1", "billing"), ("usr_1", "")]
-    assert await ChannelPlanner({}, EVERY_CHANNEL).opted_out("usr_1", "billing") == ()
+async def test_preferences_are_read_through_the_lookup() -> None:
+    asked: list[str] = []
+    stored = PreferencesRecord(user_id="usr_1", muted=True)
+
+    async def lookup(user_id: str) -> PreferencesRecord | None:
+        asked.append(user_id)
+        return stored
+
+    planner = ChannelPlanner({}, EVERY_CHANNEL, preferences=lookup)
+    assert await planner.preferences_of("usr_1") is stored
+    assert asked == ["usr_1"]
+    assert await ChannelPlanner({}, EVERY_CHANNEL).preferences_of("usr_1") is None
+    routing = planner.routing_for(stored, "news", None)
+    assert routing.switched_off == {"email", "push", "sms"}
+
+
+# Quiet hours: 22:00-07:00 in Paris; NOW is 2023-11-14T22:13:20Z, 23:13:20 in Paris.
+PARIS_NIGHT = QuietHours(start="22:00", end="07:00")
+NEXT_PARIS_MORNING = 1_700_028_000_000  # 2023-11-15T06:00:00Z, 07:00 in Paris
+
+
+def paris_routing(**fields: Any) -> RecipientRouting:
+    return RecipientRouting(quiet_hours=PARIS_NIGHT, zone=ZoneInfo("Europe/Paris"), **fields)
+
+
+def test_a_step_due_in_quiet_hours_waits_for_their_end() -> None:
+    plan = steps({"channel": "push"}, {"channel": "sms"}, {"channel": "email", "delay": 60})
+    rows = expand(plan, routing=paris_routing())
+    assert summary(rows) == [
+        ("webpush", "dev_w", "scheduled", "quiet_hours", NEXT_PARIS_MORNING - NOW),
+        ("fcm", "dev_f", "scheduled", "quiet_hours", NEXT_PARIS_MORNING - NOW),
+        ("apns", "dev_a", "scheduled", "quiet_hours", NEXT_PARIS_MORNING - NOW),
+        ("sms", None, "scheduled", "quiet_hours", NEXT_PARIS_MORNING - NOW),
+        # Email is not among the window's channels (the default: push and SMS).
+        ("email", None, "scheduled", None, 60_000),
+    ]
+
+
+def test_a_step_due_after_the_window_keeps_its_time() -> None:
+    # 10 h after NOW is 09:13 in Paris: outside the window.
+    plan = steps({"channel": "sms", "delay": 36_000})
+    assert summary(expand(plan, routing=paris_routing())) == [
+        ("sms", None, "scheduled", None, 36_000_000)
+    ]
+
+
+def test_critical_bypasses_quiet_hours() -> None:
+    plan = steps({"channel": "sms", "delay": 60})
+    rows = expand(plan, priority="critical", routing=paris_routing())
+    assert summary(rows) == [("sms", None, "queued", None, 0)]
+
+
+def test_a_skipped_step_is_not_deferred() -> None:
+    rows = expand(
+        steps({"channel": "sms"}),
+        routing=paris_routing(switched_off=frozenset({"sms"})),
+    )
+    assert summary(rows) == [("sms", None, "skipped", "preference", 0)]
 
 
 def test_a_step_refuses_unknown_fields_and_negative_delays() -> None:

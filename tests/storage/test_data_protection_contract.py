@@ -12,11 +12,11 @@ import pytest
 from storage import PLAINTEXT, EncryptionError, KeyRing, Storage
 from storage.crypto import SEALED_COLUMNS
 from storage.records import (
-    ChannelOptOut,
     IdempotencyClaim,
     NewAuditRecord,
     NewDevice,
     PlannedDelivery,
+    PreferencesChange,
 )
 from tests.storage.conftest import CREATED_AT, note, opened, raw_sql, table_names, user
 
@@ -217,8 +217,12 @@ async def _user_everywhere(store: Storage, user_id: str) -> None:
     await store.insert_notifications(batch, node_id="node-a")
     # The ack cancels the first 3 deliveries: a history row each.
     await store.advance_cursors(sent={user_id: 5}, acked={user_id: 3}, at=CREATED_AT)
-    await store.set_channel_optout(
-        ChannelOptOut(user_id=user_id, channel="email", category="news", created_at=CREATED_AT)
+    await store.change_preferences(
+        user_id,
+        PreferencesChange(
+            muted=True, quiet_hours={"start": "22:00"}, channels={"news": {"email": False}}
+        ),
+        at=CREATED_AT,
     )
     await store.append_audit(
         [

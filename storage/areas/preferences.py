@@ -1,0 +1,33 @@
+"""User preferences (issue #13): the global mute, per category x channel on/off and the
+user's own quiet hours. The one store of them: the preferences API and an email's
+one-click unsubscribe link (RFC 8058) both write here, and the plan expansion reads it
+(pushd/routing/)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from storage.records import PreferencesChange, PreferencesRecord
+
+
+class UserPreferences(Protocol):
+    """Preferences keyed by user; switches keyed by (user, category, channel), the
+    category matched exactly ("" for notifications without one). Storage gives the values
+    no meaning beyond that: which channels exist and what quiet hours hold is routing's.
+    Erased with the user."""
+
+    async def get_preferences(self, user_id: str) -> PreferencesRecord | None:
+        """The user's preferences (defaults for a user who never set any: not muted, no
+        switch, no quiet hours, `updated_at` None), or None for an unknown user. Switches
+        are listed by category, then channel."""
+        ...
+
+    async def change_preferences(
+        self, user_id: str, change: PreferencesChange, *, at: int
+    ) -> PreferencesRecord:
+        """Apply `change` in ONE transaction (concurrent changes of different switches
+        both hold) and return the preferences as read after it. Idempotent: applying the
+        same change twice leaves what once did (a mail client that POSTs an unsubscribe
+        link twice changes nothing the second time). Raises `UnknownUserError` when the
+        user does not exist (or was erased meanwhile), having changed nothing."""
+        ...

@@ -1,0 +1,33 @@
+"""`NotificationIngest.submit_many`, the group commit of a bulk request: its
+notifications are committed in one transaction (never split, even past `max_batch`),
+each answered in order, and one that fails alone leaves the rest committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pushd.bus import BusMessage
+from storage import UnknownUserError
+from storage.records import NewNotification, NotificationRecord
+from tests.ingest.test_outbox_relay import running_ingest, started_bus, storage_at
+
+
+def note(notification_id: str, user_id: str) -> NewNotification:
+    return NewNotification(id=notification_id, user_id=user_id, title="t", created_at=1)
+
+
+async def test_a_group_is_one_transaction_and_answers_each_in_order(tmp_path: Path) -> None:
+    received: list[BusMessage] = []
+    bus = await started_bus(received)
+    async with storage_at(tmp_path / "db.sqlite") as store, running_ingest(store, bus) as ingest:
+        # 20 > max_batch (16): a bulk request's group is still not split.
+        group = [note(f"n{i}", f"u{i % 3}") for i in range(20)]
+        group[5] = note("n5", "ghost")
+        before = ingest.batches
+        results = await ingest.submit_many(group)
+        assert ingest.batches == before + 1
+        assert isinstance(results[5], UnknownUserError)
+        committed = [r for r in results if isinstance(r, NotificationRecord)]
+        assert [r.id for r in committed] == [n.id for i, n in enumerate(group) if i != 5]
+        assert await ingest.submit_many([]) == []
+    await bus.close()
