@@ -3,32 +3,92 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import BLOCKING_THRESHOLD_SECONDS, _SlowCallbackRecorder
+from tests.conftest import BLOCKING_THRESHOLD_SECONDS, BlockingGuard
+
+
+def block_the_loop() -> None:
+    time.sleep(BLOCKING_THRESHOLD_SECONDS + 0.1)
 
 
 @pytest.mark.blocks_on_purpose
-async def test_guard_sees_a_blocking_call() -> None:
-    loop = asyncio.get_running_loop()
-    recorder = _SlowCallbackRecorder()
-    logging.getLogger("asyncio").addHandler(recorder)
+async def test_guard_sees_a_blocking_call_and_names_it(
+    fail_on_blocking_calls: BlockingGuard,
+) -> None:
+    asyncio.get_running_loop().call_soon(block_the_loop)
+    await asyncio.sleep(BLOCKING_THRESHOLD_SECONDS + 0.3)
+    assert len(fail_on_blocking_calls.blocked) == 1, "a blocking callback went unnoticed"
+    report = fail_on_blocking_calls.blocked[0]
+    assert "in block_the_loop" in report
+    assert "time.sleep(BLOCKING_THRESHOLD_SECONDS + 0.1)" in report
+
+
+async def test_guard_does_not_count_waiting() -> None:
+    guard = BlockingGuard(asyncio.get_running_loop())
+    guard.start()
     try:
-
-        def block() -> None:
-            time.sleep(BLOCKING_THRESHOLD_SECONDS + 0.1)
-
-        loop.call_soon(block)
-        await asyncio.sleep(BLOCKING_THRESHOLD_SECONDS + 0.3)
+        await asyncio.sleep(BLOCKING_THRESHOLD_SECONDS + 0.1)
+        await asyncio.get_running_loop().run_in_executor(
+            None, time.sleep, BLOCKING_THRESHOLD_SECONDS + 0.1
+        )
     finally:
-        logging.getLogger("asyncio").removeHandler(recorder)
-    assert recorder.slow, "a blocking callback went unnoticed"
+        guard.stop()
+    assert guard.blocked == []
 
 
-async def test_guard_is_enabled_for_every_test() -> None:
-    loop = asyncio.get_running_loop()
-    assert loop.get_debug()
-    assert loop.slow_callback_duration == pytest.approx(BLOCKING_THRESHOLD_SECONDS)
+def test_guard_does_not_count_time_the_loop_is_stopped() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        guard = BlockingGuard(loop)
+        loop.call_soon(guard.start)
+        loop.run_until_complete(asyncio.sleep(0.1))
+        time.sleep(BLOCKING_THRESHOLD_SECONDS + 0.1)  # pytest's own synchronous work, say
+        loop.run_until_complete(asyncio.sleep(0.2))
+        loop.call_soon(guard.stop)
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert guard.blocked == []
+
+
+async def test_guard_is_enabled_for_every_test(fail_on_blocking_calls: BlockingGuard) -> None:
+    assert fail_on_blocking_calls.running
+    assert fail_on_blocking_calls.loop is asyncio.get_running_loop()
+    assert fail_on_blocking_calls.threshold == pytest.approx(BLOCKING_THRESHOLD_SECONDS)
+
+
+BLOCKING_TEST = """
+import time
+from pathlib import Path
+
+
+async def test_blocks() -> None:
+    time.sleep(0.6)
+"""
+
+
+@pytest.mark.slow
+def test_guard_fails_a_test_that_blocks_and_shows_where(tmp_path: Path) -> None:
+    (tmp_path / "test_blocks.py").write_text(BLOCKING_TEST)
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "tests.conftest"),
+            *("-c", str(root / "pyproject.toml"), "--rootdir", str(root), str(tmp_path)),
+        ],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout + result.stderr
+    assert "1 passed, 1 error" in result.stdout
+    assert "event loop was blocked" in result.stdout
+    assert "in test_blocks\n    time.sleep(0.6)" in result.stdout

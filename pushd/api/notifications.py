@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from typing import Annotated, cast
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -54,13 +53,11 @@ from pushd.realtime.readsync import publish_read, publish_read_all
 from pushd.routing.plan import ChannelPlan, PlanError, Recipient
 from storage import IdempotencyConflictError, UnknownUserError
 from storage.records import (
-    DeviceRecord,
     IdempotencyClaim,
     IdempotencyRecord,
     NewNotification,
     NotificationRecord,
     PlannedDelivery,
-    PreferencesRecord,
     UserRecord,
 )
 
@@ -110,29 +107,17 @@ async def _planned_deliveries(
     now: int,
 ) -> tuple[PlannedDelivery, ...]:
     """The plan's deliveries, from the user's contact fields and devices as they are
-    now: the reads it needs (the user row unless already read, the devices only for push
-    steps, the preferences) go to storage together, and none without a plan."""
+    now: what it needs (the user row, the devices only for push steps, the preferences)
+    is read in ONE storage call, and nothing without a plan."""
     if not plan.steps:
         return ()
     storage, planner = request.app[STORAGE], request.app[PLANNER]
-    user_id, user = recipient
-    no_devices: list[DeviceRecord] = []
-    # Together, and every one awaited: an error is raised once all have ended.
-    read = await asyncio.gather(
-        storage.get_user(user_id) if user is None else asyncio.sleep(0, user),
-        storage.list_devices(user_id) if plan.needs_devices else asyncio.sleep(0, no_devices),
-        planner.preferences_of(user_id),
-        return_exceptions=True,
-    )
-    for result in read:
-        if isinstance(result, BaseException):
-            raise result
-    found, devices, preferences = cast(
-        tuple[UserRecord | None, list[DeviceRecord], PreferencesRecord | None], read
-    )
-    if found is None:
+    user_id, _ = recipient
+    context = await storage.plan_context(user_id, devices=plan.needs_devices)
+    if context is None:
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field)
+    found, devices, preferences = context
     addressed = Recipient(found.id, email=found.email, phone=found.phone, devices=devices)
     routing = planner.routing_for(preferences, body.category, found.timezone)
     return planner.expand(plan, addressed, priority=body.priority, created_at=now, routing=routing)

@@ -133,8 +133,9 @@ class PlanError(ValueError):
 
 
 PreferencesLookup = Callable[[str], Awaitable[PreferencesRecord | None]]
-"""user id -> the user's stored preferences (`Storage.get_preferences`): asked once per
-notification whose plan has steps."""
+"""user id -> the user's stored preferences (`Storage.get_preferences`). The API's plan
+expansion does not ask it: it reads the user, devices and preferences in one storage call
+(`Storage.plan_context`, pushd/api/notifications.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from storage.records import PreferencesChange, PreferencesRecord
+from storage.records import DeviceRecord, PreferencesChange, PreferencesRecord, UserRecord
+
+PlanContext = tuple[UserRecord, list[DeviceRecord], PreferencesRecord]
+"""What expanding a channel plan reads of its recipient: the user, the devices, the
+preferences (`UserPreferences.plan_context`)."""
 
 
 class UserPreferences(Protocol):
@@ -20,6 +24,14 @@ class UserPreferences(Protocol):
         """The user's preferences (defaults for a user who never set any: not muted, no
         switch, no quiet hours, `updated_at` None), or None for an unknown user. Switches
         are listed by category, then channel."""
+        ...
+
+    async def plan_context(self, user_id: str, *, devices: bool) -> PlanContext | None:
+        """The user (as `get_user`), the devices (as `list_devices`; left unread and
+        empty unless `devices`) and the preferences (as `get_preferences`) in ONE storage
+        call: one worker job and one read transaction on SQLite, one pooled connection on
+        PostgreSQL. None for an unknown user. The plan expansion asks it once per
+        notification whose plan has steps."""
         ...
 
     async def change_preferences(

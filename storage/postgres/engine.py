@@ -204,6 +204,12 @@ class PostgresEngine(SqlEngine):
         async with self._transaction() as connection:
             return [list(await connection.fetch(sql, *params)) for sql, params in statements]
 
+    async def _read_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        # One pooled connection, no transaction block: BEGIN and COMMIT would add two
+        # round trips to the reads' own (the rows may come from different snapshots).
+        async with self._connection() as connection:
+            return [list(await connection.fetch(sql, *params)) for sql, params in statements]
+
     def _in_list(self, param: int) -> str:
         return f"= ANY(${param}::text[])"
 

@@ -46,6 +46,11 @@ class SqlEngine(ABC):
         """Run the statements in order in ONE transaction; each one's RETURNING rows."""
 
     @abstractmethod
+    async def _read_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Run the reads in order as ONE call: one worker job (and one read transaction)
+        on SQLite, one pooled connection on PostgreSQL; each one's rows."""
+
+    @abstractmethod
     def _in_list(self, param: int) -> str:
         """The backend's `IN <list>` form for a list of texts passed as parameter `param`
         (made by `_list_param`)."""

@@ -7,10 +7,12 @@ from typing import Any
 
 import msgspec
 
+from storage.areas.preferences import PlanContext
 from storage.errors import UnknownUserError
 from storage.records import PreferencesChange, PreferencesRecord
-from storage.sql.common import encode_json
+from storage.sql.common import Row, encode_json
 from storage.sql.engine import SqlEngine
+from storage.sql.users import GET_USER, LIST_DEVICES, device_from_row, user_from_row
 
 # One read (the plan asks it per notification): the user row decides "unknown user",
 # and the settings row and the switches may be missing, hence the LEFT JOINs (a user
@@ -48,26 +50,45 @@ UPSERT_SWITCH = (
 _quiet_hours = msgspec.json.Decoder(dict[str, Any])
 
 
+def _preferences_from_rows(user_id: str, rows: list[Row]) -> PreferencesRecord | None:
+    """The preferences from the rows of SELECT_PREFERENCES (none: an unknown user)."""
+    if not rows:
+        return None
+    channels: dict[str, dict[str, bool]] = {}
+    for row in rows:
+        if row[4] is not None:
+            channels.setdefault(row[4], {})[row[5]] = bool(row[6])
+    settings = rows[0]
+    return PreferencesRecord(
+        user_id=user_id,
+        muted=bool(settings[1]),
+        quiet_hours=None if settings[2] is None else _quiet_hours.decode(settings[2]),
+        channels=channels,
+        updated_at=settings[3],
+    )
+
+
 class UserPreferencesSql(SqlEngine):
     """`UserPreferences`, the same on both backends."""
 
     async def get_preferences(self, user_id: str) -> PreferencesRecord | None:
         """See `UserPreferences.get_preferences`."""
-        rows = await self._fetch_all(SELECT_PREFERENCES, user_id)
-        if not rows:
+        return _preferences_from_rows(user_id, await self._fetch_all(SELECT_PREFERENCES, user_id))
+
+    async def plan_context(self, user_id: str, *, devices: bool) -> PlanContext | None:
+        """See `UserPreferences.plan_context`."""
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (GET_USER, (user_id,)),
+            (SELECT_PREFERENCES, (user_id,)),
+        ]
+        if devices:
+            statements.append((LIST_DEVICES, (user_id,)))
+        user_rows, preference_rows, *device_rows = await self._read_many(statements)
+        preferences = _preferences_from_rows(user_id, preference_rows)
+        if not user_rows or preferences is None:
             return None
-        channels: dict[str, dict[str, bool]] = {}
-        for row in rows:
-            if row[4] is not None:
-                channels.setdefault(row[4], {})[row[5]] = bool(row[6])
-        settings = rows[0]
-        return PreferencesRecord(
-            user_id=user_id,
-            muted=bool(settings[1]),
-            quiet_hours=None if settings[2] is None else _quiet_hours.decode(settings[2]),
-            channels=channels,
-            updated_at=settings[3],
-        )
+        found = [device_from_row(row) for row in device_rows[0]] if device_rows else []
+        return user_from_row(user_rows[0], self._cipher), found, preferences
 
     async def change_preferences(
         self, user_id: str, change: PreferencesChange, *, at: int

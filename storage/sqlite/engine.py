@@ -219,6 +219,18 @@ def _write_many(
             raise integrity_error(exc) from exc
 
 
+def _read_many(
+    connection: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[Any]]:
+    # One deferred (read) transaction: every read sees the same snapshot.
+    connection.execute("BEGIN")
+    try:
+        return [fetch_all(connection, sql, params) for sql, params in statements]
+    finally:
+        if connection.in_transaction:
+            connection.execute("COMMIT")
+
+
 class SqliteEngine(SqlEngine):
     """One SQLite file served by one worker thread that owns the only connection."""
 
@@ -294,6 +306,9 @@ class SqliteEngine(SqlEngine):
 
     async def _write_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         return await self._run(lambda connection: _write_many(connection, statements))
+
+    async def _read_many(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        return await self._run(lambda connection: _read_many(connection, statements))
 
     def _in_list(self, param: int) -> str:
         return f"IN (SELECT value FROM json_each(${param}))"  # noqa: S608 - a placeholder number

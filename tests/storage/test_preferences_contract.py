@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from storage import Storage, UnknownUserError
-from storage.records import PreferencesChange, PreferencesRecord
+from storage.records import NewDevice, PreferencesChange, PreferencesRecord
 from tests.storage.conftest import CREATED_AT, user
 
 LATER = CREATED_AT + 1000
@@ -109,3 +109,56 @@ async def test_erased_with_the_user(storage: Storage) -> None:
 def test_unset_is_distinct_from_none() -> None:
     """Guards the PATCH meaning: a change that does not name the quiet hours keeps them."""
     assert PreferencesChange().quiet_hours is msgspec.UNSET
+
+
+# plan_context --------------------------------------------------------------------------
+
+
+def _device(device_id: str, user_id: str, created_at: int) -> NewDevice:
+    return NewDevice(
+        id=device_id,
+        user_id=user_id,
+        kind="webpush",
+        address=f"https://push.example/endpoint/{device_id}",
+        details={"p256dh": "key", "auth": "secret"},
+        created_at=created_at,
+    )
+
+
+async def test_plan_context_reads_what_the_three_reads_read(storage: Storage) -> None:
+    await storage.create_user(user("u1", email="u1@example.com", timezone="Europe/Paris"))
+    await storage.create_user(user("u2"))
+    first, _ = await storage.upsert_device(_device("d1", "u1", CREATED_AT))
+    second, _ = await storage.upsert_device(_device("d2", "u1", LATER))
+    await storage.upsert_device(_device("d3", "u2", CREATED_AT))
+    change = PreferencesChange(muted=True, channels={"news": {"email": False}})
+    await storage.change_preferences("u1", change, at=CREATED_AT)
+
+    context = await storage.plan_context("u1", devices=True)
+
+    assert context is not None
+    found, devices, preferences = context
+    assert found == await storage.get_user("u1")
+    assert devices == [first, second] == await storage.list_devices("u1")
+    assert preferences == await storage.get_preferences("u1")
+    assert preferences.muted
+    assert preferences.channels == {"news": {"email": False}}
+
+
+async def test_plan_context_leaves_the_devices_unread_unless_asked(storage: Storage) -> None:
+    await storage.create_user(user("u1"))
+    await storage.upsert_device(_device("d1", "u1", CREATED_AT))
+
+    context = await storage.plan_context("u1", devices=False)
+
+    assert context is not None
+    found, devices, preferences = context
+    assert found == await storage.get_user("u1")
+    assert devices == []
+    assert preferences == PreferencesRecord(user_id="u1")
+
+
+@pytest.mark.parametrize("devices", [True, False])
+async def test_plan_context_of_an_unknown_user_is_none(storage: Storage, devices: bool) -> None:
+    await storage.create_user(user("u1"))
+    assert await storage.plan_context("nobody", devices=devices) is None
