@@ -59,7 +59,7 @@ from pushd.channels.registry import (
     unsubscribe_links,
 )
 from pushd.channels.webhook_events import WebhookEventSweep, WebhookSubscribers
-from pushd.config import Config
+from pushd.config.settings import Config
 from pushd.ingest.group_commit import NotificationIngest
 from pushd.ingest.request_hash import request_hasher
 from pushd.ops.metrics import Metrics

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pushd.channels.http_client import UrlChecker
     from pushd.channels.unsubscribe import UnsubscribeLinks
     from pushd.channels.webhook_events import WebhookSubscribers
-    from pushd.config import Config
+    from pushd.config.settings import Config
     from pushd.ingest.group_commit import NotificationIngest
     from pushd.ingest.request_hash import RequestHasher
     from pushd.ops.metrics import Metrics

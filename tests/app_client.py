@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from pushd.app import Identity, build_app
 from pushd.channels.http_client import UrlChecker
-from pushd.config import load_config
+from pushd.config.settings import load_config
 
 ADMIN_KEY = "pk_test_admin_key_for_functional_tests_0123456789"
 TOKEN_SECRET = "functional-test-token-secret-0123456789abcdef"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pushd.config import LimitsConfig, parse_rate
+from pushd.config.settings import LimitsConfig, parse_rate
 from pushd.state import RateDecision, SharedState, StateUnavailableError
 
 log = logging.getLogger("pushd.access.rate_limits")

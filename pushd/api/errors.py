@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from pushd.access.rate_limits import RateLimitedError
-from pushd.validation_errors import ValidationFailure
+from pushd.config.validation_errors import ValidationFailure
 from storage import StorageUnavailableError
 
 log = logging.getLogger("pushd.api")

@@ -9,7 +9,7 @@ import msgspec
 
 from pushd.api.errors import validation_error
 from pushd.api.schemas import SendNotification
-from pushd.config import LimitsConfig
+from pushd.config.settings import LimitsConfig
 from storage.jsondepth import deepest_member, within_depth
 
 _encoder = msgspec.json.Encoder()

@@ -32,7 +32,7 @@ from pushd.channels.sms_twilio import (
     verify_twilio_signature,
     with_status_callback,
 )
-from pushd.config import ChannelsConfig, TwilioSmsProvider
+from pushd.config.settings import ChannelsConfig, TwilioSmsProvider
 from pushd.ids import now_ms
 
 RECEIPT_STATUSES: Final = {"delivered": "delivered", "undelivered": "failed", "failed": "failed"}

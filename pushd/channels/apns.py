@@ -39,7 +39,7 @@ from actors.channel_sender import (
 )
 from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
 from pushd.channels.push_fields import apns_aps, apns_headers
-from pushd.config_types import ConfigError, PositiveFloat
+from pushd.config.types import ConfigError, PositiveFloat
 
 APNS_PRODUCTION_URL = "https://api.push.apple.com"
 APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"

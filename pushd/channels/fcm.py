@@ -19,7 +19,7 @@ from pushd.channels.google_oauth import ServiceAccountTokens, load_service_accou
 from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
 from pushd.channels.http_client import ProviderClient
 from pushd.channels.push_fields import URGENT_PRIORITIES, alert_text, apns_aps, apns_headers
-from pushd.config_types import ConfigError, PositiveFloat
+from pushd.config.types import ConfigError, PositiveFloat
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"

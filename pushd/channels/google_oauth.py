@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from actors.channel_sender import PermanentSendError, SendError, TransientSendError
 from pushd.channels.http_answer import HttpAnswer, is_transient_status
 from pushd.channels.http_client import ProviderClient
-from pushd.config_types import ConfigError
+from pushd.config.types import ConfigError
 
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"

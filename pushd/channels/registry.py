@@ -32,7 +32,7 @@ from pushd.channels.smtp import SmtpSender
 from pushd.channels.unsubscribe import UnsubscribeLinks
 from pushd.channels.webhooks import WebhookSender
 from pushd.channels.webpush import WebPushSender, vapid_public_key
-from pushd.config import ChannelsConfig, ConfigError, HttpSmsProvider, TwilioSmsProvider
+from pushd.config.settings import ChannelsConfig, ConfigError, HttpSmsProvider, TwilioSmsProvider
 
 UNSUBSCRIBE_PATH = "/unsubscribe"
 """Where the links of `List-Unsubscribe` point, under `channels.public_url`."""

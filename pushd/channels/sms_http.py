@@ -17,7 +17,7 @@ from actors.channel_sender import ChannelMessage, SendReceipt
 from pushd.channels.http_answer import RefusalHints, answered, refusal_error
 from pushd.channels.http_client import ProviderClient
 from pushd.channels.sms import CHANNEL, count_segments, recipient_number, sms_text
-from pushd.config_types import Positive, PositiveFloat
+from pushd.config.types import Positive, PositiveFloat
 
 
 class HttpSmsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -23,7 +23,7 @@ from actors.channel_sender import ChannelMessage, SendError, SendReceipt
 from pushd.channels.http_answer import HttpAnswer, RefusalHints, refusal_error
 from pushd.channels.http_client import ProviderClient
 from pushd.channels.sms import CHANNEL, count_segments, recipient_number, sms_text
-from pushd.config_types import Positive, PositiveFloat
+from pushd.config.types import Positive, PositiveFloat
 
 DEFAULT_BASE_URL: Final = "https://api.twilio.com"
 SIGNATURE_HEADER: Final = "X-Twilio-Signature"

@@ -56,7 +56,7 @@ from actors.channel_sender import (
     SendReceipt,
     TransientSendError,
 )
-from pushd.config_types import ConfigError, Port, Positive, PositiveFloat
+from pushd.config.types import ConfigError, Port, Positive, PositiveFloat
 
 _log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from pushd.channels.http_client import (
     UrlChecker,
     url_origin,
 )
-from pushd.config_types import NonNegativeFloat, Positive, PositiveFloat
+from pushd.config.types import NonNegativeFloat, Positive, PositiveFloat
 
 CHANNEL: Final = "webhook"
 SIGNATURE_HEADER: Final = "Pushd-Signature"

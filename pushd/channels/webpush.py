@@ -39,7 +39,7 @@ from pushd.channels.http_client import (
     UrlChecker,
 )
 from pushd.channels.push_fields import alert_text
-from pushd.config_types import Positive, PositiveFloat
+from pushd.config.types import Positive, PositiveFloat
 
 CHANNEL: Final = "webpush"
 

@@ -18,7 +18,7 @@ from pushd.access.api_keys import generate_key, key_record
 from pushd.access.audit_fields import CLI_ACTOR
 from pushd.access.revocations import CHANNEL, ApiKeyRevoked, encode_revocation
 from pushd.access.roles import ADMIN, ROLES
-from pushd.config import Config
+from pushd.config.settings import Config
 from pushd.ids import now_ms
 from pushd.state import StateError, open_state
 from storage import LastAdminKeyError, Storage, open_storage

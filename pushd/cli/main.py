@@ -19,7 +19,7 @@ from aiohttp import web
 from pushd.app import Identity, build_app
 from pushd.cli import api_keys as cli_keys
 from pushd.cli import rekey as cli_rekey
-from pushd.config import Config, ConfigError, load_config
+from pushd.config.settings import Config, ConfigError, load_config
 from pushd.process import datadir, http_server, interpreter
 from pushd.process.key_ring import parse_keys
 from pushd.process.tls import server_tls

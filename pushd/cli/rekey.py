@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pushd.access.audit_fields import CLI_ACTOR
-from pushd.config import Config
+from pushd.config.settings import Config
 from pushd.ids import now_ms
 from pushd.process.key_ring import storage_cipher
 from storage import EncryptionError, Storage, open_storage

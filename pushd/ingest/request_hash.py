@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pushd.config import Config
+from pushd.config.settings import Config
 from pushd.process import datadir
 
 PREFIX = "hmac-sha256:"

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pushd.config import RetentionConfig
+from pushd.config.settings import RetentionConfig
 from pushd.ids import now_ms
 from storage import Storage, StorageError
 

@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from pushd.config import Config
+from pushd.config.settings import Config
 
 log = logging.getLogger("pushd")
 

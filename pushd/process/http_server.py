@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from pushd.api.errors import ApiError, ErrorCode, error_response
 from pushd.api.headers import security_headers
-from pushd.config import ServerConfig
+from pushd.config.settings import ServerConfig
 
 log = logging.getLogger("pushd.http")
 

@@ -14,7 +14,7 @@ import binascii
 import logging
 from collections.abc import Sequence
 
-from pushd.config import Config, ConfigError
+from pushd.config.settings import Config, ConfigError
 from pushd.process import datadir
 from storage import PLAINTEXT, Cipher, KeyRing
 

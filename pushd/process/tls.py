@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 
-from pushd.config import Config, ConfigError
+from pushd.config.settings import Config, ConfigError
 
 
 def server_tls(config: Config) -> ssl.SSLContext | None:

@@ -29,7 +29,7 @@ from pushd.channels.apns import (
     ApnsProviderConfig,
     ApnsSender,
 )
-from pushd.config import ConfigError
+from pushd.config.settings import ConfigError
 from tests.channels.harness import (
     FakeClock,
     TlsFiles,

@@ -27,7 +27,7 @@ from actors.channel_sender import (
 )
 from pushd.channels.fcm import FcmProviderConfig, FcmSender
 from pushd.channels.google_oauth import REFRESH_MARGIN_SECONDS
-from pushd.config import ConfigError
+from pushd.config.settings import ConfigError
 from tests.channels import local_fcm
 from tests.channels.harness import (
     AiohttpServer,

@@ -15,7 +15,7 @@ from pushd.channels.registry import (
     unsubscribe_links,
 )
 from pushd.channels.webpush import load_vapid_private_key, public_key_b64url
-from pushd.config import ChannelsConfig, ConfigError, load_config
+from pushd.config.settings import ChannelsConfig, ConfigError, load_config
 from tests.channels.harness import allow_every_url, pkcs8_pem
 
 VAPID = pkcs8_pem(ec.generate_private_key(ec.SECP256R1()))

@@ -27,7 +27,7 @@ from actors.channel_sender import (
 )
 from pushd.channels.smtp import SmtpProviderConfig, SmtpSender
 from pushd.channels.unsubscribe import UnsubscribeLinks
-from pushd.config import ConfigError
+from pushd.config.settings import ConfigError
 from tests.channels.harness import TlsFiles, self_signed_tls
 from tests.channels.smtp_server import LocalSmtpServer, RecordingHandler
 

@@ -3,7 +3,7 @@ batch by batch, and keeps the rest; on every storage backend."""
 
 from __future__ import annotations
 
-from pushd.config import RetentionConfig
+from pushd.config.settings import RetentionConfig
 from pushd.ids import now_ms
 from pushd.ops.retention import RetentionJob
 from storage import Storage

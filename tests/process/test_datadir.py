@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from pushd.app import Identity, build_app
-from pushd.config import load_config
+from pushd.config.settings import load_config
 from tests.app_client import ADMIN_KEY, TOKEN_SECRET
 
 StartApp = Callable[[web.Application], Awaitable[Any]]

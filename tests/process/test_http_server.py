@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pushd.app import Identity, build_app
-from pushd.config import ServerConfig, load_config
+from pushd.config.settings import ServerConfig, load_config
 from pushd.process import http_server
 from tests.app_client import ADMIN_KEY, AUTH, TOKEN_SECRET, create_user, send, user_token
 from tests.realtime.test_ws import connect, next_notification

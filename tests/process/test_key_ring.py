@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pushd.config import ConfigError, load_config
+from pushd.config.settings import ConfigError, load_config
 from pushd.process import datadir
 from pushd.process.key_ring import parse_keys, storage_cipher
 from storage import PLAINTEXT

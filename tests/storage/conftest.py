@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from storage import PLAINTEXT, Cipher, Storage, open_storage
+from storage.migrations import RECORD_VERSION, Dialect, all_migrations
 from storage.records import NewNotification, NewUser
 from storage.sql.common import sqlite_placeholders
 
@@ -99,3 +100,37 @@ def note(notification_id: str, user_id: str, **fields: Any) -> NewNotification:
     """A new notification with only the required fields set, unless given."""
     fields.setdefault("created_at", CREATED_AT)
     return NewNotification(id=notification_id, user_id=user_id, **fields)
+
+
+async def schema_at_version(url: str, version: int) -> None:
+    """The schema as pushd left it at `version`, written without migrate(): the starting
+    point of a migration test."""
+    dialect: Dialect = "sqlite" if url.startswith("sqlite:") else "postgresql"
+    texts = [
+        migration.sql_for(dialect)
+        for migration in all_migrations()[:version]
+        if not migration.is_blank_for(dialect)
+    ]
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite:///")
+
+        def run() -> None:
+            with contextlib.closing(sqlite3.connect(path)) as connection:
+                for text in texts:
+                    connection.executescript(text)
+
+        await asyncio.to_thread(run)
+    else:
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            for text in texts:
+                await connection.execute(text)
+        finally:
+            await connection.close()
+    await raw_sql(
+        url,
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    for number in range(1, version + 1):
+        await raw_sql(url, RECORD_VERSION, number, 0)

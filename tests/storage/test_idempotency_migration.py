@@ -5,52 +5,16 @@ alone, docs/security.md)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import sqlite3
 
-import asyncpg
-
-from storage.migrations import RECORD_VERSION, all_migrations, newest_version
-from tests.storage.conftest import CREATED_AT, opened, raw_sql
+from storage.migrations import newest_version
+from tests.storage.conftest import CREATED_AT, opened, raw_sql, schema_at_version
 
 OLD_HASH = hashlib.sha256(b'{"body":"Your code is 493021","user_id":"u1"}').hexdigest()
 
 
-async def at_version_4(url: str) -> None:
-    """The schema as pushd left it before 0005, without its migrate()."""
-    texts = [
-        migration.sql_for("sqlite" if url.startswith("sqlite:") else "postgresql")
-        for migration in all_migrations()[:4]
-    ]
-    if url.startswith("sqlite:"):
-        path = url.removeprefix("sqlite:///")
-
-        def run() -> None:
-            with contextlib.closing(sqlite3.connect(path)) as connection:
-                for text in texts:
-                    connection.executescript(text)
-
-        await asyncio.to_thread(run)
-    else:
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            for text in texts:
-                await connection.execute(text)
-        finally:
-            await connection.close()
-    await raw_sql(
-        url,
-        "CREATE TABLE IF NOT EXISTS schema_version "
-        "(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    for version in range(1, 5):
-        await raw_sql(url, RECORD_VERSION, version, 0)
-
-
 async def test_0005_drops_unkeyed_request_hashes(storage_url: str) -> None:
-    await at_version_4(storage_url)
+    await schema_at_version(storage_url, 4)
     await raw_sql(
         storage_url,
         "INSERT INTO users (id, created_at) VALUES ('u1', $1)",

@@ -1,12 +1,12 @@
 """msgspec's validation errors taken apart once, for config and the HTTP API
-(pushd/validation_errors.py)."""
+(pushd/config/validation_errors.py)."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from pushd.validation_errors import ValidationFailure
+from pushd.config.validation_errors import ValidationFailure
 
 
 class Item(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,5 +1,5 @@
 """The value types and the error that every configuration struct shares: the sections of
-pushd/config.py and the providers' own structs (pushd/channels/), which `Config`
+pushd/config/settings.py and the providers' own structs (pushd/channels/), which `Config`
 composes. They live apart from config.py so that a provider can use them while config.py
 imports the provider, without an import cycle."""
 

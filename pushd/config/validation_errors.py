@@ -1,5 +1,5 @@
 """msgspec's validation errors taken apart, for the two places that explain them to a
-person: the configuration (pushd/config.py) and the HTTP API (pushd/api/errors.py).
+person: the configuration (pushd/config/settings.py) and the HTTP API (pushd/api/errors.py).
 
 msgspec says what is wrong and where in one string: "Expected `int`, got `str` - at
 `$.items[0].x`", "Object contains unknown field `colour` - at `$.server`". Both

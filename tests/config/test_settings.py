@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pushd.config import Config, ConfigError, load_config
+from pushd.config.settings import Config, ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_config_toml_lists_exactly_the_defaults() -> None:

@@ -25,10 +25,10 @@ from pushd.channels.sms_twilio import TwilioSmsConfig
 from pushd.channels.smtp import SmtpProviderConfig
 from pushd.channels.webhooks import WebhookConfig
 from pushd.channels.webpush import WebPushProviderConfig
-from pushd.config_types import ConfigError, NonNegativeFloat, Port, Positive, PositiveFloat
+from pushd.config.types import ConfigError, NonNegativeFloat, Port, Positive, PositiveFloat
+from pushd.config.validation_errors import ValidationFailure
 from pushd.routing.plan import PlanStep
 from pushd.routing.quiet_hours import QuietHours
-from pushd.validation_errors import ValidationFailure
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
 
 # The shared value types and the error are re-exported: outside pushd/channels/,
