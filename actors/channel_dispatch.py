@@ -61,6 +61,10 @@ SEND_SHARE_OF_LEASE = 0.8
 # this far apart so that each lease query takes several freed slots, not one.
 MIN_ROUND_GAP = 0.005
 
+# While yielding to in-app delivery, how often the dispatcher looks whether the
+# in-app backlog has cleared (it cannot count on a nudge: nudges come from new sends).
+YIELD_RECHECK = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
@@ -78,6 +82,12 @@ class DispatchSettings:
     """Seconds an outcome waits for others to share its write."""
     flush_size: int = 100
     """Outcomes per write at most (a full batch is written at once)."""
+    yield_backlog: int = 64
+    """In-app work waiting (`inapp_backlog()`) from which the dispatcher yields the
+    process to in-app delivery: it then runs at most `yield_sends` sends at a time, until
+    the backlog is under half of this. 0: never yield."""
+    yield_sends: int = 2
+    """Sends at a time while yielding: channel deliveries still progress under overload."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -90,6 +100,8 @@ class DispatchSettings:
                 ("shutdown_timeout", self.shutdown_timeout, self.shutdown_timeout >= 0, ">= 0"),
                 ("flush_interval", self.flush_interval, self.flush_interval > 0, "> 0"),
                 ("flush_size", self.flush_size, self.flush_size >= 1, ">= 1"),
+                ("yield_backlog", self.yield_backlog, self.yield_backlog >= 0, ">= 0"),
+                ("yield_sends", self.yield_sends, self.yield_sends >= 1, ">= 1"),
             )
             if not ok
         ]
@@ -104,6 +116,14 @@ class ChannelDispatcher:
     from here on: `stop` closes its senders. `observer` gets every attempt for metrics
     (default: a `ChannelStats`, readable as `observer`). `clock` gives epoch
     milliseconds, the unit of storage's times.
+
+    `inapp_backlog` tells how much in-app work waits in this process (the ingest queue).
+    Both share one event loop and one core: a channel send costs several in-app
+    notifications' worth of CPU (a web push: key agreement, encryption, TLS), so under
+    overload the dispatcher yields (`DispatchSettings.yield_backlog`): the real-time path
+    keeps its rate, and the deliveries, safe in storage, go out once the burst is over,
+    with a trickle of `yield_sends` meanwhile. The cost is channel latency during the
+    overload, shown by the queue-age gauge.
     """
 
     def __init__(
@@ -115,8 +135,10 @@ class ChannelDispatcher:
         settings: DispatchSettings | None = None,
         observer: ChannelObserver | None = None,
         clock: Callable[[], int] = now_ms,
+        inapp_backlog: Callable[[], int] | None = None,
     ) -> None:
         self._deliveries = deliveries
+        self._inapp_backlog = inapp_backlog
         self.providers = providers
         self._node_id = node_id
         self._settings = settings = DispatchSettings() if settings is None else settings
@@ -139,7 +161,14 @@ class ChannelDispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._backlog = False
+        self._yielding = False
+        self.yields = 0  # times the dispatcher started yielding to in-app delivery (a counter)
         self._stopped = False
+
+    @property
+    def yielding(self) -> bool:
+        """Whether sends are held back for in-app delivery now (a gauge)."""
+        return self._yielding
 
     @property
     def in_flight(self) -> int:
@@ -230,9 +259,16 @@ class ChannelDispatcher:
 
     async def _wait_for_work(self, round_started: float) -> None:
         """Until a nudge, a freed slot (with a backlog), the poll interval, or stop."""
+        # While yielding, nudges (one per new send) would each cost a lease query: look
+        # at a fixed pace instead, until the in-app backlog clears.
+        wait_for, timeout = (
+            (self._stopping, min(self._settings.poll_interval, YIELD_RECHECK))
+            if self._yielding
+            else (self._wake, self._settings.poll_interval)
+        )
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settings.poll_interval):
-                await self._wake.wait()
+            async with asyncio.timeout(timeout):
+                await wait_for.wait()
         self._wake.clear()
         gap = round_started + MIN_ROUND_GAP - asyncio.get_running_loop().time()
         if gap > 0 and not self._stopping.is_set():
@@ -242,6 +278,12 @@ class ChannelDispatcher:
         """Lease what can start sending now and start it; True when more may be due
         than was leased (a backlog: ended sends should wake the next round)."""
         budget = min(self._settings.batch_size, self._max_unrecorded - self._unrecorded())
+        if self._yield_to_inapp():
+            # No lease query either while the trickle is full: it would take the storage
+            # worker from the in-app commits this is yielding to.
+            budget = min(budget, self._settings.yield_sends - len(self._sends))
+            if budget <= 0:
+                return False
         capacity = {c: self.providers.free_capacity(c) for c in self.providers.channels}
         # Sends under way on a full channel will free slots for what waits in storage.
         backlog = budget <= 0 or any(
@@ -268,6 +310,20 @@ class ChannelDispatcher:
         for delivery in leased:
             self._dispatch(delivery, deadline)
         return leased
+
+    def _yield_to_inapp(self) -> bool:
+        """Whether in-app delivery is behind, with hysteresis: yielding starts at
+        `yield_backlog` waiting and ends under half of it."""
+        threshold = self._settings.yield_backlog
+        if self._inapp_backlog is None or threshold == 0:
+            return False
+        waiting = self._inapp_backlog()
+        if self._yielding:
+            self._yielding = waiting * 2 >= threshold
+        elif waiting >= threshold:
+            self._yielding = True
+            self.yields += 1
+        return self._yielding
 
     def _unrecorded(self) -> int:
         return len(self._sends) + self._recorder.unwritten
@@ -362,6 +418,7 @@ class ChannelDispatcher:
             delivery.id,
             delivery.notification_id,
             exc_info=exc,
+            extra={"notification_id": delivery.notification_id},
         )
         return exc
 
@@ -397,6 +454,7 @@ class ChannelDispatcher:
             outcome.status,
             " fallback=true" if outcome.fallback else "",
             "" if outcome.error is None else f" error={outcome.error!r}",
+            extra={"notification_id": delivery.notification_id},
         )
 
     # stopping --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The aiohttp application: components started as `cleanup_ctx` generators in dependency
 order (shared state, storage, cursor recorder, mailbox actors, revocations, bus, ingest,
-channel dispatcher, audit, retention) and torn down in reverse, after the sockets were
-closed with 1001."""
+categories, channel dispatcher, scheduled release, audit, retention) and torn down in
+reverse, after the sockets were closed with 1001."""
 
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ from pushd.access.user_tokens import TokenSigner
 from pushd.api.errors import ApiError, error_middleware
 from pushd.api.headers import add_response_headers, cors_preflight
 from pushd.api.input_limits import document_limits
+from pushd.api.request_ids import echo_request_id, request_id_middleware
 from pushd.appkeys import (
     API_KEYS,
+    AUDIENCES,
     AUDIT,
     BUS,
+    CATEGORIES,
     CHANNELS,
     CONFIG,
     CURSORS,
@@ -38,17 +41,22 @@ from pushd.appkeys import (
     METRICS,
     OPENAPI,
     OUTBOUND_URL_CHECK,
+    PLAN_READS,
     PLANNER,
+    PREFERENCE_LINKS,
     REQUEST_HASHER,
     REVOCATIONS,
+    SCHEDULER,
     SOCKETS,
     STATE,
     STORAGE,
+    TEMPLATES,
     TOKENS,
     UNSUBSCRIBE_LINKS,
     VAPID_PUBLIC_KEY,
     WEBHOOKS,
 )
+from pushd.audiences.fanout import Components, Fanout
 from pushd.bus import open_bus
 from pushd.channels.http_client import UrlChecker
 from pushd.channels.registry import (
@@ -56,11 +64,13 @@ from pushd.channels.registry import (
     dispatch_settings,
     first_vapid_public_key,
     outbound_check,
+    preference_links,
     unsubscribe_links,
 )
 from pushd.channels.webhook_events import WebhookEventSweep, WebhookSubscribers
 from pushd.config.settings import Config
 from pushd.ingest.group_commit import NotificationIngest
+from pushd.ingest.release import ScheduledRelease
 from pushd.ingest.request_hash import request_hasher
 from pushd.ops.metrics import Metrics
 from pushd.ops.retention import RetentionJob
@@ -69,8 +79,11 @@ from pushd.process.key_ring import cipher_of, storage_keys
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
+from pushd.routing.categories import CategoryRegistry
 from pushd.routing.plan import ChannelPlanner
+from pushd.routing.plan_reads import PlanReads
 from pushd.routing.preferences import RoutingPolicy
+from pushd.routing.templates import TemplateLimits, TemplateRenderer
 from pushd.state import open_state
 from storage import open_storage
 
@@ -195,11 +208,25 @@ async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()  # write the last acks before storage closes
 
 
+async def _categories_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After storage (the stored categories), before the planner and retention read them.
+    config = app[CONFIG]
+    registry = CategoryRegistry(
+        config.routing.categories,
+        app[STORAGE],
+        refresh_interval=config.routing.categories_refresh_interval,
+    )
+    await registry.start()
+    app[CATEGORIES] = registry
+    yield
+    await registry.close()
+
+
 async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> AsyncIterator[None]:
     # After storage (the queue) and before the server accepts; stopped before storage
     # closes, once the sends in flight have ended (or channels.shutdown_timeout passed).
     config, storage, metrics = app[CONFIG], app[STORAGE], app[METRICS]
-    links = app[UNSUBSCRIBE_LINKS]
+    links, preferences = app[UNSUBSCRIBE_LINKS], app[PREFERENCE_LINKS]
     settings = dispatch_settings(config.channels)  # before the senders: nothing to close
     # Reads key files and CA bundles: off the loop.
     providers = await asyncio.to_thread(
@@ -207,6 +234,7 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
         config.channels,
         check_url=check_url,
         unsubscribe_url=None if links is None else links.url,
+        preferences_url=None if preferences is None else preferences.url,
     )
     dispatcher = ChannelDispatcher(
         storage,
@@ -214,8 +242,10 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
         node_id=app[IDENTITY].node_id,
         settings=settings,
         observer=metrics.channels,
+        inapp_backlog=lambda: app[INGEST].backlog,
     )
     metrics.channels.read_dispatcher(dispatcher, storage)
+    categories = app[CATEGORIES]
     app[PLANNER] = ChannelPlanner(
         config.channels.plans,
         providers.channels,
@@ -224,8 +254,12 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
             mandatory_categories=config.routing.mandatory_categories,
             quiet_hours=config.routing.quiet_hours,
             default_timezone=config.routing.default_timezone,
+            categories=categories,
         ),
+        categories=categories,
+        allow_unknown_categories=config.routing.allow_unknown_categories,
     )
+    app[PLAN_READS] = plan_reads = PlanReads(storage)
     dispatcher.start()
     app[CHANNELS] = dispatcher
     log.info(
@@ -238,7 +272,28 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
     try:
         yield
     finally:
+        await plan_reads.close()
         await dispatcher.stop()
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After the bus (it publishes) and the channel dispatcher (it is nudged for the
+    # released sends' steps due now); stopped before them.
+    config, channels = app[CONFIG], app[CHANNELS]
+    release = ScheduledRelease(
+        app[STORAGE],
+        app[BUS],
+        node_id=app[IDENTITY].node_id,
+        poll_interval=config.scheduler.poll_interval,
+        batch_size=config.scheduler.batch_size,
+        relay_page_size=config.ingest.relay_page_size,
+        mark_interval=config.ingest.relay_mark_interval,
+        on_released=lambda _records, _at: channels.nudge(),
+    )
+    await release.start()
+    app[SCHEDULER] = release
+    yield
+    await release.close()
 
 
 async def _webhook_events_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -250,6 +305,27 @@ async def _webhook_events_ctx(app: web.Application) -> AsyncIterator[None]:
     await sweep.start()
     yield
     await sweep.close()
+
+
+async def _audiences_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After ingest, the channel dispatcher and the webhook subscribers, which the
+    # fan-out commits through; stopped before them. Unfinished sends are taken up on
+    # start (docs/audiences.md).
+    components = Components(
+        storage=app[STORAGE],
+        ingest=app[INGEST],
+        planner=app[PLANNER],
+        webhooks=app[WEBHOOKS],
+        limits=app[LIMITS],
+        channels=app[CHANNELS],
+        metrics=app[METRICS],
+        plan_reads=app[PLAN_READS],
+    )
+    fanout = Fanout(components, app[CONFIG].audiences, node_id=app[IDENTITY].node_id)
+    await fanout.start()
+    app[AUDIENCES] = fanout
+    yield
+    await fanout.close()
 
 
 async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -275,7 +351,10 @@ async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
     # Last up, first down: a purge in flight is cancelled before anything it uses stops.
     config = app[CONFIG]
     job = RetentionJob(
-        app[STORAGE], config.retention, idempotency_window=config.ingest.idempotency_window
+        app[STORAGE],
+        config.retention,
+        idempotency_window=config.ingest.idempotency_window,
+        category_retention=app[CATEGORIES].retention_overrides,
     )
     await job.start()
     yield
@@ -320,7 +399,7 @@ def build_app(
     """
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
-        middlewares=[cors_preflight, error_middleware],
+        middlewares=[request_id_middleware, cors_preflight, error_middleware],
     )
     app[CONFIG] = config
     app[IDENTITY] = identity
@@ -338,18 +417,36 @@ def build_app(
         [_state_ctx, _storage_ctx, _cursors_ctx, _mailboxes_ctx, _revocations_ctx, _bus_ctx]
     )
     app.cleanup_ctx.append(_ingest_ctx)
+    app.cleanup_ctx.append(_categories_ctx)
     app[UNSUBSCRIBE_LINKS] = unsubscribe_links(
         config.channels, token_secret, config.auth.previous_token_secrets
     )
+    app[PREFERENCE_LINKS] = preference_links(
+        config.channels,
+        token_secret,
+        config.auth.previous_token_secrets,
+        max_age=config.preference_center.link_max_age,
+    )
     app[VAPID_PUBLIC_KEY] = first_vapid_public_key(config.channels)
+    app[TEMPLATES] = TemplateRenderer(
+        TemplateLimits(
+            max_source_bytes=config.templates.max_source_bytes,
+            max_output_bytes=config.templates.max_output_bytes,
+            render_timeout=config.templates.render_timeout,
+            cache_size=config.templates.cache_size,
+        )
+    )
     check_url = outbound_url_check or outbound_check(config.outbound.allow_private)
     app[OUTBOUND_URL_CHECK] = check_url
     app.cleanup_ctx.append(functools.partial(_channels_ctx, check_url=check_url))
+    app.cleanup_ctx.append(_scheduler_ctx)
     app.cleanup_ctx.append(_webhook_events_ctx)
+    app.cleanup_ctx.append(_audiences_ctx)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_retention_ctx)
     app.on_startup.append(_describe_api)
     app.on_response_prepare.append(add_response_headers)
+    app.on_response_prepare.append(echo_request_id)
     app.on_shutdown.append(_close_sockets)
     api.add_routes(app, api.ROUTES, _authenticate)
     return app

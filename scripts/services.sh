@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL, Redis and RabbitMQ answer on loopback: install them with
 # apt-get where missing, start them where stopped, then wait until they accept connections.
+# Chromium (for the preference center's browser test) is installed where missing too.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -25,6 +26,14 @@ apt_install() {
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
+
+# Headless Chromium for the browser test of the preference center
+# (tests/api/test_preference_center.py drives it over the DevTools protocol; the test
+# fails, never skips, without it). chromium-driver serves WebDriver clients, if wanted.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "==> installing Chromium"
+    apt_install chromium chromium-driver
+fi
 
 # PostgreSQL 15, trust auth on loopback.
 if ! port_open 5432; then

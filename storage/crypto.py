@@ -67,6 +67,8 @@ SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
     "notifications": ("title", "body", "data", "channel_content"),
     "channel_deliveries": ("event",),
     "webhook_secrets": ("secret",),
+    "sends": ("content",),
+    "scheduled_notifications": ("payload",),
 }
 KEY_BYTES = 32
 _NONCE_BYTES = 12

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from storage.areas.access import ApiKeysAndRevocations
 from storage.areas.audit import AuditTrail
+from storage.areas.categories import Categories
 from storage.areas.channel_deliveries import ChannelDeliveries
 from storage.areas.cursors import DeliveryCursors
 from storage.areas.data_protection import DataProtection
@@ -16,6 +17,10 @@ from storage.areas.idempotency import IdempotencyKeys
 from storage.areas.notifications import Notifications
 from storage.areas.preferences import UserPreferences
 from storage.areas.relay import OutboxRelay
+from storage.areas.scheduled import ScheduledSends
+from storage.areas.segments import Segments
+from storage.areas.sends import Sends
+from storage.areas.templates import Templates
 from storage.areas.topics import Topics
 from storage.areas.users import UsersAndDevices
 from storage.areas.webhook_endpoints import WebhookEndpoints
@@ -60,6 +65,11 @@ class Storage(
     UserPreferences,
     WebhookEndpoints,
     Topics,
+    Templates,
+    Sends,
+    Segments,
+    ScheduledSends,
+    Categories,
     Protocol,
 ):
     """Durable state of pushd, area by area.

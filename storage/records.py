@@ -96,6 +96,9 @@ class NewNotification(msgspec.Struct, frozen=True, kw_only=True):
     channel_content: dict[str, dict[str, str]] | None = None
     """Per-channel content overriding title/body: {"email": {"subject", "html", "text"},
     "push": {"title", "body"}, "sms": {"text"}}. Sealed at rest like the body."""
+    send_id: str | None = None
+    """The broadcast or segment send it was fanned out for (storage/areas/sends.py);
+    a send has at most one notification per user."""
 
 
 class IdempotencyClaim(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +170,8 @@ class ApiKeyRecord(msgspec.Struct, frozen=True, kw_only=True):
     revoked_at: int | None = None
     categories: tuple[str, ...] | None = None
     """Notification categories the key is limited to; None: not limited."""
+    may_broadcast: bool = False
+    """A publisher key that may send to every user or a segment (admin keys always may)."""
 
 
 # access control (issue #4) ------------------------------------------------------------
@@ -479,4 +484,180 @@ class TopicRecord(msgspec.Struct, frozen=True, kw_only=True):
 class TopicSubscription(msgspec.Struct, frozen=True, kw_only=True):
     topic: str
     user_id: str
+    created_at: int
+
+
+# templates (issue #13) ----------------------------------------------------------------
+
+TemplateLocales = dict[str, dict[str, dict[str, str]]]
+"""A template's sources: locale -> channel -> part -> Jinja2 source (meaning: the
+renderer's, pushd/routing/templates.py)."""
+
+
+class NewTemplateVersion(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    description: str
+    default_locale: str
+    variables: dict[str, Any]
+    """Declared defaults of template variables, used when a send's `data` lacks them."""
+    locales: TemplateLocales
+    created_at: int
+
+
+class TemplateRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    version: int
+    description: str
+    default_locale: str
+    variables: dict[str, Any]
+    locales: TemplateLocales
+    created_at: int
+    """When this version was saved."""
+
+
+# scheduled sends (issue #13) ----------------------------------------------------------
+
+
+class ScheduledNotification(msgspec.Struct, frozen=True, kw_only=True):
+    """A notification to commit to its user's mailbox at `due_at`
+    (storage/areas/scheduled.py)."""
+
+    notification: NewNotification
+    """As it will be inserted at release (its `created_at` is the due instant, its
+    planned deliveries count from it). Its `idempotency` claim is stored at once, with
+    seq 0 until the release numbers it."""
+    due_at: int
+    accepted_at: int
+
+
+class ScheduledRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A scheduled send not released: still `scheduled`, or `cancelled`."""
+
+    notification: NewNotification
+    """Its content and plan; `idempotency` is always None here."""
+    status: str
+    """`scheduled` or `cancelled`."""
+    due_at: int
+    accepted_at: int
+    cancelled_at: int | None = None
+
+
+# broadcast, segments and sends (issue #14) ----------------------------------------------
+
+
+class HasTag(msgspec.Struct, frozen=True, tag="tag"):
+    """The user's tags hold `tag`."""
+
+    tag: str
+
+
+class LocaleIs(msgspec.Struct, frozen=True, tag="locale"):
+    """The user's locale is `locale`, or starts with it and a `-` (`de` matches `de-AT`)."""
+
+    locale: str
+
+
+class TimezoneIs(msgspec.Struct, frozen=True, tag="timezone"):
+    timezone: str
+
+
+class CreatedBetween(msgspec.Struct, frozen=True, tag="created"):
+    """The user was created at or after `after` and before `before` (epoch ms, each when
+    given)."""
+
+    after: int | None = None
+    before: int | None = None
+
+
+class AttributeIs(msgspec.Struct, frozen=True, tag="attribute"):
+    """The user's attribute `key` equals `value` (with `value` None: has the attribute).
+    Attributes are sealed at rest: no backend can test this in SQL (see `UserFilter`)."""
+
+    key: str
+    value: AttributeValue | None = None
+
+
+class AllOf(msgspec.Struct, frozen=True, tag="all"):
+    parts: tuple[UserFilter, ...]
+
+
+class AnyOf(msgspec.Struct, frozen=True, tag="any"):
+    parts: tuple[UserFilter, ...]
+
+
+class NoneOf(msgspec.Struct, frozen=True, tag="not"):
+    part: UserFilter
+
+
+UserFilter = HasTag | LocaleIs | TimezoneIs | CreatedBetween | AttributeIs | AllOf | AnyOf | NoneOf
+"""Which users an audience holds (pushd/audiences/segments.py parses it from the API's
+grammar). Storage turns it into a parameterised WHERE clause; an `AttributeIs` cannot be
+read there (sealed), so storage selects a superset and the caller tests each user of it
+with the whole filter in Python."""
+
+
+class NewSend(msgspec.Struct, frozen=True, kw_only=True):
+    """A broadcast or segment send, as accepted (before any recipient is resolved)."""
+
+    id: str
+    audience: dict[str, Any]
+    """{"kind": "broadcast"} or {"kind": "segment", "segment_id": ..., "filter": {...}}."""
+    content: str
+    """The request body as JSON text (sealed at rest: it holds the title, body, data)."""
+    category: str | None = None
+    api_key_id: str | None = None
+    created_at: int
+
+
+class SendRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    audience: dict[str, Any]
+    content: str
+    category: str | None
+    api_key_id: str | None
+    status: str
+    """`pending` (nothing done yet), `running`, `done` or `failed`."""
+    cursor_user_id: str | None
+    """The last user id the fan-out has handled (users are walked in id order)."""
+    resolved: int
+    """Users of the audience read so far."""
+    committed: int
+    """Notifications committed so far."""
+    skipped: int
+    """Users of the audience left out (over their rate limit, erased meanwhile)."""
+    error: str | None
+    created_at: int
+    updated_at: int
+    finished_at: int | None
+
+
+class SendChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """What one chunk of a fan-out did, added to its send's counters."""
+
+    cursor_user_id: str
+    resolved: int
+    committed: int
+    skipped: int
+
+
+class SendDeliveryCount(msgspec.Struct, frozen=True, kw_only=True):
+    """How many of a send's channel deliveries are on `channel` in `status`."""
+
+    channel: str
+    status: str
+    count: int
+
+
+class NewSegment(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    filter: dict[str, Any]
+    """The filter as the API's grammar spells it (docs/audiences.md)."""
+    created_at: int
+
+
+class SegmentRecord(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    filter: dict[str, Any]
     created_at: int

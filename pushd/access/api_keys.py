@@ -121,7 +121,12 @@ async def bootstrap_admin_key(storage: Storage, given: str | None) -> str | None
 
 
 def key_record(
-    key: str, *, name: str, role: str, categories: Iterable[str] | None = None
+    key: str,
+    *,
+    name: str,
+    role: str,
+    categories: Iterable[str] | None = None,
+    may_broadcast: bool = False,
 ) -> ApiKeyRecord:
     """The stored form of a new `key`: a fresh id and only the key's hash; categories
     deduplicated and sorted, none (or an empty list) meaning unrestricted."""
@@ -132,6 +137,7 @@ def key_record(
         key_hash=hash_key(key),
         created_at=now_ms(),
         categories=tuple(sorted(set(categories))) if categories else None,
+        may_broadcast=may_broadcast,
     )
 
 

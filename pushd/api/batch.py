@@ -34,7 +34,9 @@ from pushd.api.notifications import (
     new_notification,
 )
 from pushd.api.route import Reply, Route
+from pushd.api.scheduled import schedule_field
 from pushd.api.schemas import NotificationAccepted, SendNotification
+from pushd.api.templates import check_content_source
 from pushd.appkeys import (
     CHANNELS,
     CONFIG,
@@ -135,8 +137,13 @@ def _decode(request: web.Request, index: int, raw: msgspec.Raw) -> BatchItem:
                 "a batch item is for one user: send to a topic with POST /api/notifications",
                 "topic",
             )
-        if item.title is None and item.body is None:
-            raise validation_error("give a title, a body, or both", "title")
+        scheduled = schedule_field(item)
+        if scheduled is not None:
+            # Not silently sent now: scheduling is a single send's (pushd/api/scheduled.py).
+            raise validation_error(
+                "a batch item is sent now: schedule it with POST /api/notifications", scheduled
+            )
+        check_content_source(item)  # title/body, or a template
         check_notification_size(item, request.app[LIMITS].config)
         require_category(request, item.category)
     except ApiError as exc:
@@ -204,17 +211,18 @@ async def _prepare(request: web.Request, item: _Item) -> NewNotification | Batch
         expires_at = _expires_at(body, item.now)
         await request.app[LIMITS].recipients.check(item.user_id, "inapp")
         deliveries = await _planned_deliveries(request, plan, body, (item.user_id, None), item.now)
+        # Inside the try: a template that fails for this item's user refuses this item only.
+        return await new_notification(
+            request,
+            body,
+            item.user_id,
+            now=item.now,
+            expires_at=expires_at,
+            claim=item.claim,
+            deliveries=deliveries,
+        )
     except (ApiError, RateLimitedError) as exc:
         raise _refusal(item.index, exc) from None
-    return await new_notification(
-        request,
-        body,
-        item.user_id,
-        now=item.now,
-        expires_at=expires_at,
-        claim=item.claim,
-        deliveries=deliveries,
-    )
 
 
 async def _recipient(request: web.Request, index: int, body: BatchItem) -> str:

@@ -33,6 +33,7 @@ class ErrorCode(Enum):
     METHOD_NOT_ALLOWED = (405, "method_not_allowed")
     CONFLICT = (409, "conflict")
     IDEMPOTENCY_KEY_IN_USE = (409, "idempotency_key_in_use")
+    ALREADY_SENT = (409, "already_sent")  # a scheduled send cancelled after its release
     PAYLOAD_TOO_LARGE = (413, "payload_too_large")
     UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
     VALIDATION_FAILED = (422, "validation_failed")

@@ -24,7 +24,14 @@ from pushd.api.channel_tracking import channel_deliveries, channel_events
 from pushd.api.deliveries import as_detail, deliveries_of
 from pushd.api.preferences import Preferences, preferences_view
 from pushd.api.route import Reply, Route, Streamed
-from pushd.api.schemas import DeliveryEvent, Device, NotificationDetail, User
+from pushd.api.scheduled import as_scheduled_view
+from pushd.api.schemas import (
+    DeliveryEvent,
+    Device,
+    NotificationDetail,
+    ScheduledNotificationView,
+    User,
+)
 from pushd.api.topics import Subscription
 from pushd.api.users import load_user
 from pushd.appkeys import AUDIT, CONFIG, PLANNER, REVOCATIONS, STORAGE
@@ -64,8 +71,7 @@ class ExportedIdempotencyKey(msgspec.Struct, kw_only=True):
 
 
 class UserExport(msgspec.Struct, kw_only=True):
-    """Everything pushd holds about one user. Not held, so not here: scheduled sends
-    (they do not exist yet)."""
+    """Everything pushd holds about one user."""
 
     exported_at: datetime
     user: User
@@ -84,6 +90,10 @@ class UserExport(msgspec.Struct, kw_only=True):
     notifications: Annotated[
         list[NotificationDetail],
         Meta(description="Newest first, each with its read state and delivery records."),
+    ]
+    scheduled_notifications: Annotated[
+        list[ScheduledNotificationView],
+        Meta(description="Scheduled sends not released yet, and cancelled ones, in accept order."),
     ]
     channel_delivery_history: Annotated[
         list[DeliveryEvent],
@@ -158,6 +168,18 @@ async def _notification_pages(
         before = records[-1].seq
 
 
+async def _scheduled_pages(
+    storage: Storage, user_id: str
+) -> AsyncIterator[list[ScheduledNotificationView]]:
+    after: str | None = None
+    while True:
+        page = await storage.list_scheduled(user_id, after_id=after, limit=EXPORT_PAGE_SIZE)
+        if not page:
+            return
+        yield [as_scheduled_view(r) for r in page]
+        after = page[-1].notification.id
+
+
 def _advance(record: CursorHistoryRecord) -> CursorAdvance:
     cursor: Any = record.cursor  # `sent` or `acked`, as advance_cursors writes it
     return CursorAdvance(cursor=cursor, seq=record.seq, at=from_ms(record.at))
@@ -191,7 +213,7 @@ async def _channel_history_pages(
 async def _idempotency_pages(
     storage: Storage, user_id: str
 ) -> AsyncIterator[list[ExportedIdempotencyKey]]:
-    after = 0
+    after = -1  # a scheduled send's key has seq 0 until its release
     while True:
         page = await storage.idempotency_keys_of(user_id, after_seq=after, limit=EXPORT_PAGE_SIZE)
         if not page:
@@ -253,6 +275,8 @@ async def _export_document(
     async for chunk in _array("topics", _topic_pages(storage, user.id)):
         yield chunk
     async for chunk in _array("notifications", _notification_pages(storage, user)):
+        yield chunk
+    async for chunk in _array("scheduled_notifications", _scheduled_pages(storage, user.id)):
         yield chunk
     async for chunk in _array("channel_delivery_history", _channel_history_pages(storage, user.id)):
         yield chunk

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from pushd.access.api_keys import generate_key, key_record
 from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
-from pushd.access.roles import ADMIN, ADMIN_ONLY, Role
+from pushd.access.roles import ADMIN, ADMIN_ONLY, READER, Role
 from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import Category
@@ -31,6 +31,13 @@ class CreateApiKey(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     categories: (
         Annotated[list[Category], Meta(min_length=1, max_length=100, description="Limit.")] | None
     ) = None
+    broadcast: Annotated[
+        bool,
+        Meta(
+            description="A publisher key that may send to every user (`broadcast`) or a "
+            "`segment` (admin keys always may)."
+        ),
+    ] = False
 
 
 class ApiKey(msgspec.Struct, kw_only=True):
@@ -40,6 +47,7 @@ class ApiKey(msgspec.Struct, kw_only=True):
     name: str
     role: Role
     categories: list[str] | None
+    broadcast: bool
     created_at: datetime
     revoked_at: datetime | None
 
@@ -51,6 +59,7 @@ class ApiKey(msgspec.Struct, kw_only=True):
             name=record.name,
             role=role,
             categories=None if record.categories is None else list(record.categories),
+            broadcast=record.role == ADMIN or record.may_broadcast,
             created_at=from_ms(record.created_at),
             revoked_at=None if record.revoked_at is None else from_ms(record.revoked_at),
         )
@@ -71,11 +80,23 @@ async def create_api_key(request: web.Request, body: CreateApiKey, _query: None)
             "admin keys cannot be limited to categories: give role publisher or reader",
             "categories",
         )
+    if body.role == READER and body.broadcast:
+        raise validation_error("reader keys cannot send: give role publisher", "broadcast")
     key = generate_key()
-    record = key_record(key, name=body.name, role=body.role, categories=body.categories)
+    record = key_record(
+        key,
+        name=body.name,
+        role=body.role,
+        categories=body.categories,
+        may_broadcast=body.broadcast,
+    )
     await request.app[STORAGE].create_api_key(record)
     request[AUDIT_TARGET] = f"key:{record.id}"
-    request[AUDIT_DETAIL] = {"role": record.role, "categories": body.categories}
+    request[AUDIT_DETAIL] = {
+        "role": record.role,
+        "categories": body.categories,
+        "broadcast": body.broadcast,
+    }
     return Reply(
         201,
         ApiKeyCreated(key=key, api_key=ApiKey.of(record)),

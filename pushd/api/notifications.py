@@ -30,9 +30,13 @@ from pushd.api.schemas import (
     NotificationPage,
     ReadIds,
     ReadResult,
+    ScheduledAccepted,
+    ScheduledNotificationView,
     SendNotification,
     TopicSendAccepted,
 )
+from pushd.api.sends import SendAccepted, accept_audience_send
+from pushd.api.templates import check_content_source, sent_content
 from pushd.api.users import load_user
 from pushd.appkeys import (
     BUS,
@@ -41,6 +45,7 @@ from pushd.appkeys import (
     INGEST,
     LIMITS,
     METRICS,
+    PLAN_READS,
     PLANNER,
     REQUEST_HASHER,
     STORAGE,
@@ -49,6 +54,7 @@ from pushd.appkeys import (
 from pushd.channels.webhook_events import with_accepted_webhooks
 from pushd.ids import from_ms, new_id, now_ms
 from pushd.ingest.group_commit import ClaimInFlightError
+from pushd.ops import logs as log_context
 from pushd.realtime.readsync import publish_read, publish_read_all
 from pushd.routing.plan import ChannelPlan, PlanError, Recipient
 from storage import IdempotencyConflictError, UnknownUserError
@@ -108,12 +114,14 @@ async def _planned_deliveries(
 ) -> tuple[PlannedDelivery, ...]:
     """The plan's deliveries, from the user's contact fields and devices as they are
     now: what it needs (the user row, the devices only for push steps, the preferences)
-    is read in ONE storage call, and nothing without a plan."""
+    is read in ONE storage call, shared with the other requests of the same loop turn,
+    and nothing without a plan."""
     if not plan.steps:
         return ()
-    storage, planner = request.app[STORAGE], request.app[PLANNER]
+    planner = request.app[PLANNER]
     user_id, _ = recipient
-    context = await storage.plan_context(user_id, devices=plan.needs_devices)
+    # Read with the other requests of this loop turn (pushd/routing/plan_reads.py).
+    context = await request.app[PLAN_READS].read(user_id, devices=plan.needs_devices)
     if context is None:
         field = "user_id" if body.user_id is not None else "external_id"
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field)
@@ -186,13 +194,19 @@ def _in_use(key: str) -> ApiError:
 
 
 async def send_notification(request: web.Request, body: SendNotification, _query: None) -> Reply:
-    if body.title is None and body.body is None:
-        raise validation_error("give a title, a body, or both", "title")
+    check_content_source(body)  # title/body, or a template
     check_notification_size(body, request.app[LIMITS].config)
     require_category(request, body.category)
     plan = _channel_plan(request, body)
     now = now_ms()
     expires_at = _expires_at(body, now)
+    if body.send_at is not None or body.delay is not None or body.deliver_at_local is not None:
+        # Imported here, not above: scheduled builds on this module's steps.
+        from pushd.api.scheduled import send_scheduled
+
+        return await send_scheduled(request, body, plan=plan, now=now)
+    if body.broadcast is not None or body.segment is not None:
+        return await accept_audience_send(request, body, now=now)
     if body.topic is not None:
         # Imported here, not above: topic_send builds on this module's steps.
         from pushd.api.topic_send import send_to_topic
@@ -230,11 +244,12 @@ async def new_notification(
     """The notification `body` makes for `user_id`, with its webhook events: the same for
     a single send, a batch item (pushd/api/batch.py) and a topic's recipient
     (pushd/api/topic_send.py)."""
+    content = await sent_content(request, body, user_id)  # a template rendered for the user
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
-        title=body.title,
-        body=body.body,
+        title=content.title,
+        body=content.body,
         data=body.data,
         category=body.category,
         priority=body.priority,
@@ -242,7 +257,7 @@ async def new_notification(
         expires_at=expires_at,
         idempotency=claim,
         deliveries=deliveries,
-        channel_content=None if body.content is None else body.content.as_stored(),
+        channel_content=content.channel_content,
     )
     return await with_accepted_webhooks(request.app[WEBHOOKS], notification)
 
@@ -264,6 +279,7 @@ async def _send(
     notification = await new_notification(
         request, body, user_id, now=now, expires_at=expires_at, claim=claim, deliveries=deliveries
     )
+    log_context.notification_id.set(notification.id)  # on the log lines from here on
     try:
         record = await request.app[INGEST].submit(notification)
     except UnknownUserError:
@@ -344,7 +360,17 @@ async def _detail(request: web.Request, record: NotificationRecord) -> Notificat
 
 
 async def get_notification(request: web.Request, _body: None, _query: None) -> Reply:
-    return Reply(200, await _detail(request, await _load_notification(request)))
+    try:
+        record = await _load_notification(request)
+    except ApiError:
+        # Not in the mailbox: a scheduled send not released yet (or cancelled) has its id.
+        from pushd.api.scheduled import scheduled_view
+
+        scheduled = await scheduled_view(request, request.match_info["id"])
+        if scheduled is None:
+            raise
+        return Reply(200, scheduled)
+    return Reply(200, await _detail(request, record))
 
 
 async def get_notification_events(request: web.Request, _body: None, _query: None) -> Reply:
@@ -399,14 +425,17 @@ ROUTES = [
         "`Idempotency-Key` header, a repeat of the same request returns the first answer "
         "(header `Idempotent-Replayed: true`); the same key with another body is a 422, "
         "and while the first is still in progress a 409 with `Retry-After`.",
-        {202: NotificationAccepted | TopicSendAccepted},
+        {202: NotificationAccepted | TopicSendAccepted | SendAccepted | ScheduledAccepted},
         body=SendNotification,
         description="Beyond the socket, the notification follows its channel plan: the "
         "request's `channels`, else the one configured for its category (docs/channels.md). "
         "Its deliveries are committed with it; `GET /api/notifications/{id}` shows them. "
         "With `topic`, each subscriber gets a notification of their own, committed in "
         "chunks of `ingest.batch_max_items`; the 202 (a `TopicSendAccepted`) comes once all "
-        "are committed. `Idempotency-Key` is refused with `topic`.",
+        "are committed. `Idempotency-Key` is refused with `topic`. With `send_at`, `delay` "
+        "or `deliver_at_local` (one recipient), it is stored at once and committed to the "
+        "mailbox when due: the 202 is a `ScheduledAccepted` (`status: scheduled`, no seq "
+        "yet), and `DELETE /api/notifications/{id}` cancels it until then.",
         errors={
             404: "No user with this user_id or external_id, or no such topic",
             409: "The same Idempotency-Key is still being processed (retry after Retry-After)",
@@ -438,7 +467,9 @@ ROUTES = [
         "/api/notifications/{id}",
         get_notification,
         "Get one notification with its delivery records: in-app, and every channel step",
-        {200: NotificationDetail},
+        {200: NotificationDetail | ScheduledNotificationView},
+        description="A scheduled send not released yet, or cancelled, is answered as a "
+        "`ScheduledNotificationView` (`status` `scheduled` or `cancelled`, `seq` null).",
         tag="notifications",
     ),
     Route(

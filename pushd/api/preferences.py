@@ -67,7 +67,10 @@ class Preferences(msgspec.Struct, kw_only=True):
     quiet_hours: QuietHoursSetting
     mandatory_categories: Annotated[
         list[str],
-        Meta(description="Categories that ignore the mute and the switches (server setting)."),
+        Meta(
+            description="Categories that ignore the mute and the switches "
+            "(`routing.mandatory_categories`, and categories defined with `opt_out` false)."
+        ),
     ]
     updated_at: datetime | None
 
@@ -110,7 +113,7 @@ def preferences_view(
         muted=record.muted,
         categories=categories,  # type: ignore[arg-type]  # stored keys are channels
         quiet_hours=user_quiet_hours(record.quiet_hours),
-        mandatory_categories=sorted(policy.mandatory_categories),
+        mandatory_categories=policy.mandatory(),
         updated_at=opt_from_ms(record.updated_at),
     )
 
@@ -134,7 +137,8 @@ def _check(change: PreferencesChange, policy: RoutingPolicy, limited: Limit) -> 
     for category, switches in change.channels.items():
         if policy.is_mandatory(category) and False in switches.values():
             raise validation_error(
-                f"category {category!r} cannot be turned off (routing.mandatory_categories): "
+                f"category {category!r} cannot be turned off (routing.mandatory_categories, "
+                "or a category defined with opt_out = false): "
                 "users receive it whatever their preferences",
                 f"categories.{category}",
             )

@@ -12,6 +12,7 @@ import msgspec
 
 from pushd.ids import from_ms
 from pushd.routing.plan import ChannelContent, PlanStep, Priority
+from pushd.routing.templates import TEMPLATE_ID_PATTERN
 from storage.records import DeviceRecord, UserRecord
 
 Meta = msgspec.Meta
@@ -239,27 +240,34 @@ DeliveryChannel = Literal["email", "webpush", "fcm", "apns", "sms", "webhook", "
 MAX_PLAN_STEPS = 16
 
 
+_RECIPIENTS = ("user_id", "external_id", "topic", "broadcast", "segment")
+
+
 def _given(field: str) -> dict[str, Any]:
     return {"required": [field], "properties": {field: {"type": "string"}}}
 
 
+# The longest `delay` of a scheduled send: one year.
+MAX_SCHEDULE_DELAY_SECONDS = 31_536_000
+
+
 class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Send now to one user, named by `user_id` or by `external_id`, or to every
-    subscriber of a `topic` (exactly one of the three). At least one of `title` and
-    `body` is required."""
+    """Send now to one user, named by `user_id` or by `external_id`, to every
+    subscriber of a `topic`, to every user (`broadcast`) or to a `segment` (exactly one
+    of the five). At least one of `title` and
+    `body` is required, or a `template` instead of them (and of `content`)."""
 
     # The two rules above, which the handler checks, as JSON Schema for the document.
     __openapi_extra__: ClassVar[dict[str, Any]] = {
         "allOf": [
-            {"anyOf": [_given("title"), _given("body")]},
+            {"anyOf": [_given("title"), _given("body"), _given("template")]},
             {
                 "oneOf": [
-                    {**_given(one), "not": {"anyOf": [_given(o) for o in others]}}
-                    for one, others in (
-                        ("user_id", ("external_id", "topic")),
-                        ("external_id", ("user_id", "topic")),
-                        ("topic", ("user_id", "external_id")),
-                    )
+                    {
+                        "required": [one],
+                        "not": {"anyOf": [{"required": [o]} for o in _RECIPIENTS if o != one]},
+                    }
+                    for one in _RECIPIENTS
                 ]
             },
         ]
@@ -275,6 +283,29 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
                 max_length=64,
                 description="A topic's slug: one notification to each of its subscribers "
                 "(answered with a `TopicSendAccepted`).",
+            ),
+        ]
+        | None
+    ) = None
+    broadcast: (
+        Annotated[
+            Literal[True],
+            Meta(
+                description="true: one notification to every user, fanned out in the "
+                "background (answered with a `SendAccepted`; admin keys, or publisher keys "
+                "created with `broadcast`)."
+            ),
+        ]
+        | None
+    ) = None
+    segment: (
+        Annotated[
+            str | dict[str, Any],
+            Meta(
+                description="A saved segment's id (`POST /api/segments`) or a filter "
+                "(docs/audiences.md): one notification to each matching user, fanned out "
+                "in the background (answered with a `SendAccepted`; same keys as "
+                "`broadcast`)."
             ),
         ]
         | None
@@ -312,6 +343,42 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         ]
         | None
     ) = None
+    # Scheduled sends (pushd/api/scheduled.py): at most one of the three.
+    send_at: (
+        Annotated[
+            datetime,
+            Meta(
+                tz=True,
+                description="Deliver at this instant (RFC 3339, not in the past) instead of "
+                "now: answered 202 with `status: scheduled` and no seq yet (README, "
+                "Scheduled sends). Not with `delay` or `deliver_at_local`.",
+            ),
+        ]
+        | None
+    ) = None
+    delay: (
+        Annotated[
+            float,
+            Meta(
+                ge=0,
+                le=MAX_SCHEDULE_DELAY_SECONDS,
+                description="Deliver this many seconds from now (a scheduled send).",
+            ),
+        ]
+        | None
+    ) = None
+    deliver_at_local: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                description="Deliver the next time the recipient's wall clock reads HH:MM, "
+                "in their `timezone` (else `routing.default_timezone`); a time skipped by a "
+                "daylight-saving change is delivered when the clock jumps (a scheduled send).",
+            ),
+        ]
+        | None
+    ) = None
     channels: (
         Annotated[
             list[PlanStep],
@@ -328,6 +395,30 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         Annotated[
             ChannelContent,
             Meta(description="Per-channel content; what is left out is derived from title/body."),
+        ]
+        | None
+    ) = None
+    template: (
+        Annotated[
+            str,
+            Meta(
+                pattern=TEMPLATE_ID_PATTERN,
+                description="A stored template's id (`PUT /api/templates/{templateId}`), "
+                "rendered for each recipient with `data` and the user's profile, in the "
+                "user's locale: the title, body and per-channel content. Not with "
+                "`title`, `body` or `content`.",
+            ),
+        ]
+        | None
+    ) = None
+    template_version: (
+        Annotated[
+            int,
+            Meta(
+                ge=1,
+                le=2_147_483_647,
+                description="That version of `template` (default: its latest).",
+            ),
         ]
         | None
     ) = None
@@ -532,3 +623,48 @@ class Health(msgspec.Struct):
     storage: ComponentHealth
     bus: ComponentHealth
     state: ComponentHealth
+
+
+# scheduled sends (pushd/api/scheduled.py) ------------------------------------------------
+
+ScheduledStatus = Literal["scheduled", "cancelled"]
+
+
+class ScheduledAccepted(msgspec.Struct, kw_only=True):
+    """The notification is stored and will be committed to the user's mailbox (and take
+    its seq) at `send_at`."""
+
+    id: str
+    user_id: str
+    status: Literal["scheduled"] = "scheduled"
+    send_at: Annotated[datetime, Meta(description="When it is due.")]
+    created_at: Annotated[datetime, Meta(description="When it was accepted.")]
+
+
+class ScheduledNotificationView(msgspec.Struct, kw_only=True):
+    """A scheduled send not released yet, or cancelled. Released ones are ordinary
+    notifications (with their seq) under the same id."""
+
+    id: str
+    user_id: str
+    status: ScheduledStatus
+    seq: Annotated[None, Meta(description="Always null: a seq is taken at release.")] = None
+    send_at: datetime
+    created_at: Annotated[datetime, Meta(description="When it was accepted.")]
+    cancelled_at: datetime | None
+    title: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    category: str | None
+    priority: Priority
+    expires_at: datetime | None
+    planned_channels: Annotated[
+        list[str], Meta(description="The channels of its plan's steps, in plan order.")
+    ]
+
+
+class ScheduledPage(msgspec.Struct):
+    items: list[ScheduledNotificationView]
+    next_cursor: Annotated[
+        str | None, Meta(description="Pass as `cursor` for the next page; null at the end.")
+    ]

@@ -25,6 +25,7 @@ from pushd.api.errors import ApiError, validation_error
 from pushd.api.notifications import IDEMPOTENCY_HEADER, _planned_deliveries, new_notification
 from pushd.api.route import Reply
 from pushd.api.schemas import SendNotification, TopicSendAccepted
+from pushd.api.templates import RecipientGoneError
 from pushd.api.topics import load_topic
 from pushd.appkeys import CHANNELS, CONFIG, INGEST, LIMITS, METRICS, STORAGE
 from pushd.ids import from_ms, new_id
@@ -55,15 +56,18 @@ async def _notification_for(
         deliveries = await _planned_deliveries(request, send.plan, body, (user_id, None), send.now)
     except (RateLimitedError, ApiError):  # the ApiError is the 404 of an erased user
         return None
-    return await new_notification(
-        request,
-        body,
-        user_id,
-        now=send.now,
-        expires_at=send.expires_at,
-        claim=None,
-        deliveries=deliveries,
-    )
+    try:
+        return await new_notification(
+            request,
+            body,
+            user_id,
+            now=send.now,
+            expires_at=send.expires_at,
+            claim=None,
+            deliveries=deliveries,
+        )
+    except RecipientGoneError:  # erased since the page was read (a template reads the user)
+        return None
 
 
 async def _send_page(request: web.Request, send: _Send, user_ids: list[str]) -> tuple[int, int]:

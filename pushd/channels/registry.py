@@ -29,7 +29,7 @@ from pushd.channels.outbound_url import check_outbound_url
 from pushd.channels.sms_http import HttpSmsSender
 from pushd.channels.sms_twilio import TwilioSmsSender, with_status_callback
 from pushd.channels.smtp import SmtpSender
-from pushd.channels.unsubscribe import UnsubscribeLinks
+from pushd.channels.unsubscribe import PreferenceLinks, UnsubscribeLinks
 from pushd.channels.webhooks import WebhookSender
 from pushd.channels.webpush import WebPushSender, vapid_public_key
 from pushd.config.settings import ChannelsConfig, ConfigError, HttpSmsProvider, TwilioSmsProvider
@@ -67,6 +67,30 @@ def unsubscribe_links(
     )
 
 
+PREFERENCES_PATH = "/preferences"
+"""Where the preference center's page is, under `channels.public_url`."""
+
+
+def preference_links(
+    config: ChannelsConfig,
+    token_secret: str,
+    previous_token_secrets: Sequence[str] = (),
+    *,
+    max_age: float,
+) -> PreferenceLinks | None:
+    """The signer of the preference center's links, None without `public_url` (emails
+    then carry no footer link). Keyed like `unsubscribe_links`; its own label keeps the
+    two kinds of links apart."""
+    if not config.public_url:
+        return None
+    return PreferenceLinks(
+        _derive(token_secret),
+        config.public_url.rstrip("/") + PREFERENCES_PATH,
+        previous_secrets=[_derive(secret) for secret in previous_token_secrets],
+        max_age=max_age,
+    )
+
+
 def _derive(secret: str) -> bytes:
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_UNSUBSCRIBE_INFO)
     return hkdf.derive(secret.encode())
@@ -79,6 +103,8 @@ def dispatch_settings(config: ChannelsConfig) -> DispatchSettings:
         poll_interval=config.poll_interval,
         lease=config.lease_seconds,
         shutdown_timeout=config.shutdown_timeout,
+        yield_backlog=config.yield_backlog,
+        yield_sends=config.yield_sends,
         retry=RetryPolicy(
             backoff=Backoff(base=config.backoff_base, cap=config.backoff_cap),
             max_attempts=config.max_attempts,
@@ -92,6 +118,7 @@ def build_provider_pool(
     *,
     check_url: UrlChecker,
     unsubscribe_url: Callable[[str, str], str] | None = None,
+    preferences_url: Callable[[str], str] | None = None,
 ) -> ProviderPool:
     """Every configured provider's sender, in fallback order per channel, and the
     webhook sender.
@@ -120,7 +147,9 @@ def build_provider_pool(
         specs.append(ProviderSpec(sender, concurrency=concurrency, breaker=breaker))
 
     for smtp in config.email:
-        make_smtp = functools.partial(SmtpSender, smtp, unsubscribe_url=unsubscribe_url)
+        make_smtp = functools.partial(
+            SmtpSender, smtp, unsubscribe_url=unsubscribe_url, preferences_url=preferences_url
+        )
         add("email", smtp.name, make_smtp, smtp.pool_size)
     for push in config.webpush:
         make_push = functools.partial(WebPushSender, push, check_url=check_url)

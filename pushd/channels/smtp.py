@@ -130,7 +130,9 @@ class SmtpSender:
 
     `unsubscribe_url(user_id, category)` (e.g. `UnsubscribeLinks.url`) gives the link put
     in `List-Unsubscribe` with RFC 8058 one-click `List-Unsubscribe-Post`; a message
-    without a category, or a sender without it, carries neither header. The configuration
+    without a category, or a sender without it, carries neither header.
+    `preferences_url(user_id)` (e.g. `PreferenceLinks.url`) gives the link of the footer
+    "Manage notification preferences" added to the text and HTML parts. The configuration
     is checked when the sender is made (`ConfigError` names the key); sessions are opened
     on the first sends.
     """
@@ -140,9 +142,10 @@ class SmtpSender:
         config: SmtpProviderConfig,
         *,
         unsubscribe_url: Callable[[str, str], str] | None = None,
+        preferences_url: Callable[[str], str] | None = None,
     ) -> None:
         self._config = config
-        self._composer = _Composer(config, unsubscribe_url)
+        self._composer = _Composer(config, unsubscribe_url, preferences_url)
         if config.ca_file and not config.validate_certs:
             raise _config_error(config, "ca_file is set but validate_certs is false")
         if config.ca_file and not Path(config.ca_file).is_file():
@@ -298,7 +301,10 @@ class _Composer:
     """Builds the messages of one relay: the headers that never change are encoded once."""
 
     def __init__(
-        self, config: SmtpProviderConfig, unsubscribe_url: Callable[[str, str], str] | None
+        self,
+        config: SmtpProviderConfig,
+        unsubscribe_url: Callable[[str, str], str] | None,
+        preferences_url: Callable[[str], str] | None = None,
     ) -> None:
         if not config.from_address.isascii():
             raise _config_error(config, "from_address must be ASCII (no SMTPUTF8 support)")
@@ -314,10 +320,13 @@ class _Composer:
         if not _DOMAIN.fullmatch(self._domain):
             raise _config_error(config, f"message_id_domain {self._domain!r} is not a domain")
         self._unsubscribe_url = unsubscribe_url
+        self._preferences_url = preferences_url
 
     def compose(self, message: ChannelMessage, recipient: str) -> tuple[str, bytes]:
         """The Message-ID and the bytes of the email for `message`."""
         subject, text, page = _content(message)
+        if self._preferences_url is not None:
+            text, page = _with_footer(text, page, self._preferences_url(message.user_id))
         message_id = make_msgid(domain=self._domain)
         mail = EmailMessage(policy=_POLICY)
         if subject.isascii() and subject.isprintable() and len(subject) <= SHORT_SUBJECT:
@@ -362,6 +371,18 @@ def _content(message: ChannelMessage) -> tuple[str, str, str]:
     text = message.content.get("text") or message.body or ""
     page = message.content.get("html") or _html_page(subject, text)
     return subject, text, page
+
+
+FOOTER_LINK_TEXT = "Manage notification preferences"
+
+
+def _with_footer(text: str, page: str, url: str) -> tuple[str, str]:
+    """The text and HTML with the preference center's link at the end (inside the
+    body of an HTML page given whole)."""
+    footer = f'<p><a href="{html.escape(url, quote=True)}">{FOOTER_LINK_TEXT}</a></p>\n'
+    body_end = page.lower().rfind("</body>")
+    page = page + footer if body_end < 0 else page[:body_end] + footer + page[body_end:]
+    return f"{text}\n\n--\n{FOOTER_LINK_TEXT}: {url}\n", page
 
 
 def _html_page(subject: str, text: str) -> str:

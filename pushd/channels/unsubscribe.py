@@ -8,14 +8,14 @@ HMAC-SHA256 over a fixed label and the encoded payload. Links do not expire: the
 mailboxes for years, and unsubscribing must keep working (RFC 8058 §3). The issue time
 makes every link distinct. Rotating the secret invalidates old links unless the old
 secret is kept in `previous_secrets`.
+
+The same module makes the preference center's links (`PreferenceLinks`): an email's
+footer carries one. They are signed the same way (pushd/access/signed_links.py) under
+their own label, name only the user, and expire after `preference_center.link_max_age`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -23,15 +23,18 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-MIN_SECRET_BYTES = 32
+from pushd.access.signed_links import InvalidLinkTokenError, LinkSigner
+
 _LABEL = b"pushd-unsubscribe-v1\x00"
 """Signed before the payload, so that a signature made with the same secret for another
 purpose can never pass as an unsubscribe link."""
 _PAYLOAD = msgspec.json.Decoder(tuple[str, str, int])
+_PREFERENCE_LABEL = b"pushd-preference-center-v1\x00"
+_PREFERENCE_PAYLOAD = msgspec.json.Decoder(tuple[str, int])
 _ENCODE = msgspec.json.Encoder()
 
 
-class InvalidUnsubscribeTokenError(ValueError):
+class InvalidUnsubscribeTokenError(InvalidLinkTokenError):
     """The token was not made by `UnsubscribeLinks.url` with a secret this server holds."""
 
 
@@ -52,12 +55,9 @@ class UnsubscribeLinks:
     def __init__(
         self, secret: bytes, base_url: str, *, previous_secrets: Sequence[bytes] = ()
     ) -> None:
-        for candidate in (secret, *previous_secrets):
-            if len(candidate) < MIN_SECRET_BYTES:
-                raise ValueError(
-                    f"an unsubscribe secret must be at least {MIN_SECRET_BYTES} bytes long: "
-                    "a short one lets anyone forge links that unsubscribe other users"
-                )
+        self._signer = LinkSigner(
+            _LABEL, secret, previous_secrets=previous_secrets, what="unsubscribe token"
+        )
         parts = urlsplit(base_url)
         if parts.scheme != "https" or not parts.netloc or parts.fragment:
             raise ValueError(
@@ -69,7 +69,6 @@ class UnsubscribeLinks:
                 f"unsubscribe base URL {base_url!r} contains whitespace, quotes or angle "
                 "brackets, which cannot appear in a List-Unsubscribe header"
             )
-        self._secrets = (secret, *previous_secrets)
         self._prefix = base_url + ("&" if parts.query else "?") + "token="
 
     def url(self, user_id: str, category: str) -> str:
@@ -78,8 +77,7 @@ class UnsubscribeLinks:
 
     def token(self, user_id: str, category: str) -> str:
         """The signed token alone, as carried in the link's `token` parameter."""
-        payload = _b64encode(_ENCODE.encode((user_id, category, int(time.time()))))
-        return f"{payload}.{_b64encode(_sign(self._secrets[0], payload))}"
+        return self._signer.sign(_ENCODE.encode((user_id, category, int(time.time()))))
 
     def verify(self, token: str) -> Unsubscription:
         """The user and category `token` names.
@@ -87,39 +85,66 @@ class UnsubscribeLinks:
         Raises `InvalidUnsubscribeTokenError` if it is malformed or its signature matches
         none of the secrets.
         """
-        payload, dot, signature_text = token.partition(".")
-        if not dot or not token.isascii():
-            raise InvalidUnsubscribeTokenError(
-                "unsubscribe token is malformed: expected <payload>.<signature> in base64url; "
-                "the link was probably cut short when it was copied"
-            )
-        signature = _b64decode(signature_text)
-        if not any(hmac.compare_digest(signature, _sign(key, payload)) for key in self._secrets):
-            raise InvalidUnsubscribeTokenError(
-                "unsubscribe token has a bad signature: the link was altered, or it was "
-                "signed with a secret this server no longer holds (keep rotated secrets "
-                "in previous_secrets)"
-            )
         try:
-            user_id, category, _issued_at = _PAYLOAD.decode(_b64decode(payload))
+            payload = self._signer.open(token)
+        except InvalidLinkTokenError as exc:
+            raise InvalidUnsubscribeTokenError(str(exc)) from None
+        try:
+            user_id, category, _issued_at = _PAYLOAD.decode(payload)
         except msgspec.DecodeError as error:
             # A correct signature over a bad payload means a bug in the signer, not a forgery.
             raise InvalidUnsubscribeTokenError(f"unsubscribe token payload: {error}") from None
         return Unsubscription(user_id, category)
 
 
-def _sign(secret: bytes, payload: str) -> bytes:
-    return hmac.digest(secret, _LABEL + payload.encode("ascii"), hashlib.sha256)
+class InvalidPreferenceLinkError(InvalidLinkTokenError):
+    """The token was not made by `PreferenceLinks`, or it has expired."""
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+class PreferenceLinks:
+    """Makes and checks the preference center's per-user links.
 
+    The token goes in the link's fragment (`<base_url>#token=...`): browsers never send
+    a fragment to a server, so it stays out of access logs, proxies and `Referer`; the
+    page's script reads it and sends it in the body of its API calls. `max_age` seconds
+    after it was made a link stops working (0: never).
+    """
 
-def _b64decode(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidUnsubscribeTokenError(
-            "unsubscribe token is not base64url: the link was altered or cut short"
-        ) from None
+    def __init__(
+        self,
+        secret: bytes,
+        base_url: str,
+        *,
+        previous_secrets: Sequence[bytes] = (),
+        max_age: float = 0.0,
+    ) -> None:
+        self._signer = LinkSigner(
+            _PREFERENCE_LABEL, secret, previous_secrets=previous_secrets, what="preference link"
+        )
+        self._prefix = base_url + "#token="
+        self._max_age = max_age
+
+    def url(self, user_id: str) -> str:
+        """The link to `user_id`'s preference center."""
+        return self._prefix + self.token(user_id)
+
+    def token(self, user_id: str, *, issued_at: int | None = None) -> str:
+        """The signed token alone (`issued_at`: Unix seconds, default now)."""
+        issued = int(time.time()) if issued_at is None else issued_at
+        return self._signer.sign(_ENCODE.encode((user_id, issued)))
+
+    def verify(self, token: str) -> str:
+        """The user `token` names. Raises `InvalidPreferenceLinkError` if it is
+        malformed, badly signed or expired."""
+        try:
+            user_id, issued_at = _PREFERENCE_PAYLOAD.decode(self._signer.open(token))
+        except InvalidLinkTokenError as exc:
+            raise InvalidPreferenceLinkError(str(exc)) from None
+        except msgspec.DecodeError as error:
+            raise InvalidPreferenceLinkError(f"preference link payload: {error}") from None
+        if self._max_age and time.time() - issued_at > self._max_age:
+            raise InvalidPreferenceLinkError(
+                "preference link has expired: open the link of a more recent email, or ask "
+                "the application for a new one"
+            )
+        return user_id

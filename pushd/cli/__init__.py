@@ -1,1 +1,2 @@
-"""The `pushd` command: `serve`, `migrate`, `keys`, `rekey` (main.py dispatches)."""
+"""The `pushd` command: `serve`, `migrate`, `keys`, `rekey`, `seed`, `check-config`, and
+`send`, `users`, `status` against a running server (main.py dispatches)."""

@@ -50,6 +50,11 @@ def add_parser(
         metavar="CATEGORY",
         help="limit the key to this notification category (repeat for several)",
     )
+    create.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="a publisher key that may send to every user or a segment (docs/audiences.md)",
+    )
     common(actions.add_parser("list", help="list API keys (never their secrets)"))
     revoke = actions.add_parser("revoke", help="revoke an API key")
     common(revoke)
@@ -94,10 +99,22 @@ async def _create(storage: Storage, args: argparse.Namespace, say: Callable[[str
         say("pushd: admin keys cannot be limited to categories: use --role publisher or reader")
         return EXIT_FAILED
     key = generate_key()
-    record = key_record(key, name=args.name, role=args.role, categories=categories)
+    record = key_record(
+        key,
+        name=args.name,
+        role=args.role,
+        categories=categories,
+        may_broadcast=args.broadcast,
+    )
     await storage.create_api_key(record)
     await _audit(
-        storage, "key.create", f"key:{record.id}", True, role=record.role, categories=categories
+        storage,
+        "key.create",
+        f"key:{record.id}",
+        True,
+        role=record.role,
+        categories=categories,
+        broadcast=args.broadcast,
     )
     say(f"API key (shown once, store it now): {key}")
     say(_describe(record))
@@ -156,6 +173,8 @@ def _describe(record: ApiKeyRecord) -> str:
     parts = [record.id, f"role={record.role}", f"name={record.name!r}"]
     if record.categories is not None:
         parts.append("categories=" + ",".join(record.categories))
+    if record.may_broadcast:
+        parts.append("broadcast")
     parts.append(f"created={instant(record.created_at)}")
     if record.revoked_at is not None:
         parts.append(f"revoked={instant(record.revoked_at)}")

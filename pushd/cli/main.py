@@ -1,6 +1,8 @@
 """The `pushd` command: `serve` runs the server, `migrate` upgrades the database, `keys`
 manages API keys (pushd/cli/api_keys.py), `rekey` re-encrypts under the active encryption key
-(pushd/cli/rekey.py)."""
+(pushd/cli/rekey.py), `seed` fills a database with test data (pushd/cli/seed.py),
+`check-config` explains the configuration (pushd/cli/check_config.py); `send`, `users` and
+`status` talk to a running server (pushd/cli/send.py, users.py, status.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,21 @@ import logging
 import os
 import signal
 import ssl
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from pushd.app import Identity, build_app
 from pushd.cli import api_keys as cli_keys
+from pushd.cli import check_config as cli_check_config
 from pushd.cli import rekey as cli_rekey
+from pushd.cli import seed as cli_seed
+from pushd.cli import send as cli_send
+from pushd.cli import status as cli_status
+from pushd.cli import users as cli_users
 from pushd.config.settings import Config, ConfigError, load_config
+from pushd.ops import logs
 from pushd.process import datadir, http_server, interpreter
 from pushd.process.key_ring import parse_keys
 from pushd.process.tls import server_tls
@@ -53,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     common(migrate)
     cli_keys.add_parser(commands, common)
     cli_rekey.add_parser(commands, common)
+    cli_seed.add_parser(commands, common)
+    # These set `standalone`: they load no configuration before running (check-config
+    # loads it itself, to report what is wrong with it; the others talk to a server).
+    cli_check_config.add_parser(commands)
+    cli_send.add_parser(commands)
+    cli_users.add_parser(commands)
+    cli_status.add_parser(commands)
     return parser
 
 
@@ -167,9 +181,20 @@ def _loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | N
     return uvloop.new_event_loop
 
 
+_CONFIGURED: dict[
+    str, Callable[[Config, argparse.Namespace, Callable[[str], None]], Coroutine[Any, Any, int]]
+] = {"keys": cli_keys.run, "rekey": cli_rekey.run, "seed": cli_seed.run}
+"""The commands that run on the loaded configuration, besides serve and migrate."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pushd` console script."""
     args = _parser().parse_args(argv)
+    standalone = getattr(args, "standalone", None)
+    if standalone is not None:
+        logs.configure("warning", "text")
+        code: int = asyncio.run(standalone(args, _print))
+        return code
     config_path = args.config or os.environ.get("PUSHD_CONFIG")
     try:
         config = load_config(config_path, overrides=_flag_overrides(args))
@@ -179,23 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _print(f"pushd: config error: {exc}")
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log.level, config.log.format)
+    node_id = None
+    if args.command == "serve":
+        # Files in the data dir are read here, before the loop runs; reading them may log.
+        node_id = datadir.node_id(config)
+        logs.configure(config.log.level, config.log.format, node_id)
     try:
         with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
             if args.command == "serve":
-                # Files in the data dir are read here, before the loop runs.
                 admin_key = os.environ.get("PUSHD_ADMIN_KEY") or None
-                identity = Identity(datadir.node_id(config), admin_key, _announce_admin_key)
+                identity = Identity(node_id or "", admin_key, _announce_admin_key)
                 interpreter.tune_for_serving()
                 return runner.run(_serve(config, identity, datadir.token_secret(config), tls))
-            if args.command == "keys":
-                return runner.run(cli_keys.run(config, args, _print))
-            if args.command == "rekey":
-                return runner.run(cli_rekey.run(config, args, _print))
+            configured = _CONFIGURED.get(args.command)
+            if configured is not None:
+                return runner.run(configured(config, args, _print))
             return runner.run(_migrate(config))
     except StorageError as exc:
         _print(f"pushd: {exc}")

@@ -27,6 +27,7 @@ from pushd.channels.webhooks import WebhookConfig
 from pushd.channels.webpush import WebPushProviderConfig
 from pushd.config.types import ConfigError, NonNegativeFloat, Port, Positive, PositiveFloat
 from pushd.config.validation_errors import ValidationFailure
+from pushd.routing.categories import CategoryDefinition, slug_problem
 from pushd.routing.plan import PlanStep
 from pushd.routing.quiet_hours import QuietHours
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
@@ -110,6 +111,19 @@ class IngestConfig(_Section):
     batch_max_items: Positive = 1000
 
 
+class SchedulerConfig(_Section):
+    poll_interval: PositiveFloat = 0.2
+    batch_size: Positive = 500
+
+
+class AudiencesConfig(_Section):
+    chunk_size: Positive = 500
+    max_sends_in_flight: Positive = 2
+    lease_seconds: PositiveFloat = 30.0
+    poll_interval: PositiveFloat = 5.0
+    count_max: Positive = 100_000
+
+
 class MailboxConfig(_Section):
     backlog_max_count: Positive = 10_000
     backlog_max_age: PositiveFloat = 604800.0
@@ -183,6 +197,7 @@ class HttpConfig(_Section):
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access: bool = False
+    format: Literal["text", "json"] = "text"
 
 
 class TwilioSmsProvider(TwilioSmsConfig, tag="twilio", tag_field="kind"):
@@ -225,6 +240,8 @@ class ChannelsConfig(_Section):
     breaker_window: Positive = 20
     breaker_cool_down: PositiveFloat = 30.0
     shutdown_timeout: NonNegativeFloat = 5.0
+    yield_backlog: Annotated[int, msgspec.Meta(ge=0)] = 64
+    yield_sends: Positive = 2
     public_url: str = ""
     plans: dict[str, list[PlanStep]] = msgspec.field(default_factory=dict)
     email: list[SmtpProviderConfig] = msgspec.field(default_factory=list)
@@ -258,8 +275,18 @@ class RoutingConfig(_Section):
     mandatory_categories: list[str] = msgspec.field(default_factory=list)
     default_timezone: str = "UTC"
     quiet_hours: QuietHours | Literal["off"] = "off"
+    allow_unknown_categories: bool = True
+    categories_refresh_interval: PositiveFloat = 5.0
+    categories: dict[str, CategoryDefinition] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for slug, definition in self.categories.items():
+            problem = slug_problem(slug)
+            if problem is None:
+                found = definition.problem()
+                problem = None if found is None else f"{found[1]}: {found[0]}"
+            if problem is not None:
+                raise ValueError(f"categories.{slug}: {problem}")
         for category in self.mandatory_categories:
             if not _CATEGORY_OR_DEFAULT.match(category) or category == "default":
                 raise ValueError(
@@ -274,6 +301,19 @@ class RoutingConfig(_Section):
             ) from None
 
 
+class PreferenceCenterConfig(_Section):
+    link_max_age: NonNegativeFloat = 7_776_000.0
+
+
+class TemplatesConfig(_Section):
+    """Bounds of notification templates (pushd/routing/templates.py)."""
+
+    max_source_bytes: Positive = 65_536
+    max_output_bytes: Positive = 262_144
+    render_timeout: PositiveFloat = 0.05
+    cache_size: Positive = 256
+
+
 class Config(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -281,6 +321,8 @@ class Config(_Section):
     actors: ActorsConfig = msgspec.field(default_factory=ActorsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    audiences: AudiencesConfig = msgspec.field(default_factory=AudiencesConfig)
     mailbox: MailboxConfig = msgspec.field(default_factory=MailboxConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
@@ -292,6 +334,10 @@ class Config(_Section):
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     channels: ChannelsConfig = msgspec.field(default_factory=ChannelsConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    templates: TemplatesConfig = msgspec.field(default_factory=TemplatesConfig)
+    preference_center: PreferenceCenterConfig = msgspec.field(
+        default_factory=PreferenceCenterConfig
+    )
 
     @property
     def storage_url(self) -> str:

@@ -25,9 +25,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import cast
 
-from pushd.bus import Bus, BusError
-from pushd.ids import now_ms
-from pushd.ingest.outbox_relay import OutboxRelay, bus_messages
+from pushd.bus import Bus
+from pushd.ingest.committed_publisher import CommittedPublisher
 from storage import IdempotencyConflictError, Storage, StorageError, UnknownUserError
 from storage.records import NewNotification, NotificationRecord
 
@@ -66,49 +65,65 @@ class NotificationIngest:
         self._bus = bus
         self._node_id = node_id
         self._max_batch = max_batch
-        self._relay = OutboxRelay(
-            storage, bus, node_id=node_id, page_size=relay_page_size, mark_interval=mark_interval
+        self._publisher = CommittedPublisher(
+            storage,
+            bus,
+            node_id=node_id,
+            what="accepted notifications",
+            relay_page_size=relay_page_size,
+            mark_interval=mark_interval,
         )
         # Overflow policy: `submit` awaits space, so a flood of requests waits in aiohttp
         # instead of growing memory without bound. An entry is one request's group: at
         # most `ingest.batch_max_items` notifications (a bulk request), usually one.
         self._incoming: asyncio.Queue[_Group] = asyncio.Queue(maxsize=queue_size)
-        # Committed batches waiting for the bus; when full, the committer waits (the bus
-        # is the bottleneck, and committing faster than it publishes would only buffer).
-        # While relaying, nothing is queued here: the relay reads storage instead.
-        self._to_publish: asyncio.Queue[list[NotificationRecord]] = asyncio.Queue(maxsize=64)
         self._tasks: list[asyncio.Task[None]] = []
         # Looked up once: asyncio.get_running_loop() is a getpid() system call in CPython
         # 3.11, and `submit` runs once per notification.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._claims_in_flight: set[tuple[str, str]] = set()
-        self._relaying = True  # until start-up has caught up with what is on disk
-        self._committed_gid = 0
+        self._waiting = 0  # `submit` calls not answered yet (the backlog)
         self.committed = 0
         self.batches = 0
-        self.published = 0
-        self.publish_failures = 0
 
     @property
     def relaying(self) -> bool:
         """True while publishing from storage (start-up, or the bus refused a publish)."""
-        return self._relaying
+        return self._publisher.relaying
+
+    @property
+    def published(self) -> int:
+        """Notifications published from memory (not by the relay)."""
+        return self._publisher.published
+
+    @property
+    def publish_failures(self) -> int:
+        """Publishes the bus refused (each turned the relay on)."""
+        return self._publisher.publish_failures
+
+    @property
+    def backlog(self) -> int:
+        """Single sends waiting for their commit (queued or in the transaction under
+        way): how far in-app delivery is behind in this process. At a steady rate it is
+        about the rate times the commit time; near saturation, about the number of
+        client connections sending. The channel dispatcher yields to it
+        (actors/channel_dispatch.py)."""
+        return self._waiting
 
     @property
     def relayed(self) -> int:
         """Notifications the outbox relay published from storage."""
-        return self._relay.relayed
+        return self._publisher.relayed
 
     async def start(self) -> None:
         """Read the relay mark (raises `StorageError`), then start the tasks (owned here,
         stopped by `close`)."""
         self._loop = asyncio.get_running_loop()
-        mark = await self._relay.load_mark()
-        self._committed_gid = max(mark, await self._storage.max_gid(self._node_id))
+        await self._publisher.start()
         self._tasks = [
             asyncio.create_task(self._commit_loop(), name="ingest-commit"),
-            asyncio.create_task(self._publish_loop(), name="ingest-publish"),
-            asyncio.create_task(self._relay.store_mark_periodically(), name="ingest-mark"),
+            asyncio.create_task(self._publisher.run(), name="ingest-publish"),
+            asyncio.create_task(self._publisher.store_mark_periodically(), name="ingest-mark"),
         ]
 
     async def close(self) -> None:
@@ -120,14 +135,13 @@ class NotificationIngest:
         """
         try:
             await self._incoming.join()
-            await self._to_publish.join()
+            await self._publisher.drain()
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks = []
-            with contextlib.suppress(StorageError):
-                await self._relay.store_mark()
+            await self._publisher.close()
 
     @contextlib.contextmanager
     def claim(self, scope: str, key: str) -> Iterator[None]:
@@ -150,11 +164,15 @@ class NotificationIngest:
         """
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[NotificationRecord] = loop.create_future()
+        self._waiting += 1
         try:
-            self._incoming.put_nowait([(notification, future)])  # the common case: no await
-        except asyncio.QueueFull:
-            await self._incoming.put([(notification, future)])
-        return await future
+            try:
+                self._incoming.put_nowait([(notification, future)])  # the common case
+            except asyncio.QueueFull:
+                await self._incoming.put([(notification, future)])
+            return await future
+        finally:
+            self._waiting -= 1
 
     async def submit_many(
         self, notifications: Sequence[NewNotification]
@@ -186,10 +204,7 @@ class NotificationIngest:
                 size += len(groups[-1])
             try:
                 records = await self._commit([pending for group in groups for pending in group])
-                if records:
-                    self._committed_gid = max(self._committed_gid, records[-1].gid)
-                    if not self._relaying:
-                        await self._to_publish.put(records)
+                await self._publisher.committed(records)
             finally:
                 for _ in groups:
                     self._incoming.task_done()
@@ -229,42 +244,3 @@ class NotificationIngest:
         assert isinstance(error, IdempotencyConflictError)
         claim = notification.idempotency
         return claim is not None and (claim.scope, claim.key) == (error.scope, error.key)
-
-    # publishing ----------------------------------------------------------------------
-
-    async def _publish_loop(self) -> None:
-        while True:
-            if self._relaying:
-                await self._relay.catch_up(lambda: self._committed_gid, self._drop_queued_batches)
-                # No await since the relay's last check: a batch committed from now on
-                # is queued for the in-memory path, and one committed before was relayed.
-                self._relaying = False
-                continue
-            # Everything committed while the previous publish waited for its confirms
-            # goes out in one publish: the broker's confirm latency is paid once per
-            # round, not once per committed batch, and commit order is kept.
-            batches = [await self._to_publish.get()]
-            while not self._to_publish.empty():
-                batches.append(self._to_publish.get_nowait())
-            try:
-                # Batches queued before a relay caught up are already published.
-                records = [r for b in batches for r in b if r.gid > self._relay.published_gid]
-                if not records:
-                    continue
-                try:
-                    await self._bus.publish(bus_messages(records, now_ms()))
-                except BusError as exc:
-                    self.publish_failures += 1
-                    log.warning("bus publish failed, relaying from storage: %s", exc)
-                    self._relaying = True
-                    continue
-                self.published += len(records)
-                self._relay.published_gid = records[-1].gid
-            finally:
-                for _ in batches:
-                    self._to_publish.task_done()
-
-    def _drop_queued_batches(self) -> None:
-        while not self._to_publish.empty():
-            self._to_publish.get_nowait()
-            self._to_publish.task_done()

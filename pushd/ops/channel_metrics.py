@@ -77,6 +77,17 @@ class ChannelMetrics:
         self.in_flight = self._gauge(
             registry, "pushd_channel_sends_in_flight", "Sends of this node running now."
         )
+        self.yielding = self._gauge(
+            registry,
+            "pushd_channel_yielding_to_inapp",
+            "1 while the dispatcher holds sends back because in-app delivery is behind "
+            "(channels.yield_backlog), else 0.",
+        )
+        self.yields = Counter(
+            "pushd_channel_yields_total",
+            "Times the dispatcher started holding sends back for in-app delivery.",
+            registry=registry,
+        )
         self.outcomes_dropped = Counter(
             "pushd_channel_outcomes_dropped_total",
             "Send outcomes that could not be stored (their deliveries are sent again once "
@@ -120,6 +131,8 @@ class ChannelMetrics:
                 self.breaker_state.set(labels, int(health.state))
             self.in_flight.set({}, dispatcher.in_flight)
             self.outcomes_dropped.set({}, dispatcher.recorder.dropped)
+            self.yielding.set({}, int(dispatcher.yielding))
+            self.yields.set({}, dispatcher.yields)
 
         self._read = read
 

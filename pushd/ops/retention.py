@@ -1,6 +1,7 @@
 """The retention job (`[retention]`, README "Retention"): deletes old notifications,
 the cursor history no remaining notification needs, expired Idempotency-Keys and audit
-records older than `audit_max_age`.
+records older than `audit_max_age`. A category's own `retention`
+(pushd/routing/categories.py) wins over `retention.per_category`.
 
 One owned task; every `interval` seconds it purges batch after batch, each batch one
 short transaction of at most `batch_size` rows, yielding to the event loop between two
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from pushd.config.settings import RetentionConfig
@@ -41,10 +42,17 @@ class RetentionJob:
     """Purges what retention allows, periodically (`start`/`close`) or once (`run_once`)."""
 
     def __init__(
-        self, storage: Storage, config: RetentionConfig, *, idempotency_window: float
+        self,
+        storage: Storage,
+        config: RetentionConfig,
+        *,
+        idempotency_window: float,
+        category_retention: Callable[[], Mapping[str, float]] = dict,
     ) -> None:
         self._storage = storage
         self._config = config
+        # Read at each run: categories defined through the API change while running.
+        self._category_retention = category_retention
         self._idempotency_window_ms = int(idempotency_window * 1000)
         self._task: asyncio.Task[None] | None = None
         self.runs = 0
@@ -85,7 +93,9 @@ class RetentionJob:
         """Purge everything that is due now, batch by batch; return what was deleted."""
         config, counts, now = self._config, PurgeCounts(), now_ms()
         limit = config.batch_size
-        for category, max_age in config.per_category.items():
+        # A category's own retention wins over `retention.per_category`.
+        per_category = {**config.per_category, **self._category_retention()}
+        for category, max_age in per_category.items():
             if max_age > 0:
                 before = now - int(max_age * 1000)
                 counts.notifications += await self._drain(
@@ -99,7 +109,7 @@ class RetentionJob:
         if config.notifications_max_age > 0:
             before = now - int(config.notifications_max_age * 1000)
             # Categories with their own age (0 included: kept forever) are not purged here.
-            listed = list(config.per_category)
+            listed = list(per_category)
             counts.notifications += await self._drain(
                 lambda: self._storage.purge_notifications(
                     created_before=before, limit=limit, except_categories=listed

@@ -27,6 +27,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from pushd.api.errors import ApiError, ErrorCode, error_response
 from pushd.api.headers import security_headers
+from pushd.api.request_ids import HEADER as REQUEST_ID_HEADER
+from pushd.api.request_ids import request_id_of
 from pushd.config.settings import ServerConfig
 
 log = logging.getLogger("pushd.http")
@@ -189,6 +191,7 @@ class GuardedRequestHandler(web.RequestHandler):
             super().handle_error(request, status, exc, message)
             error = ApiError(ErrorCode.INTERNAL, "internal error; the server log has the details")
         error.headers.update(security_headers(secure=request.secure))
+        error.headers[REQUEST_ID_HEADER] = request_id_of(request)
         response = error_response(error)
         response.force_close()
         return response

@@ -2,7 +2,8 @@
 reach the user beyond the socket, when, and on what condition; expanded at accept time
 into `PlannedDelivery` rows with ABSOLUTE due times, committed with the notification.
 
-A plan is a list of steps, given in the request (`channels`) or configured per category
+A plan is a list of steps, given in the request (`channels`), else the category's own
+(`plan` of a defined category: pushd/routing/categories.py), else configured per category
 (`channels.plans`, with a `default` entry). Expansion, per step:
 
 - a notification below the step's `min_priority` leaves the step out (no row);
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Protocol
 
 import msgspec
 
@@ -132,6 +133,19 @@ class PlanError(ValueError):
         self.field = field
 
 
+class CategoryCatalogue(Protocol):
+    """The defined categories as planning reads them: in memory, no I/O per send
+    (pushd/routing/categories.py, `CategoryRegistry`)."""
+
+    def is_defined(self, category: str) -> bool:
+        """Whether `category` is defined (in config or through the API)."""
+        ...
+
+    def plan_of(self, category: str) -> Sequence[PlanStep] | None:
+        """The category's own plan, None when it has none (or is not defined)."""
+        ...
+
+
 PreferencesLookup = Callable[[str], Awaitable[PreferencesRecord | None]]
 """user id -> the user's stored preferences (`Storage.get_preferences`). The API's plan
 expansion does not ask it: it reads the user, devices and preferences in one storage call
@@ -173,7 +187,9 @@ class ChannelPlanner:
     `plans`: category -> steps (`channels.plans`; the "default" entry serves a category
     without one, and a notification without a category). `configured`: the delivery
     channels with at least one provider. `preferences`: see `PreferencesLookup`;
-    `policy`: the `[routing]` settings applied to them.
+    `policy`: the `[routing]` settings applied to them. `categories`: the defined
+    categories, whose own plan wins over `plans`; `allow_unknown_categories` False
+    refuses a category that is not defined (`routing.allow_unknown_categories`).
     """
 
     def __init__(
@@ -183,17 +199,26 @@ class ChannelPlanner:
         *,
         preferences: PreferencesLookup | None = None,
         policy: RoutingPolicy | None = None,
+        categories: CategoryCatalogue | None = None,
+        allow_unknown_categories: bool = True,
     ) -> None:
         self._plans = {category: tuple(steps) for category, steps in plans.items()}
+        self._categories = categories
+        self._allow_unknown_categories = allow_unknown_categories
         self._configured = frozenset(configured)
         self._preferences = preferences
         self.policy = policy or RoutingPolicy()
 
     def plan_for(self, requested: Sequence[PlanStep] | None, category: str | None) -> ChannelPlan:
-        """The request's steps when it gives some, else the category's configured plan,
-        else the "default" one (an empty list, given or configured: in-app only). Raises
-        `PlanError` for a requested step whose channel has no provider."""
+        """The request's steps when it gives some, else the category's own plan, else
+        its configured plan, else the "default" one (an empty list, given or configured:
+        in-app only). Raises `PlanError` for a requested step whose channel has no
+        provider, and for a category that is not defined when unknown ones are refused."""
+        self._check_category(category)
         if requested is None:
+            own = self._categories.plan_of(category) if category and self._categories else None
+            if own is not None:
+                return ChannelPlan(tuple(own))
             steps = self._plans.get(category) if category else None
             return ChannelPlan(self._plans.get("default", ()) if steps is None else steps)
         for position, step in enumerate(requested):
@@ -205,6 +230,17 @@ class ChannelPlanner:
                     field=f"channels[{position}].channel",
                 )
         return ChannelPlan(tuple(requested))
+
+    def _check_category(self, category: str | None) -> None:
+        if not category or self._allow_unknown_categories:
+            return
+        if self._categories is None or not self._categories.is_defined(category):
+            raise PlanError(
+                f"unknown category {category!r}: define it (PUT /api/categories/{category} "
+                f"or [routing.categories.{category}] in config.toml), send without a "
+                "category, or turn routing.allow_unknown_categories on",
+                field="category",
+            )
 
     async def preferences_of(self, user_id: str) -> PreferencesRecord | None:
         """The user's stored preferences (None without a lookup, or none stored)."""

@@ -8,7 +8,10 @@ preferences and the server's routing settings make of one notification's channel
   notification's record and the application's inbox, so it is stored and delivered even
   when the user is muted. The mute silences every channel beyond it.
 - A switch turned off, or the global mute, skips a step (reason `preference`), except in
-  the categories of `routing.mandatory_categories`, which ignore both.
+  the categories of `routing.mandatory_categories` and the categories defined with
+  `opt_out = false` (pushd/routing/categories.py), which ignore both.
+- A channel the user never switched takes its category's default (`channels` of the
+  category's definition), else on.
 - Quiet hours are the user's own when set (a window, or "off"), else the server's
   `routing.quiet_hours`; they are read in the user's `timezone`, else in
   `routing.default_timezone`.
@@ -16,10 +19,10 @@ preferences and the server's routing settings make of one notification's channel
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -90,6 +93,29 @@ class RecipientRouting:
 NO_PREFERENCES: Final = RecipientRouting()
 
 
+@dataclass(frozen=True, slots=True)
+class CategoryRules:
+    """What a defined category decides about preferences (pushd/routing/categories.py)."""
+
+    opt_out: bool = True
+    """False: users may not turn its channels off, and the mute does not silence it."""
+    channel_defaults: Mapping[str, bool] = field(default_factory=dict)
+    """Preference channel -> on/off for a user who never switched it; missing: on."""
+
+
+class CategoryRulebook(Protocol):
+    """The defined categories' rules, in memory (pushd/routing/categories.py,
+    `CategoryRegistry`): asked per recipient, so no I/O."""
+
+    def rules_of(self, category: str) -> CategoryRules | None:
+        """The category's rules, None for a category nobody defined."""
+        ...
+
+    def slugs(self) -> list[str]:
+        """Every defined category."""
+        ...
+
+
 class RoutingPolicy:
     """The server's routing settings (`[routing]`), applied to a user's preferences."""
 
@@ -99,8 +125,10 @@ class RoutingPolicy:
         mandatory_categories: Collection[str] = (),
         quiet_hours: QuietHours | Literal["off"] | None = None,
         default_timezone: str = "UTC",
+        categories: CategoryRulebook | None = None,
     ) -> None:
         self.mandatory_categories = frozenset(mandatory_categories)
+        self._categories = categories
         # "off" (the config's default) and None: no server-wide quiet hours.
         self._quiet_hours = quiet_hours if isinstance(quiet_hours, QuietHours) else None
         zone = _zone(default_timezone)
@@ -109,8 +137,33 @@ class RoutingPolicy:
         self._zone = zone
 
     def is_mandatory(self, category: str | None) -> bool:
-        """Whether users may not opt out of `category`."""
-        return category is not None and category in self.mandatory_categories
+        """Whether users may not opt out of `category`: listed in
+        `routing.mandatory_categories`, or defined with `opt_out = false`."""
+        if not category:
+            return False
+        if category in self.mandatory_categories:
+            return True
+        rules = self.rules_of(category)
+        return rules is not None and not rules.opt_out
+
+    def rules_of(self, category: str | None) -> CategoryRules | None:
+        """The defined category's rules, None for an undefined one (or none)."""
+        if not category or self._categories is None:
+            return None
+        return self._categories.rules_of(category)
+
+    def mandatory(self) -> list[str]:
+        """Every category users may not opt out of (see `is_mandatory`), sorted."""
+        defined = self._categories.slugs() if self._categories is not None else []
+        return sorted(self.mandatory_categories.union(filter(self.is_mandatory, defined)))
+
+    def effective_switches(
+        self, preferences: PreferencesRecord | None, category: str | None
+    ) -> dict[str, bool]:
+        """Every preference channel -> whether a notification of `category` reaches the
+        user on it, as far as preferences decide (what the preference center shows)."""
+        off = self._switched_off(preferences, category)
+        return {channel: channel not in off for channel in PREFERENCE_CHANNELS}
 
     def for_recipient(
         self, preferences: PreferencesRecord | None, category: str | None, timezone: str | None
@@ -120,7 +173,11 @@ class RoutingPolicy:
         `routing.default_timezone`)."""
         zone = (_zone(timezone) if timezone else None) or self._zone
         if preferences is None:
-            return RecipientRouting(quiet_hours=self._quiet_hours, zone=zone)
+            return RecipientRouting(
+                switched_off=self._switched_off(None, category),
+                quiet_hours=self._quiet_hours,
+                zone=zone,
+            )
         own = user_quiet_hours(preferences.quiet_hours)
         quiet = self._quiet_hours if own is None else None if own == QUIET_HOURS_OFF else own
         return RecipientRouting(
@@ -129,10 +186,17 @@ class RoutingPolicy:
             zone=zone,
         )
 
-    def _switched_off(self, preferences: PreferencesRecord, category: str | None) -> frozenset[str]:
+    def _switched_off(
+        self, preferences: PreferencesRecord | None, category: str | None
+    ) -> frozenset[str]:
         if self.is_mandatory(category):
             return frozenset()
-        if preferences.muted:
+        if preferences is not None and preferences.muted:
             return frozenset(PREFERENCE_CHANNELS)
-        switches = preferences.channels.get(category or "", {})
+        rules = self.rules_of(category)
+        # The user's own switch wins over the category's default.
+        switches = {
+            **(rules.channel_defaults if rules is not None else {}),
+            **(preferences.channels.get(category or "", {}) if preferences is not None else {}),
+        }
         return frozenset(channel for channel, enabled in switches.items() if not enabled)

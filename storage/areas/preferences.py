@@ -5,6 +5,7 @@ one-click unsubscribe link (RFC 8058) both write here, and the plan expansion re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from storage.records import DeviceRecord, PreferencesChange, PreferencesRecord, UserRecord
@@ -32,6 +33,15 @@ class UserPreferences(Protocol):
         call: one worker job and one read transaction on SQLite, one pooled connection on
         PostgreSQL. None for an unknown user. The plan expansion asks it once per
         notification whose plan has steps."""
+        ...
+
+    async def plan_contexts(
+        self, user_ids: Sequence[str], *, devices: bool
+    ) -> dict[str, PlanContext]:
+        """`plan_context` for many users in ONE storage call of three set-based reads
+        (users, preferences, devices), whatever their number: the plans of the requests
+        that arrive together are read together (pushd/routing/plan_reads.py). Unknown
+        users are absent from the answer; a user named twice is read once."""
         ...
 
     async def change_preferences(

@@ -22,12 +22,17 @@ from storage.postgres.channel_deliveries import PostgresChannelDeliveries
 from storage.postgres.cursors import PostgresDeliveryCursors
 from storage.postgres.engine import PostgresEngine
 from storage.postgres.notifications import PostgresNotifications
+from storage.postgres.scheduled import PostgresScheduledSends
+from storage.postgres.segments import PostgresSegments
 from storage.postgres.users import PostgresUsersAndDevices
 from storage.postgres.webhook_endpoints import PostgresWebhookEndpoints
+from storage.sql.categories import CategoriesSql
 from storage.sql.data_protection import DataProtectionSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
+from storage.sql.sends import SendsSql
+from storage.sql.templates import TemplatesSql
 from storage.sql.topics import TopicsSql
 
 if TYPE_CHECKING:
@@ -49,6 +54,11 @@ class PostgresStorage(
     UserPreferencesSql,
     PostgresWebhookEndpoints,
     TopicsSql,
+    TemplatesSql,
+    SendsSql,
+    PostgresSegments,
+    PostgresScheduledSends,
+    CategoriesSql,
     PostgresEngine,
 ):
     """`Storage` on PostgreSQL, shared by every node of a cluster."""

@@ -79,6 +79,7 @@ _UNIQUE_CONSTRAINT_FIELDS = {
     "channel_deliveries_pkey": "id",
     "webhook_endpoints_pkey": "id",
     "topics_pkey": "slug",
+    "scheduled_notifications_pkey": "id",
 }
 _HAS_VERSION_TABLE = "SELECT to_regclass('schema_version') IS NOT NULL"
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from storage.crypto import Cipher
 from storage.errors import IdempotencyConflictError, StorageError, UnknownUserError
 from storage.postgres.channel_deliveries import read_cancel_ctes
 from storage.postgres.engine import PostgresEngine
@@ -34,17 +35,17 @@ from storage.sql.notifications import NotificationsSql, mark_read_sql, marked_re
 # key is already stored (when no user exists at all, no row reaches the guard, and
 # nothing is written either). Round trips, not CPU, bounded the cluster shape's
 # throughput. {planned} is empty, or (a batch with channel plans) the insert of the
-# planned deliveries, given as arrays $15.. (`planned_steps`), joined to their
+# planned deliveries, given as arrays $16.. (`planned_steps`), joined to their
 # notification for its user, seq and instant.
 _INSERT_BATCH_TEMPLATE = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-        $14::text[]
+        $14::text[], $15::text[]
     ) WITH ORDINALITY AS b(id, user_id, title, body, data, category, priority, created_at,
                            expires_at, claim_scope, claim_key, claim_hash, channel_content,
-                           ord)
+                           send_id, ord)
 ),
 wanted AS (SELECT user_id, count(*) AS n FROM batch GROUP BY user_id),
 locked AS (
@@ -64,9 +65,9 @@ numbered AS (
 ),
 saved AS (
     INSERT INTO notifications (id, user_id, seq, title, body, data, category, priority,
-                               created_at, expires_at, node_id, channel_content)
+                               created_at, expires_at, node_id, channel_content, send_id)
     SELECT id, user_id, seq, title, body, data, category, priority, created_at, expires_at, $13,
-           channel_content
+           channel_content, send_id
     FROM numbered ORDER BY ord
     RETURNING id, seq, gid
 ),
@@ -93,8 +94,8 @@ planned AS (
            p.cancel_on_read, p.event, p.due_at, numbered.id, numbered.user_id, numbered.seq,
            numbered.created_at, numbered.created_at
     FROM unnest(
-        $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
-        $21::bigint[], $22::boolean[], $23::text[], $24::text[]
+        $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+        $22::bigint[], $23::boolean[], $24::text[], $25::text[]
     ) AS p(id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event,
            notification_id)
     JOIN numbered ON numbered.id = p.notification_id
@@ -142,6 +143,59 @@ async def _explain_refused_batch(
     raise StorageError("PostgreSQL refused a notification batch for no known reason")
 
 
+async def insert_batch(
+    connection: PoolConnectionProxy[asyncpg.Record],
+    batch: Sequence[NewNotification],
+    node_id: str,
+    cipher: Cipher,
+) -> list[NotificationRecord]:
+    """`insert_notifications` of a non-empty batch on `connection` (in the caller's
+    transaction when it has one: the release of scheduled sends,
+    storage/postgres/scheduled.py)."""
+    claims = [n.idempotency for n in batch]
+    # Sealed on the event loop: about 10 µs per notification (docs/architecture.md),
+    # less than a thread hand-off would cost for a typical batch.
+    columns = [
+        [n.id for n in batch],
+        [n.user_id for n in batch],
+        [seal(cipher, n.title, "notifications.title", n.id) for n in batch],
+        [seal(cipher, n.body, "notifications.body", n.id) for n in batch],
+        [
+            None
+            if n.data is None
+            else seal(cipher, encode_json(n.data), "notifications.data", n.id)
+            for n in batch
+        ],
+        [n.category for n in batch],
+        [n.priority for n in batch],
+        [n.created_at for n in batch],
+        [n.expires_at for n in batch],
+        [None if c is None else c.scope for c in claims],
+        [None if c is None else c.key for c in claims],
+        [None if c is None else c.request_hash for c in claims],
+    ]
+    params: list[Any] = [
+        *columns,
+        node_id,
+        [sealed_channel_content(n, cipher) for n in batch],
+        [n.send_id for n in batch],
+    ]
+    sql = _INSERT_BATCH
+    steps = planned_steps(batch, cipher)
+    if steps:
+        sql = _INSERT_BATCH_WITH_PLANS
+        params += [list(column) for column in zip(*(values for _, values in steps), strict=True)]
+        params.append([notification.id for notification, _ in steps])
+    try:
+        rows = await connection.fetch(sql, *params)
+    except asyncpg.DivisionByZeroError:
+        rows = []  # the guard: nothing was written
+    if len(rows) != len(batch):
+        await _explain_refused_batch(connection, batch)
+    saved = {row[0]: (row[1], row[2]) for row in rows}
+    return [with_seq(n, *saved[n.id]) for n in batch]
+
+
 class PostgresNotifications(NotificationsSql, PostgresEngine):
     """`Notifications` on PostgreSQL."""
 
@@ -151,47 +205,8 @@ class PostgresNotifications(NotificationsSql, PostgresEngine):
         """See `Notifications.insert_notifications`: one statement whatever the batch size."""
         if not batch:
             return []
-        claims = [n.idempotency for n in batch]
-        cipher = self._cipher
-        # Sealed on the event loop: about 10 µs per notification (docs/architecture.md),
-        # less than a thread hand-off would cost for a typical batch.
-        columns = [
-            [n.id for n in batch],
-            [n.user_id for n in batch],
-            [seal(cipher, n.title, "notifications.title", n.id) for n in batch],
-            [seal(cipher, n.body, "notifications.body", n.id) for n in batch],
-            [
-                None
-                if n.data is None
-                else seal(cipher, encode_json(n.data), "notifications.data", n.id)
-                for n in batch
-            ],
-            [n.category for n in batch],
-            [n.priority for n in batch],
-            [n.created_at for n in batch],
-            [n.expires_at for n in batch],
-            [None if c is None else c.scope for c in claims],
-            [None if c is None else c.key for c in claims],
-            [None if c is None else c.request_hash for c in claims],
-        ]
-        params: list[Any] = [*columns, node_id, [sealed_channel_content(n, cipher) for n in batch]]
-        sql = _INSERT_BATCH
-        steps = planned_steps(batch, cipher)
-        if steps:
-            sql = _INSERT_BATCH_WITH_PLANS
-            params += [
-                list(column) for column in zip(*(values for _, values in steps), strict=True)
-            ]
-            params.append([notification.id for notification, _ in steps])
         async with self._connection() as connection:
-            try:
-                rows = await connection.fetch(sql, *params)
-            except asyncpg.DivisionByZeroError:
-                rows = []  # the guard: nothing was written
-            if len(rows) != len(batch):
-                await _explain_refused_batch(connection, batch)
-        saved = {row[0]: (row[1], row[2]) for row in rows}
-        return [with_seq(n, *saved[n.id]) for n in batch]
+            return await insert_batch(connection, batch, node_id, self._cipher)
 
     async def mark_read(
         self,

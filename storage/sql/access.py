@@ -21,8 +21,8 @@ _categories_decoder = msgspec.json.Decoder(tuple[str, ...])
 
 # API keys ------------------------------------------------------------------------------
 
-API_KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at, categories"
-INSERT_API_KEY = f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+API_KEY_COLUMNS = "id, name, role, key_hash, created_at, revoked_at, categories, may_broadcast"
+INSERT_API_KEY = f"INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 FIND_API_KEY = f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
 COUNT_API_KEYS = "SELECT count(*) FROM api_keys"
 LIST_API_KEYS = f"SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id"
@@ -43,7 +43,16 @@ REVOKE_API_KEY = (
 def api_key_params(key: ApiKeyRecord) -> tuple[Any, ...]:
     """Parameters of INSERT_API_KEY."""
     categories = None if key.categories is None else encode_json(key.categories)
-    return (key.id, key.name, key.role, key.key_hash, key.created_at, key.revoked_at, categories)
+    return (
+        key.id,
+        key.name,
+        key.role,
+        key.key_hash,
+        key.created_at,
+        key.revoked_at,
+        categories,
+        key.may_broadcast,
+    )
 
 
 def api_key_from_row(row: Row) -> ApiKeyRecord:
@@ -56,6 +65,7 @@ def api_key_from_row(row: Row) -> ApiKeyRecord:
         created_at=row[4],
         revoked_at=row[5],
         categories=None if row[6] is None else _categories_decoder.decode(row[6]),
+        may_broadcast=bool(row[7]),
     )
 
 

@@ -33,6 +33,7 @@ ERASE_USER = (
     "DELETE FROM devices WHERE user_id = $1",
     "DELETE FROM channel_preferences WHERE user_id = $1",
     "DELETE FROM user_preferences WHERE user_id = $1",
+    "DELETE FROM scheduled_notifications WHERE user_id = $1",
     "DELETE FROM notifications WHERE user_id = $1",
     "DELETE FROM users WHERE id = $1 RETURNING id",
 )

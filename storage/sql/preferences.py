@@ -3,16 +3,24 @@ both backends."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from storage.areas.preferences import PlanContext
 from storage.errors import UnknownUserError
-from storage.records import PreferencesChange, PreferencesRecord
+from storage.records import DeviceRecord, PreferencesChange, PreferencesRecord
 from storage.sql.common import Row, encode_json
 from storage.sql.engine import SqlEngine
-from storage.sql.users import GET_USER, LIST_DEVICES, device_from_row, user_from_row
+from storage.sql.users import (
+    DEVICE_COLUMNS,
+    GET_USER,
+    LIST_DEVICES,
+    USER_COLUMNS,
+    device_from_row,
+    user_from_row,
+)
 
 # One read (the plan asks it per notification): the user row decides "unknown user",
 # and the settings row and the switches may be missing, hence the LEFT JOINs (a user
@@ -23,6 +31,16 @@ SELECT_PREFERENCES = (
     "LEFT JOIN channel_preferences c ON c.user_id = users.id "
     "WHERE users.id = $1 ORDER BY c.category, c.channel"
 )
+
+
+def _preferences_of_users_sql(in_list: str) -> str:
+    """SELECT_PREFERENCES for the users of `in_list`, each user's rows together."""
+    return SELECT_PREFERENCES.replace(
+        "WHERE users.id = $1 ORDER BY c.category",
+        (f"WHERE users.id {in_list} ORDER BY users.id, c.category"),
+    )
+
+
 # Every statement of a change inserts only for an existing user (checked in the same
 # statement), so a change for an unknown user changes nothing; the settings row always
 # is written (its updated_at), and its RETURNING tells the two cases apart.
@@ -89,6 +107,42 @@ class UserPreferencesSql(SqlEngine):
             return None
         found = [device_from_row(row) for row in device_rows[0]] if device_rows else []
         return user_from_row(user_rows[0], self._cipher), found, preferences
+
+    async def plan_contexts(
+        self, user_ids: Sequence[str], *, devices: bool
+    ) -> dict[str, PlanContext]:
+        """See `UserPreferences.plan_contexts`."""
+        unique = list(dict.fromkeys(user_ids))
+        if not unique:
+            return {}
+        in_list, ids = self._in_list(1), self._list_param(unique)
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (f"SELECT {USER_COLUMNS} FROM users WHERE id {in_list}", (ids,)),  # noqa: S608
+            (_preferences_of_users_sql(in_list), (ids,)),
+        ]
+        if devices:
+            statements.append(
+                (
+                    f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id {in_list} "  # noqa: S608
+                    "ORDER BY user_id, created_at, id",
+                    (ids,),
+                )
+            )
+        user_rows, preference_rows, *device_rows = await self._read_many(statements)
+        rows_of: dict[str, list[Row]] = {}
+        for row in preference_rows:
+            rows_of.setdefault(row[0], []).append(row)
+        devices_of: dict[str, list[DeviceRecord]] = {}
+        for row in device_rows[0] if device_rows else ():
+            device = device_from_row(row)
+            devices_of.setdefault(device.user_id, []).append(device)
+        found: dict[str, PlanContext] = {}
+        for row in user_rows:
+            user = user_from_row(row, self._cipher)
+            preferences = _preferences_from_rows(user.id, rows_of.get(user.id, []))
+            if preferences is not None:
+                found[user.id] = (user, devices_of.get(user.id, []), preferences)
+        return found
 
     async def change_preferences(
         self, user_id: str, change: PreferencesChange, *, at: int

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.sql.categories import CategoriesSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
+from storage.sql.sends import SendsSql
+from storage.sql.templates import TemplatesSql
 from storage.sql.topics import TopicsSql
 from storage.sqlite.access import SqliteApiKeysAndRevocations
 from storage.sqlite.audit import SqliteAuditTrail
@@ -26,6 +29,8 @@ from storage.sqlite.cursors import SqliteDeliveryCursors
 from storage.sqlite.data_protection import SqliteDataProtection
 from storage.sqlite.engine import SqliteEngine
 from storage.sqlite.notifications import SqliteNotifications
+from storage.sqlite.scheduled import SqliteScheduledSends
+from storage.sqlite.segments import SqliteSegments
 from storage.sqlite.users import SqliteUsersAndDevices
 from storage.sqlite.webhook_endpoints import SqliteWebhookEndpoints
 
@@ -48,6 +53,11 @@ class SqliteStorage(
     UserPreferencesSql,
     SqliteWebhookEndpoints,
     TopicsSql,
+    TemplatesSql,
+    SendsSql,
+    SqliteSegments,
+    SqliteScheduledSends,
+    CategoriesSql,
     SqliteEngine,
 ):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""

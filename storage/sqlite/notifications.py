@@ -55,10 +55,10 @@ _BUMP_GID_AND_READ_SEQS = (
 # would step once per row, and every step releases and re-takes the GIL, which under
 # load queued this thread behind the event loop once per row.
 _INSERT_NOTIFICATIONS = (
-    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid, channel_content) "
+    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid, channel_content, send_id) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
     "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
-    "value ->> 12 FROM json_each(?1)"
+    "value ->> 12, value ->> 13 FROM json_each(?1)"
 )
 _MARK_READ = mark_read_sql("IN (SELECT value FROM json_each($2))")
 _MARK_READ_WITHIN = mark_read_sql(
@@ -102,37 +102,49 @@ def _insert_notifications(
     node_id: str,
     cipher: Cipher,
 ) -> list[NotificationRecord]:
-    counts = _count_per_user(batch)
     with write_transaction(connection):
-        counts_json = encode_json(counts)
-        connection.execute(_BUMP_LAST_SEQS, (counts_json,))
-        # A counter, not max(gid) + 1: a gid must never be handed out twice, even after
-        # the newest rows were deleted, or the relay would take a new row for a published one.
-        last_gid, last_seqs = connection.execute(
-            _BUMP_GID_AND_READ_SEQS, (len(batch), counts_json)
-        ).fetchone()
-        records = _assign_seqs(
-            batch, counts, _seqs_decoder.decode(last_seqs), last_gid - len(batch) + 1
+        return insert_in_transaction(connection, batch, node_id, cipher)
+
+
+def insert_in_transaction(
+    connection: sqlite3.Connection,
+    batch: Sequence[NewNotification],
+    node_id: str,
+    cipher: Cipher,
+) -> list[NotificationRecord]:
+    """`insert_notifications` inside the caller's write transaction (the release of
+    scheduled sends, storage/sqlite/scheduled.py, inserts in its own)."""
+    counts = _count_per_user(batch)
+    counts_json = encode_json(counts)
+    connection.execute(_BUMP_LAST_SEQS, (counts_json,))
+    # A counter, not max(gid) + 1: a gid must never be handed out twice, even after
+    # the newest rows were deleted, or the relay would take a new row for a published one.
+    last_gid, last_seqs = connection.execute(
+        _BUMP_GID_AND_READ_SEQS, (len(batch), counts_json)
+    ).fetchone()
+    records = _assign_seqs(
+        batch, counts, _seqs_decoder.decode(last_seqs), last_gid - len(batch) + 1
+    )
+    try:
+        # Sealed here, on the worker thread: the event loop never pays for it.
+        rows = encode_json(
+            [
+                (
+                    *notification_params(r, node_id, cipher),
+                    r.gid,
+                    sealed_channel_content(n, cipher),
+                    n.send_id,
+                )
+                for n, r in zip(batch, records, strict=True)
+            ]
         )
-        try:
-            # Sealed here, on the worker thread: the event loop never pays for it.
-            rows = encode_json(
-                [
-                    (
-                        *notification_params(r, node_id, cipher),
-                        r.gid,
-                        sealed_channel_content(n, cipher),
-                    )
-                    for n, r in zip(batch, records, strict=True)
-                ]
-            )
-            connection.execute(_INSERT_NOTIFICATIONS, (rows,))
-            insert_deliveries(connection, batch, records, cipher)
-        except sqlite3.IntegrityError as exc:
-            raise integrity_error(exc) from exc
-        for notification, record in zip(batch, records, strict=True):
-            if notification.idempotency is not None:
-                _claim_idempotency(connection, notification, record)
+        connection.execute(_INSERT_NOTIFICATIONS, (rows,))
+        insert_deliveries(connection, batch, records, cipher)
+    except sqlite3.IntegrityError as exc:
+        raise integrity_error(exc) from exc
+    for notification, record in zip(batch, records, strict=True):
+        if notification.idempotency is not None:
+            _claim_idempotency(connection, notification, record)
     return records
 
 

@@ -90,6 +90,7 @@ class Harness:
         *specs: ProviderSpec,
         breaker_clock: Callable[[], float] | None = None,
         stats: ChannelStats | None = None,
+        inapp_backlog: Callable[[], int] | None = None,
         **settings: Any,
     ) -> ChannelDispatcher:
         settings.setdefault("poll_interval", 0.02)
@@ -107,6 +108,7 @@ class Harness:
             settings=DispatchSettings(**settings),
             observer=stats,
             clock=self.wall.ms,
+            inapp_backlog=inapp_backlog,
         )
 
     async def notify(
@@ -487,6 +489,49 @@ async def test_concurrency_per_provider_is_bounded_and_nothing_more_is_leased(
     assert len(relay.accepted) == 10
 
 
+async def test_under_an_inapp_backlog_only_a_trickle_is_sent_and_the_rest_after_it(
+    h: Harness,
+) -> None:
+    relay, spec = email(concurrency=10)
+    relay.hold()
+    deliveries = [await h.notify() for _ in range(12)]
+    waiting = [100]  # in-app requests waiting for their commit: the server is overloaded
+    dispatcher = h.dispatcher(
+        spec, yield_backlog=64, yield_sends=2, inapp_backlog=lambda: waiting[0]
+    )
+    async with dispatcher:
+        await eventually(lambda: relay.in_flight == 2)
+        relay.release()
+        await eventually(lambda: len(relay.accepted) >= 4)
+        assert dispatcher.yielding
+        assert relay.max_in_flight == 2  # never more than the trickle while yielding
+        relay.hold()
+        waiting[0] = 40  # under the threshold, but not under half of it: still yielding
+        await asyncio.sleep(0.15)
+        assert dispatcher.yielding
+        assert relay.max_in_flight == 2
+        waiting[0] = 10  # the burst is over: full concurrency again
+        await eventually(lambda: relay.in_flight > 2)
+        assert not dispatcher.yielding
+        relay.release()
+        for delivery in deliveries:
+            await h.settled(delivery, "sent")
+    assert len(relay.accepted) == 12  # every delivery went out, none twice
+    assert dispatcher.yields == 1
+
+
+async def test_without_an_inapp_backlog_the_dispatcher_never_yields(h: Harness) -> None:
+    relay, spec = email(concurrency=5)
+    relay.hold()
+    deliveries = [await h.notify() for _ in range(5)]
+    async with h.dispatcher(spec, inapp_backlog=lambda: 63) as dispatcher:
+        await eventually(lambda: relay.in_flight == 5)
+        assert not dispatcher.yielding
+        relay.release()
+        for delivery in deliveries:
+            await h.settled(delivery, "sent")
+
+
 async def test_a_slow_provider_does_not_hold_back_another_channels_outcomes(
     h: Harness,
 ) -> None:
@@ -638,7 +683,14 @@ async def test_a_send_that_outlasts_most_of_its_lease_is_given_up_as_transient(
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("batch_size", 0), ("poll_interval", 0), ("lease", 0.5), ("flush_size", 0)],
+    [
+        ("batch_size", 0),
+        ("poll_interval", 0),
+        ("lease", 0.5),
+        ("flush_size", 0),
+        ("yield_backlog", -1),
+        ("yield_sends", 0),
+    ],
 )
 def test_settings_that_cannot_work_are_refused_by_name(setting: str, value: float) -> None:
     given: dict[str, Any] = {setting: value}

@@ -75,7 +75,7 @@ async def test_state_changing_calls_are_recorded_with_who_what_where_and_result(
     assert {i["source"] for i in items} == {"127.0.0.1"}
     sent = items[-2]
     assert sent["detail"] == {"notification_id": accepted["id"], "seq": accepted["seq"]}
-    assert items[-3]["detail"] == {"role": "reader", "categories": None}
+    assert items[-3]["detail"] == {"role": "reader", "categories": None, "broadcast": False}
     ids = [i["id"] for i in items]
     assert ids == sorted(ids, reverse=True)
 

@@ -20,7 +20,7 @@ from actors.transport import CloseCode
 from pushd.access.roles import ROLES
 from pushd.api import ROUTES
 from pushd.api.roles_table import ALLOWED, END_USER, PUBLIC, REFUSED, render_roles_table
-from pushd.appkeys import UNSUBSCRIBE_LINKS
+from pushd.appkeys import PREFERENCE_LINKS, UNSUBSCRIBE_LINKS
 from pushd.channels.sms_twilio import twilio_signature
 from pushd.channels.unsubscribe import UnsubscribeLinks
 from tests.app_client import (
@@ -187,6 +187,15 @@ async def mark_notification_read(client: Client) -> Request:
     return f"/api/notifications/{accepted['id']}/read", None
 
 
+async def cancel_scheduled(client: Client) -> Request:
+    accepted = await send(client, await _user(client), delay=3600)
+    return f"/api/notifications/{accepted['id']}", None
+
+
+async def user_scheduled(client: Client) -> Request:
+    return f"/api/notifications/user/{await _user(client)}/scheduled", None
+
+
 async def mark_all_read(client: Client) -> Request:
     return f"/api/users/{await _user(client)}/notifications/read-all", None
 
@@ -281,6 +290,33 @@ async def my_topic(client: Client) -> Request:
     return f"/api/me/topics/{await _topic(client, self_subscribe=True)}", None
 
 
+TEMPLATE = {"locales": {"en": {"inapp": {"title": "Hi {{ user.id }}"}}}}
+
+
+async def _template(client: Client) -> str:
+    template_id = f"t{secrets.token_hex(6)}"
+    response = await client.put(f"/api/templates/{template_id}", json=TEMPLATE, headers=AUTH)
+    assert response.status == 200
+    return template_id
+
+
+async def save_template(_client: Client) -> Request:
+    return f"/api/templates/t{secrets.token_hex(6)}", TEMPLATE
+
+
+async def list_templates(_client: Client) -> Request:
+    return "/api/templates", None
+
+
+async def template(client: Client) -> Request:
+    return f"/api/templates/{await _template(client)}", None
+
+
+async def preview_template(client: Client) -> Request:
+    body = {"user_id": await _user(client)}
+    return f"/api/templates/{await _template(client)}/preview", body
+
+
 # A webhook URL the real outbound check passes without DNS (an IP literal).
 WEBHOOK_URL = "https://93.184.216.34/hook"
 TWILIO = {
@@ -344,6 +380,39 @@ async def unsubscribe(client: Client) -> Request:
     return _unsubscribe_link(client, await _user(client)), form
 
 
+async def _category(client: Client) -> str:
+    slug = f"c{secrets.token_hex(6)}"
+    response = await client.put(f"/api/categories/{slug}", json={"name": "Roles"}, headers=AUTH)
+    assert response.status == 201
+    return slug
+
+
+async def put_category(_client: Client) -> Request:
+    return f"/api/categories/c{secrets.token_hex(6)}", {"name": "Roles"}
+
+
+async def list_categories(_client: Client) -> Request:
+    return "/api/categories", None
+
+
+async def category(client: Client) -> Request:
+    return f"/api/categories/{await _category(client)}", None
+
+
+async def preference_center_page(_client: Client) -> Request:
+    return "/preferences", None
+
+
+async def preference_center_script(_client: Client) -> Request:
+    return "/preferences/preference_center.js", None
+
+
+async def preference_center(client: Client) -> Request:
+    links = client.app[PREFERENCE_LINKS]
+    assert links is not None
+    return "/api/preference-center", {"token": links.token(await _user(client))}
+
+
 async def sms_status(_client: Client) -> Request:
     path = "/api/channels/sms/twilio/status"
     params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered"}
@@ -351,10 +420,43 @@ async def sms_status(_client: Client) -> Request:
     return path, Form(params, {"X-Twilio-Signature": signature})
 
 
+async def _segment(client: Client) -> str:
+    body = {"name": "Roles", "filter": {"tag": "roles"}}
+    response = await client.post("/api/segments", json=body, headers=AUTH)
+    assert response.status == 201
+    segment_id: str = (await response.json())["id"]
+    return segment_id
+
+
+async def create_segment(_client: Client) -> Request:
+    return "/api/segments", {"name": "Roles", "filter": {"tag": "roles"}}
+
+
+async def list_segments(_client: Client) -> Request:
+    return "/api/segments", None
+
+
+async def segment(client: Client) -> Request:
+    return f"/api/segments/{await _segment(client)}", None
+
+
+async def segment_count(client: Client) -> Request:
+    return f"/api/segments/{await _segment(client)}/count", None
+
+
+async def audience_send(client: Client) -> Request:
+    body = {"broadcast": True, "title": "Roles"}
+    response = await client.post("/api/notifications", json=body, headers=AUTH)
+    assert response.status == 202
+    return f"/api/sends/{(await response.json())['send_id']}", None
+
+
 # Configuration a route needs to answer 2xx (sections of `make_client`).
 ROUTE_CONFIG: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/unsubscribe"): {"channels": {"public_url": PUBLIC_URL}},
     ("POST", "/unsubscribe"): {"channels": {"public_url": PUBLIC_URL}},
+    ("POST", "/api/preference-center"): {"channels": {"public_url": PUBLIC_URL}},
+    ("PUT", "/api/preference-center"): {"channels": {"public_url": PUBLIC_URL}},
     ("POST", "/api/channels/sms/{provider}/status"): {
         "channels": {"public_url": PUBLIC_URL, "sms": [TWILIO]}
     },
@@ -390,6 +492,8 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/notifications/{id}"): get_notification,
     ("GET", "/api/notifications/{id}/events"): notification_events,
     ("POST", "/api/notifications/{id}/read"): mark_notification_read,
+    ("DELETE", "/api/notifications/{id}"): cancel_scheduled,
+    ("GET", "/api/notifications/user/{userId}/scheduled"): user_scheduled,
     ("POST", "/api/users/{userId}/notifications/read-all"): mark_all_read,
     ("GET", "/api/stats"): stats,
     ("GET", "/metrics"): metrics,
@@ -408,6 +512,14 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/api/webhooks/{webhookId}/enable"): enable_webhook,
     ("GET", "/unsubscribe"): unsubscribe_page,
     ("POST", "/unsubscribe"): unsubscribe,
+    ("PUT", "/api/categories/{slug}"): put_category,
+    ("GET", "/api/categories"): list_categories,
+    ("GET", "/api/categories/{slug}"): category,
+    ("DELETE", "/api/categories/{slug}"): category,
+    ("GET", "/preferences"): preference_center_page,
+    ("GET", "/preferences/preference_center.js"): preference_center_script,
+    ("POST", "/api/preference-center"): preference_center,
+    ("PUT", "/api/preference-center"): preference_center,
     ("POST", "/api/channels/sms/{provider}/status"): sms_status,
     ("GET", "/ws"): websocket,
     ("GET", "/api/users/{userId}/preferences"): user_preferences,
@@ -417,6 +529,12 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("PATCH", "/api/me/preferences"): change_my_preferences,
     ("PATCH", "/api/users/{userId}"): update_user,
     ("POST", "/api/notifications/batch"): send_batch,
+    ("POST", "/api/segments"): create_segment,
+    ("GET", "/api/segments"): list_segments,
+    ("GET", "/api/segments/{segmentId}"): segment,
+    ("DELETE", "/api/segments/{segmentId}"): segment,
+    ("GET", "/api/segments/{segmentId}/count"): segment_count,
+    ("GET", "/api/sends/{sendId}"): audience_send,
     ("POST", "/api/topics"): create_topic,
     ("GET", "/api/topics"): list_topics,
     ("GET", "/api/topics/{topic}"): topic,
@@ -428,6 +546,11 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/users/{userId}/topics"): user_topics,
     ("PUT", "/api/me/topics/{topic}"): my_topic,
     ("DELETE", "/api/me/topics/{topic}"): my_topic,
+    ("PUT", "/api/templates/{templateId}"): save_template,
+    ("GET", "/api/templates"): list_templates,
+    ("GET", "/api/templates/{templateId}"): template,
+    ("DELETE", "/api/templates/{templateId}"): template,
+    ("POST", "/api/templates/{templateId}/preview"): preview_template,
 }
 
 

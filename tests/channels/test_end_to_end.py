@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pushd.appkeys import STORAGE
+from pushd.appkeys import PREFERENCE_LINKS, STORAGE
 from pushd.channels.webpush import load_vapid_private_key, public_key_b64url
 from pushd.ids import new_id, now_ms
 from storage.records import NewDevice
@@ -188,7 +188,14 @@ async def test_email_and_web_push_arrive_and_are_recorded_sent(
     assert mail["Subject"] == "CI: main is red"
     plain = mail.get_body(("plain",))
     assert plain is not None
-    assert plain.get_content().strip() == "main is red"
+    text, _, footer = plain.get_content().replace("\r\n", "\n").partition("\n--\n")
+    assert text.strip() == "main is red"
+    # The footer links the recipient's preference center, signed for that user.
+    prefix = "Manage notification preferences: https://push.example.com/preferences#token="
+    assert footer.startswith(prefix)
+    links = client.app[PREFERENCE_LINKS]
+    assert links is not None
+    assert links.verify(footer.strip().removeprefix(prefix)) == user["id"]
     assert mail["List-Unsubscribe"].startswith("<https://push.example.com/unsubscribe?token=")
     [payload] = push_service.payloads(browser)
     assert (payload["id"], payload["title"], payload["body"]) == (

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import html
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -26,7 +28,7 @@ from actors.channel_sender import (
     TransientSendError,
 )
 from pushd.channels.smtp import SmtpProviderConfig, SmtpSender
-from pushd.channels.unsubscribe import UnsubscribeLinks
+from pushd.channels.unsubscribe import PreferenceLinks, UnsubscribeLinks
 from pushd.config.settings import ConfigError
 from tests.channels.harness import TlsFiles, self_signed_tls
 from tests.channels.smtp_server import LocalSmtpServer, RecordingHandler
@@ -34,6 +36,9 @@ from tests.channels.smtp_server import LocalSmtpServer, RecordingHandler
 USERNAME = "pushd-relay"
 PASSWORD = "correct horse battery staple"
 LINKS = UnsubscribeLinks(b"unsubscribe-secret-for-tests-0123456789", "https://pushd.test/u")
+PREFERENCE_LINKS = PreferenceLinks(
+    b"unsubscribe-secret-for-tests-0123456789", "https://pushd.test/preferences"
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +81,7 @@ async def senders() -> AsyncIterator[Callable[..., SmtpSender]]:
         def make(
             server: LocalSmtpServer,
             unsubscribe_url: Callable[[str, str], str] | None = LINKS.url,
+            preferences_url: Callable[[str], str] | None = None,
             **overrides: Any,
         ) -> SmtpSender:
             config = SmtpProviderConfig(
@@ -90,7 +96,9 @@ async def senders() -> AsyncIterator[Callable[..., SmtpSender]]:
                 pool_size=2,
             )
             sender = SmtpSender(
-                msgspec.structs.replace(config, **overrides), unsubscribe_url=unsubscribe_url
+                msgspec.structs.replace(config, **overrides),
+                unsubscribe_url=unsubscribe_url,
+                preferences_url=preferences_url,
             )
             stack.push_async_callback(sender.aclose)
             return sender
@@ -191,6 +199,37 @@ def body_of(message: EmailMessage, subtype: str) -> str:
     content = part.get_content()
     assert isinstance(content, str)
     return content
+
+
+async def test_footer_links_the_users_preference_center_in_both_parts(
+    server: LocalSmtpServer, senders: Callable[..., SmtpSender]
+) -> None:
+    given_page = "<html><body><p>Hello</p></body></html>"
+    sender = senders(server, preferences_url=PREFERENCE_LINKS.url)
+    await sender.send(mail())
+    await sender.send(mail(content={"html": given_page, "text": "Hello"}))
+
+    for received in server.handler.received:
+        parsed = received.parsed()
+        text = body_of(parsed, "plain")
+        page = body_of(parsed, "html")
+        [text_url] = re.findall(r"Manage notification preferences: (\S+)", text)
+        [page_url] = re.findall(r'<a href="([^"]+)">Manage notification preferences</a>', page)
+        assert text_url == html.unescape(page_url)
+        assert text_url.startswith("https://pushd.test/preferences#token=")
+        assert PREFERENCE_LINKS.verify(text_url.partition("#token=")[2]) == "user-42"
+        # Inside the page's body, not after the document.
+        assert page.rstrip().endswith("</html>")
+
+
+async def test_no_footer_link_without_preference_links(
+    server: LocalSmtpServer, senders: Callable[..., SmtpSender]
+) -> None:
+    await senders(server).send(mail())
+
+    parsed = server.handler.received[0].parsed()
+    assert "Manage notification preferences" not in body_of(parsed, "plain")
+    assert "Manage notification preferences" not in body_of(parsed, "html")
 
 
 async def test_text_and_html_derive_from_title_and_body(

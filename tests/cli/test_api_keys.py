@@ -35,7 +35,7 @@ def test_create_list_revoke(tmp_path: Path) -> None:
     assert admin.returncode == 0, admin.stdout + admin.stderr
     created = pushd(
         "keys", "create", "--role", "publisher", "--name", "billing",
-        "--category", "billing", "--category", "invoices", *flags,
+        "--category", "billing", "--category", "invoices", "--broadcast", *flags,
     )  # fmt: skip
     assert created.returncode == 0, created.stdout + created.stderr
     key = KEY.search(created.stdout)
@@ -43,6 +43,8 @@ def test_create_list_revoke(tmp_path: Path) -> None:
     [(key_id, role)] = KEY_ID.findall(created.stdout)
     assert role == "publisher"
     assert "categories=billing,invoices" in created.stdout
+    assert "  broadcast  " in created.stdout
+    assert "broadcast" not in admin.stdout.split("\n")[-2]  # only when given
 
     listed = pushd("keys", "list", *flags)
     assert listed.returncode == 0

@@ -4,7 +4,10 @@ each answered in order, and one that fails alone leaves the rest committed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from pushd.bus import BusMessage
 from storage import UnknownUserError
@@ -30,4 +33,25 @@ async def test_a_group_is_one_transaction_and_answers_each_in_order(tmp_path: Pa
         committed = [r for r in results if isinstance(r, NotificationRecord)]
         assert [r.id for r in committed] == [n.id for i, n in enumerate(group) if i != 5]
         assert await ingest.submit_many([]) == []
+    await bus.close()
+
+
+async def test_the_backlog_counts_the_single_sends_waiting_for_their_commit(
+    tmp_path: Path,
+) -> None:
+    received: list[BusMessage] = []
+    bus = await started_bus(received)
+    async with storage_at(tmp_path / "db.sqlite") as store, running_ingest(store, bus) as ingest:
+        assert ingest.backlog == 0
+        sends = [asyncio.create_task(ingest.submit(note(f"n{i}", "u1"))) for i in range(10)]
+        await asyncio.sleep(0)  # each has queued its notification and waits for the commit
+        assert ingest.backlog == 10
+        await asyncio.gather(*sends)
+        assert ingest.backlog == 0
+        failed = asyncio.create_task(ingest.submit(note("n-ghost", "ghost")))
+        await asyncio.sleep(0)
+        assert ingest.backlog == 1
+        with pytest.raises(UnknownUserError):
+            await failed
+        assert ingest.backlog == 0  # a refused send leaves the backlog too
     await bus.close()

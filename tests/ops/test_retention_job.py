@@ -106,3 +106,19 @@ async def test_audit_max_age_zero_keeps_the_audit_trail_forever(storage: Storage
     counts = await RetentionJob(storage, config, idempotency_window=DAY_S).run_once()
     assert counts.audit_records == 0
     assert len(await storage.list_audit(limit=10)) == 4
+
+
+async def test_a_categorys_own_retention_wins_over_per_category(storage: Storage) -> None:
+    """A category defined with `retention` (pushd/routing/categories.py) overrides
+    `retention.per_category`, and is read at each run (API changes while running)."""
+    await storage.create_user(user("u1"))
+    await aged(storage, "u1")
+    config = RetentionConfig(notifications_max_age=0.0, per_category={"chat": 0.0})
+    overrides = {"chat": 2 * DAY_S}
+    job = RetentionJob(
+        storage, config, idempotency_window=DAY_S, category_retention=lambda: overrides
+    )
+    assert (await job.run_once()).notifications == 2  # chat's 40- and 3-day-old ones
+    overrides["billing"] = 10 * DAY_S
+    assert (await job.run_once()).notifications == 1  # billing's 40-day-old one
+    assert ("chat", 0) in await left_of(storage, "u1")

@@ -219,6 +219,7 @@ async def test_a_request_the_parser_refuses_gets_the_json_error_and_echoes_nothi
     assert headers[b"x-content-type-options"] == b"nosniff"
     assert headers[b"content-security-policy"].startswith(b"default-src 'none'")
     assert headers[b"cache-control"] == b"no-store"
+    assert len(headers[b"x-request-id"]) == 32  # generated: the header line is not trusted
     error = json.loads(body)["error"]
     assert error["code"] == "bad_request"
     assert error["message"]

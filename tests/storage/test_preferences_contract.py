@@ -162,3 +162,35 @@ async def test_plan_context_leaves_the_devices_unread_unless_asked(storage: Stor
 async def test_plan_context_of_an_unknown_user_is_none(storage: Storage, devices: bool) -> None:
     await storage.create_user(user("u1"))
     assert await storage.plan_context("nobody", devices=devices) is None
+
+
+async def test_plan_contexts_reads_many_users_as_plan_context_reads_each(
+    storage: Storage,
+) -> None:
+    await storage.create_user(user("u1", email="u1@example.com"))
+    await storage.create_user(user("u2", timezone="Europe/Paris"))
+    await storage.create_user(user("u3"))
+    await storage.upsert_device(_device("d1", "u1", CREATED_AT))
+    await storage.upsert_device(_device("d2", "u1", LATER))
+    await storage.upsert_device(_device("d3", "u2", CREATED_AT))
+    await storage.change_preferences(
+        "u2", PreferencesChange(muted=True, channels={"news": {"email": False, "sms": True}}), at=1
+    )
+    await storage.change_preferences(
+        "u1", PreferencesChange(channels={"alerts": {"push": False}}), at=2
+    )
+
+    found = await storage.plan_contexts(["u2", "nobody", "u1", "u3", "u2"], devices=True)
+
+    assert sorted(found) == ["u1", "u2", "u3"]  # the unknown user is absent, u2 read once
+    for user_id in ("u1", "u2", "u3"):
+        assert found[user_id] == await storage.plan_context(user_id, devices=True)
+    assert [d.id for d in found["u1"][1]] == ["d1", "d2"]
+    assert found["u3"][1] == []
+
+
+async def test_plan_contexts_leaves_the_devices_unread_unless_asked(storage: Storage) -> None:
+    await storage.create_user(user("u1"))
+    await storage.upsert_device(_device("d1", "u1", CREATED_AT))
+    assert (await storage.plan_contexts(["u1"], devices=False))["u1"][1] == []
+    assert await storage.plan_contexts([], devices=True) == {}
