@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from aiohttp import web
 
 from pushd.api import (
@@ -34,7 +36,7 @@ from pushd.api.openapi import build_openapi
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import ComponentHealth, Health, known_timezones
 from pushd.appkeys import BUS, OPENAPI, STATE, STORAGE
-from pushd.realtime import ws
+from pushd.realtime import sse, ws
 from pushd.state import StateUnavailableError
 from storage import StorageError
 
@@ -77,10 +79,30 @@ async def websocket(request: web.Request, _body: None, _query: None) -> web.Stre
     return await ws.websocket(request)
 
 
+async def server_sent_events(
+    request: web.Request, _body: None, query: sse.StreamQuery
+) -> web.StreamResponse:
+    """Real-time delivery as Server-Sent Events (pushd/realtime/sse.py)."""
+    return await sse.stream_notifications(request, query)
+
+
 def describe_api(token_max_ttl: int) -> dict[str, Any]:
-    """This server's OpenAPI document (the token lifetime limit is configuration)."""
-    return build_openapi(
-        ROUTES, version=version("pushd"), token_max_ttl=token_max_ttl, timezones=known_timezones()
+    """This server's OpenAPI document (the token lifetime limit is configuration): a
+    copy of its own for each caller, which may edit it (input_limits.document_limits)."""
+    return cast(dict[str, Any], msgspec.json.decode(_openapi_json(token_max_ttl)))
+
+
+@functools.cache
+def _openapi_json(token_max_ttl: int) -> bytes:
+    # Built once per process: the routes are fixed, and generating every schema took
+    # about 40 ms (each test app starts one server).
+    return msgspec.json.encode(
+        build_openapi(
+            ROUTES,
+            version=version("pushd"),
+            token_max_ttl=token_max_ttl,
+            timezones=known_timezones(),
+        )
     )
 
 
@@ -134,6 +156,29 @@ ROUTES: list[Route] = [
         "the client's first frame is `auth` with a user token (POST "
         "/api/users/{userId}/tokens).",
         errors={400: "Not a WebSocket upgrade request"},
+        tag="realtime",
+    ),
+    Route(
+        "GET",
+        "/sse",
+        server_sent_events,
+        "Server-Sent Events: notifications in real time without a WebSocket",
+        {200: str},
+        query=sse.StreamQuery,
+        media_type="text/event-stream",
+        public=True,
+        user_token=True,
+        description="The socket's stream as `text/event-stream` (docs/protocol.md, "
+        '"Server-Sent Events"): one event per frame, `id:` = the seq covered, resumed '
+        "after `Last-Event-ID`. The user token comes as `Authorization: Bearer <user "
+        "token>`, or as `?token=` for EventSource (it can then show in proxies' logs).",
+        errors={
+            401: "No user token, or one that is invalid, expired or revoked",
+            422: "Last-Event-ID is not a seq",
+            429: "Too many sockets and streams for this user on this node, or too many "
+            "invalid user tokens from this address: retry after Retry-After seconds",
+        },
+        headers={"Last-Event-ID": "The seq of the last event received (EventSource sends it)"},
         tag="realtime",
     ),
 ]
