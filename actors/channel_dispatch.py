@@ -18,6 +18,10 @@ whose send had started and whose outcome was not stored yet when the process die
 providers' `concurrency`) plus the outcomes waiting for their write (at most
 `flush_interval` and one write's worth). A cancelled send may or may not have reached
 its provider; rows leased but still waiting for a send slot are not duplicated.
+
+Digests (pushd/routing/digests.py): a due digest is leased whole
+(`lease_due_digests`), sent as ONE message, and that message's outcome is recorded on
+every row of it; a digest whose send dies is leased whole again when its lease expires.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
+
+import msgspec
 
 from actors.channel_outcomes import (
     Attempt,
@@ -64,6 +70,20 @@ MIN_ROUND_GAP = 0.005
 # While yielding to in-app delivery, how often the dispatcher looks whether the
 # in-app backlog has cleared (it cannot count on a nudge: nudges come from new sends).
 YIELD_RECHECK = 0.05
+
+
+class DigestComposer(Protocol):
+    """Makes the one message of a digest (pushd/routing/digests.py)."""
+
+    @property
+    def channels(self) -> Sequence[str]:
+        """The channels digests go out on."""
+        ...
+
+    def compose(self, members: Sequence[LeasedDelivery]) -> LeasedDelivery:
+        """The message standing for the digest's rows (oldest first), under the id of one
+        of them."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,8 @@ class ChannelDispatcher:
     (default: a `ChannelStats`, readable as `observer`). `clock` gives epoch
     milliseconds, the unit of storage's times.
 
+    `digests` makes the message of a digest; without it, no digest is leased.
+
     `inapp_backlog` tells how much in-app work waits in this process (the ingest queue).
     Both share one event loop and one core: a channel send costs several in-app
     notifications' worth of CPU (a web push: key agreement, encryption, TLS), so under
@@ -136,8 +158,13 @@ class ChannelDispatcher:
         observer: ChannelObserver | None = None,
         clock: Callable[[], int] = now_ms,
         inapp_backlog: Callable[[], int] | None = None,
+        digests: DigestComposer | None = None,
     ) -> None:
         self._deliveries = deliveries
+        self._composer = digests
+        # A digest's message (by its delivery id) -> the rows it stands for, until its
+        # outcome is recorded on each of them (`_record`).
+        self._digests: dict[str, Sequence[LeasedDelivery]] = {}
         self._inapp_backlog = inapp_backlog
         self.providers = providers
         self._node_id = node_id
@@ -289,6 +316,17 @@ class ChannelDispatcher:
         backlog = budget <= 0 or any(
             free == 0 and self.providers.busy(channel) for channel, free in capacity.items()
         )
+        # Digests first: each is one send however many rows it holds.
+        digest_channels = [
+            c for c in (self._composer.channels if self._composer else ()) if capacity.get(c, 0)
+        ]
+        if budget > 0 and digest_channels:
+            limit = min(budget, *(capacity[c] for c in digest_channels))
+            digests = await self._lease_digests(digest_channels, limit)
+            backlog = backlog or len(digests) == limit
+            budget -= len(digests)
+            for members in digests:
+                capacity[members[0].channel] -= 1
         for channels, limit in _lease_calls(capacity, budget):
             leased = await self._lease(channels, limit)
             backlog = backlog or len(leased) == limit
@@ -310,6 +348,38 @@ class ChannelDispatcher:
         for delivery in leased:
             self._dispatch(delivery, deadline)
         return leased
+
+    async def _lease_digests(
+        self, channels: Sequence[str], limit: int
+    ) -> list[list[LeasedDelivery]]:
+        """Lease due digests whole and start one send for each (pushd/routing/digests.py)."""
+        lease = self._settings.lease
+        deadline = asyncio.get_running_loop().time() + lease * SEND_SHARE_OF_LEASE
+        digests = await self._deliveries.lease_due_digests(
+            channels,
+            now=self._clock(),
+            limit=limit,
+            owner=self._node_id,
+            lease_ms=int(lease * 1000),
+        )
+        assert self._composer is not None  # no digest channels without one
+        for members in digests:
+            message = self._composer.compose(members)
+            self._digests[message.id] = members
+            self._dispatch(message, deadline)
+        return digests
+
+    def _record(self, delivery: LeasedDelivery, outcome: DeliveryOutcome) -> None:
+        """Hand the outcome to the recorder: for a digest's message, once per row of the
+        digest (same status, provider and message id), each under its own lease."""
+        members = self._digests.pop(delivery.id, None)
+        if members is None:
+            self._recorder.add(outcome)
+            return
+        for member in members:
+            self._recorder.add(
+                msgspec.structs.replace(outcome, delivery_id=member.id, attempt=member.attempts)
+            )
 
     def _yield_to_inapp(self) -> bool:
         """Whether in-app delivery is behind, with hysteresis: yielding starts at
@@ -397,7 +467,7 @@ class ChannelDispatcher:
             )
         )
         self._log_attempt(delivery, outcome, provider.name, label)
-        self._recorder.add(outcome)
+        self._record(delivery, outcome)
 
     def _classify_unexpected(
         self, exc: Exception, delivery: LeasedDelivery, provider: Provider, out_of_time: bool
@@ -427,7 +497,7 @@ class ChannelDispatcher:
     ) -> None:
         self._observe(lambda: self.observer.not_attempted(delivery.channel, reason))
         self._log_attempt(delivery, outcome, "-", reason)
-        self._recorder.add(outcome)
+        self._record(delivery, outcome)
 
     def _observe(self, report: Callable[[], None]) -> None:
         try:

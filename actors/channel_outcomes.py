@@ -87,6 +87,10 @@ def channel_message(delivery: LeasedDelivery, now: int) -> ChannelMessage:
         content=delivery.content or {},
         priority=delivery.priority,
         category=delivery.category,
+        # The push senders send it as Topic / collapse_key / apns-collapse-id (the others
+        # ignore it): the re-send of an edited notification then replaces the first push
+        # where the platform still can (docs/routing.md, "Edit and retract").
+        collapse_key=delivery.notification_id,
         ttl_seconds=ttl,
         created_at_ms=delivery.created_at,
     )

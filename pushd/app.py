@@ -80,6 +80,7 @@ from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
 from pushd.routing.categories import CategoryRegistry
+from pushd.routing.digests import DigestComposer
 from pushd.routing.plan import ChannelPlanner
 from pushd.routing.plan_reads import PlanReads
 from pushd.routing.preferences import RoutingPolicy
@@ -242,7 +243,10 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
         node_id=app[IDENTITY].node_id,
         settings=settings,
         observer=metrics.channels,
-        inapp_backlog=lambda: app[INGEST].backlog,
+        # Requests between their plan read and their commit: with a push step, most of
+        # a burst waits in the read (pushd/routing/plan_reads.py), not in the commit.
+        inapp_backlog=lambda: app[INGEST].backlog + app[PLAN_READS].waiting,
+        digests=DigestComposer(app[CATEGORIES].name_of),
     )
     metrics.channels.read_dispatcher(dispatcher, storage)
     categories = app[CATEGORIES]
@@ -320,6 +324,7 @@ async def _audiences_ctx(app: web.Application) -> AsyncIterator[None]:
         channels=app[CHANNELS],
         metrics=app[METRICS],
         plan_reads=app[PLAN_READS],
+        templates=app[TEMPLATES],
     )
     fanout = Fanout(components, app[CONFIG].audiences, node_id=app[IDENTITY].node_id)
     await fanout.start()

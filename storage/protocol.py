@@ -13,6 +13,7 @@ from storage.areas.categories import Categories
 from storage.areas.channel_deliveries import ChannelDeliveries
 from storage.areas.cursors import DeliveryCursors
 from storage.areas.data_protection import DataProtection
+from storage.areas.engagement import Engagement
 from storage.areas.idempotency import IdempotencyKeys
 from storage.areas.notifications import Notifications
 from storage.areas.preferences import UserPreferences
@@ -70,6 +71,7 @@ class Storage(
     Segments,
     ScheduledSends,
     Categories,
+    Engagement,
     Protocol,
 ):
     """Durable state of pushd, area by area.

@@ -143,6 +143,12 @@ class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
     data_unreadable: bool = False
     """The stored `data` could not be decoded (nested deeper than
     `storage.jsondepth.CEILING`, or not a JSON object): `data` is None instead."""
+    version: int = 1
+    """1 at insert, raised by each edit and by the retract (migration 0016)."""
+    updated_at: int | None = None
+    """When it was last edited or retracted."""
+    retracted_at: int | None = None
+    """When it was retracted: title, body and data are None from then on."""
 
 
 class MarkedRead(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,6 +249,10 @@ class PlannedDelivery(msgspec.Struct, frozen=True, kw_only=True):
     later than its plan said ("quiet_hours")."""
     event: dict[str, Any] | None = None
     """Webhook rows: the event to POST ({"id", "type", ...}); sealed at rest."""
+    decision: dict[str, Any] | None = None
+    """Why it was planned so, when delivery optimisation decided (pushd/routing/
+    engagement.py): {"time": ...} for a best-hour send, {"order": ...} for a plan
+    ordered by engagement."""
 
 
 class LeasedDelivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -324,6 +334,8 @@ class ChannelDeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
     created_at: int
     updated_at: int
+    decision: dict[str, Any] | None = None
+    """See `PlannedDelivery.decision`."""
 
 
 class DeliveryAttemptRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -528,6 +540,9 @@ class ScheduledNotification(msgspec.Struct, frozen=True, kw_only=True):
     seq 0 until the release numbers it."""
     due_at: int
     accepted_at: int
+    decision: dict[str, Any] | None = None
+    """Why `due_at` is what it is, when delivery optimisation chose it
+    (`deliver_at_local: "best"`, pushd/routing/engagement.py)."""
 
 
 class ScheduledRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -540,6 +555,8 @@ class ScheduledRecord(msgspec.Struct, frozen=True, kw_only=True):
     due_at: int
     accepted_at: int
     cancelled_at: int | None = None
+    decision: dict[str, Any] | None = None
+    """See `ScheduledNotification.decision`."""
 
 
 # broadcast, segments and sends (issue #14) ----------------------------------------------

@@ -20,5 +20,12 @@ AUDIT_ACTOR: web.RequestKey[str] = web.RequestKey("audit_actor", str)
 link: `user:<id>`; a provider's request signature: `provider:<channel>:<name>`). Without
 it (and without an API key), a state-changing call counts as a failed authentication."""
 
+AUDIT_ACTION: web.RequestKey[str] = web.RequestKey("audit_action", str)
+"""Set by a handler whose route does two things to record which one it did, instead of
+the route's `action`: one of `HANDLER_ACTIONS` (`DELETE /api/notifications/{id}`
+cancels a scheduled send or retracts a released one)."""
+HANDLER_ACTIONS = frozenset({"notification.retract"})
+"""Every action a handler may record through `AUDIT_ACTION` (docs/security.md lists them)."""
+
 CLI_ACTOR = "cli"
 """The actor of records written by the command line (`pushd keys`, `pushd rekey`)."""

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from pushd.access.api_keys import API_KEY, REVOKED_KEY
-from pushd.access.audit_fields import AUDIT_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
+from pushd.access.audit_fields import AUDIT_ACTION, AUDIT_ACTOR, AUDIT_DETAIL, AUDIT_TARGET
 from pushd.access.rate_limits import RateLimitedError, client_network
 from pushd.api.errors import ApiError, ErrorCode
 from pushd.appkeys import AUDIT
@@ -66,6 +66,7 @@ async def _record(request: web.Request, action: str, status: int) -> None:
             at=now_ms(),
         )
         return
+    action = request.get(AUDIT_ACTION, action)
     target = request.get(AUDIT_TARGET)
     if target is None and "userId" in request.match_info:
         target = f"user:{request.match_info['userId']}"

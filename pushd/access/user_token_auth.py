@@ -17,6 +17,11 @@ from pushd.api.public_proofs import spend_failed_proof
 from pushd.appkeys import STORAGE, TOKENS
 
 
+def _bearer(request: web.Request) -> tuple[str, str]:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme, token
+
+
 def _unauthorized(message: str) -> ApiError:
     return ApiError(
         ErrorCode.UNAUTHORIZED,
@@ -25,12 +30,13 @@ def _unauthorized(message: str) -> ApiError:
     )
 
 
-async def authenticate_user_token(request: web.Request) -> VerifiedToken:
+async def authenticate_user_token(request: web.Request, token: str | None = None) -> VerifiedToken:
     """What the request's user token says, or a 401 that names the fix: no token, an
     invalid one (which spends the source's budget of failed proofs, then 429), an
     expired one, or one revoked (or of an erased user: the same answer, which reveals
-    neither). The audit trail names the user as the actor."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    neither). The audit trail names the user as the actor. `token`: one the request
+    carries elsewhere than in `Authorization` (`GET /sse?token=`, for EventSource)."""
+    scheme, token = ("bearer", token) if token is not None else _bearer(request)
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized(
             "send the user's own token as `Authorization: Bearer <user token>` (the "

@@ -24,10 +24,13 @@ from pushd.ids import from_ms, now_ms
 from pushd.routing.categories import (
     Category,
     CategoryDefinition,
+    ChannelOrder,
+    SendWindow,
     Source,
     slug_problem,
     stored_definition,
 )
+from pushd.routing.digests import DEFAULT_DIGEST_CHANNELS, DigestChannel
 from pushd.routing.plan import PlanStep
 from pushd.routing.preferences import PreferenceChannel
 
@@ -47,7 +50,12 @@ class CategoryView(msgspec.Struct, kw_only=True):
     retention: float | None
     digest_window: float
     source: Source
+    digest_channels: list[DigestChannel] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_DIGEST_CHANNELS)
+    )
     updated_at: datetime | None
+    channel_order: ChannelOrder = "plan"
+    send_window: SendWindow | None = None
 
     @classmethod
     def of(cls, category: Category) -> CategoryView:
@@ -60,8 +68,11 @@ class CategoryView(msgspec.Struct, kw_only=True):
             plan=definition.plan,
             retention=definition.retention,
             digest_window=definition.digest_window,
+            digest_channels=definition.digest_channels,
             source=category.source,
             updated_at=None if category.updated_at is None else from_ms(category.updated_at),
+            channel_order=definition.channel_order,
+            send_window=definition.send_window,
         )
 
 
@@ -146,7 +157,8 @@ ROUTES = [
         roles=ADMIN_ONLY,
         description="Its plan, opt-out and per-channel defaults apply to the sends that "
         "follow (on other nodes within `routing.categories_refresh_interval` seconds). "
-        "`digest_window` is stored and shown but not acted on yet.",
+        "With a `digest_window`, its notifications on `digest_channels` (email by "
+        "default) go out as one digest per user and window.",
         errors={409: f"{_READ_ONLY}, or {MAX_CATEGORIES} categories exist already"},
         tag="categories",
         action="category.put",

@@ -30,6 +30,7 @@ def as_channel_delivery(record: ChannelDeliveryRecord) -> ChannelDelivery:
         provider_message_id=record.provider_message_id,
         last_error=record.last_error,
         updated_at=from_ms(record.updated_at),
+        decision=record.decision,
     )
 
 

@@ -111,6 +111,9 @@ def as_notification(record: NotificationRecord, delivery: Delivery) -> Notificat
         read_at=delivery.read_at,
         status=delivery.status,
         data_unreadable=record.data_unreadable,
+        version=record.version,
+        updated_at=opt_from_ms(record.updated_at),
+        retracted_at=opt_from_ms(record.retracted_at),
     )
 
 

@@ -34,6 +34,7 @@ class ErrorCode(Enum):
     CONFLICT = (409, "conflict")
     IDEMPOTENCY_KEY_IN_USE = (409, "idempotency_key_in_use")
     ALREADY_SENT = (409, "already_sent")  # a scheduled send cancelled after its release
+    RETRACTED = (409, "retracted")  # an edit of a retracted notification
     PAYLOAD_TOO_LARGE = (413, "payload_too_large")
     UNSUPPORTED_MEDIA_TYPE = (415, "unsupported_media_type")
     VALIDATION_FAILED = (422, "validation_failed")

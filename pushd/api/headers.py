@@ -21,7 +21,10 @@ _SECURITY_HEADERS = {
 # figures: no cache may keep them.
 _DEFAULT_HEADERS = {"Content-Security-Policy": API_CSP, "Cache-Control": "no-store"}
 # What a browser page may send and read besides the CORS-safelisted headers.
-ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
+# Last-Event-ID: a script that reads `GET /sse` with fetch resumes with it.
+ALLOWED_REQUEST_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Request-Id"
+)
 EXPOSED_RESPONSE_HEADERS = "Location, Retry-After, WWW-Authenticate, X-Request-Id"
 PREFLIGHT_MAX_AGE = "600"
 

@@ -3,19 +3,29 @@ handlers on top of the fixed ones in the request types."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from pushd.api.errors import validation_error
-from pushd.api.schemas import SendNotification
 from pushd.config.settings import LimitsConfig
 from storage.jsondepth import deepest_member, within_depth
 
 _encoder = msgspec.json.Encoder()
 
 
-def check_notification_size(body: SendNotification, limits: LimitsConfig) -> None:
+class NotificationContent(Protocol):
+    """What `check_notification_size` measures: a send's content, or an edit's."""
+
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def data(self) -> dict[str, Any] | None: ...
+
+
+def check_notification_size(body: NotificationContent, limits: LimitsConfig) -> None:
     """422 naming the field when the title, body or data is over its configured size."""
     if body.title is not None and len(body.title) > limits.title_max_chars:
         raise validation_error(

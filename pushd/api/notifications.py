@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -33,13 +34,13 @@ from pushd.api.schemas import (
     ScheduledAccepted,
     ScheduledNotificationView,
     SendNotification,
-    TopicSendAccepted,
 )
 from pushd.api.sends import SendAccepted, accept_audience_send
 from pushd.api.templates import check_content_source, sent_content
 from pushd.api.users import load_user
 from pushd.appkeys import (
     BUS,
+    CATEGORIES,
     CHANNELS,
     CONFIG,
     INGEST,
@@ -56,8 +57,14 @@ from pushd.ids import from_ms, new_id, now_ms
 from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.ops import logs as log_context
 from pushd.realtime.readsync import publish_read, publish_read_all
+from pushd.routing.engagement import (
+    DeliveryOptimiser,
+    EngagementPolicy,
+    with_decision,
+)
 from pushd.routing.plan import ChannelPlan, PlanError, Recipient
 from storage import IdempotencyConflictError, UnknownUserError
+from storage.areas.engagement import EngagementRecord
 from storage.records import (
     IdempotencyClaim,
     IdempotencyRecord,
@@ -105,21 +112,42 @@ def _channel_plan(request: web.Request, body: SendNotification) -> ChannelPlan:
         raise validation_error(str(exc), exc.field) from None
 
 
+def delivery_optimiser(request: web.Request) -> DeliveryOptimiser:
+    """Delivery optimisation with this server's `[routing]` settings."""
+    routing = request.app[CONFIG].routing
+    policy = EngagementPolicy(
+        lookback=routing.engagement_lookback,
+        min_reads=routing.engagement_min_reads,
+        default_clock=routing.best_hour_default,
+    )
+    return DeliveryOptimiser(request.app[STORAGE], request.app[CATEGORIES], policy)
+
+
 async def _planned_deliveries(
     request: web.Request,
     plan: ChannelPlan,
     body: SendNotification,
     recipient: tuple[str, UserRecord | None],
     now: int,
+    *,
+    engagement: EngagementRecord | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> tuple[PlannedDelivery, ...]:
     """The plan's deliveries, from the user's contact fields and devices as they are
     now: what it needs (the user row, the devices only for push steps, the preferences)
     is read in ONE storage call, shared with the other requests of the same loop turn,
-    and nothing without a plan."""
+    and nothing without a plan. A category ordering by engagement reorders the plan
+    first (pushd/routing/engagement.py; `engagement` when already read); each row
+    carries `decision` (why its time) and why its order."""
     if not plan.steps:
         return ()
     planner = request.app[PLANNER]
     user_id, _ = recipient
+    if body.channels is None:  # a plan the request gives is kept as given
+        optimised = await delivery_optimiser(request).order(
+            plan, body.category, user_id, now_ms=now, known=engagement
+        )
+        plan, decision = optimised.plan, {**(decision or {}), **optimised.decision}
     # Read with the other requests of this loop turn (pushd/routing/plan_reads.py).
     context = await request.app[PLAN_READS].read(user_id, devices=plan.needs_devices)
     if context is None:
@@ -128,7 +156,15 @@ async def _planned_deliveries(
     found, devices, preferences = context
     addressed = Recipient(found.id, email=found.email, phone=found.phone, devices=devices)
     routing = planner.routing_for(preferences, body.category, found.timezone)
-    return planner.expand(plan, addressed, priority=body.priority, created_at=now, routing=routing)
+    rows = planner.expand(
+        plan,
+        addressed,
+        priority=body.priority,
+        created_at=now,
+        routing=routing,
+        category=body.category,
+    )
+    return with_decision(rows, decision or {})
 
 
 def _expires_at(body: SendNotification, now: int) -> int | None:
@@ -211,7 +247,7 @@ async def send_notification(request: web.Request, body: SendNotification, _query
         # Imported here, not above: topic_send builds on this module's steps.
         from pushd.api.topic_send import send_to_topic
 
-        return await send_to_topic(request, body, plan=plan, now=now, expires_at=expires_at)
+        return await send_to_topic(request, body, now=now)
     claim = _idempotency_claim(request, body)
     if claim is None:
         return await _send(request, body, plan=plan, expires_at=expires_at, now=now, claim=None)
@@ -242,8 +278,8 @@ async def new_notification(
     deliveries: tuple[PlannedDelivery, ...],
 ) -> NewNotification:
     """The notification `body` makes for `user_id`, with its webhook events: the same for
-    a single send, a batch item (pushd/api/batch.py) and a topic's recipient
-    (pushd/api/topic_send.py)."""
+    a single send, a batch item (pushd/api/batch.py) and a scheduled send
+    (pushd/api/scheduled.py); the fan-out builds its own (pushd/audiences/fanout.py)."""
     content = await sent_content(request, body, user_id)  # a template rendered for the user
     notification = NewNotification(
         id=new_id("ntf"),
@@ -425,14 +461,17 @@ ROUTES = [
         "`Idempotency-Key` header, a repeat of the same request returns the first answer "
         "(header `Idempotent-Replayed: true`); the same key with another body is a 422, "
         "and while the first is still in progress a 409 with `Retry-After`.",
-        {202: NotificationAccepted | TopicSendAccepted | SendAccepted | ScheduledAccepted},
+        {202: NotificationAccepted | SendAccepted | ScheduledAccepted},
         body=SendNotification,
         description="Beyond the socket, the notification follows its channel plan: the "
         "request's `channels`, else the one configured for its category (docs/channels.md). "
         "Its deliveries are committed with it; `GET /api/notifications/{id}` shows them. "
-        "With `topic`, each subscriber gets a notification of their own, committed in "
-        "chunks of `ingest.batch_max_items`; the 202 (a `TopicSendAccepted`) comes once all "
-        "are committed. `Idempotency-Key` is refused with `topic`. With `send_at`, `delay` "
+        "With `topic`, each subscriber gets a notification of their own: the send is "
+        "stored and the 202 (a `SendAccepted` with `send_id`, `topic` and `created_at`, "
+        "`Location: /api/sends/{id}`) comes at once; the subscribers are reached in the "
+        "background, and `recipients`/`skipped` are at `GET /api/sends/{id}`. With a "
+        "`template`, the 202 fixes its version and each subscriber gets it rendered for "
+        "them. `Idempotency-Key` is refused with `topic`. With `send_at`, `delay` "
         "or `deliver_at_local` (one recipient), it is stored at once and committed to the "
         "mailbox when due: the 202 is a `ScheduledAccepted` (`status: scheduled`, no seq "
         "yet), and `DELETE /api/notifications/{id}` cancels it until then.",

@@ -9,6 +9,7 @@ instant, delays count from it. The recipient's devices and addresses are those k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -17,6 +18,7 @@ from msgspec import Meta
 
 from pushd.access.api_keys import API_KEY, may_read_category
 from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.api.edits import retract_released
 from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.notifications import (
     REPLAY_HEADER,
@@ -25,11 +27,13 @@ from pushd.api.notifications import (
     _planned_deliveries,
     _replay,
     _resolve_recipient,
+    delivery_optimiser,
     new_notification,
 )
 from pushd.api.pagination import PageLimit, fetch_page
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import (
+    NotificationDetail,
     ScheduledAccepted,
     ScheduledNotificationView,
     ScheduledPage,
@@ -39,9 +43,11 @@ from pushd.api.users import load_user
 from pushd.appkeys import CONFIG, INGEST, LIMITS, SCHEDULER, STORAGE
 from pushd.ids import from_ms, now_ms, opt_from_ms
 from pushd.ingest.group_commit import ClaimInFlightError
+from pushd.routing.engagement import BEST
 from pushd.routing.plan import ChannelPlan
-from pushd.routing.schedule import ScheduleError, due_at_ms
+from pushd.routing.schedule import ScheduleError, due_at_ms, zone_of
 from storage import IdempotencyConflictError, UnknownUserError
+from storage.areas.engagement import EngagementRecord
 from storage.records import (
     IdempotencyClaim,
     IdempotencyRecord,
@@ -80,6 +86,7 @@ def as_scheduled_view(record: ScheduledRecord) -> ScheduledNotificationView:
         priority=priority,
         expires_at=opt_from_ms(notification.expires_at),
         planned_channels=[delivery.channel for delivery in notification.deliveries],
+        decision=record.decision,
     )
 
 
@@ -93,13 +100,41 @@ def _accepted(notification_id: str, user_id: str, due_at: int, accepted_at: int)
     return Reply(202, accepted, {"Location": f"/api/notifications/{notification_id}"})
 
 
-def _due_at(request: web.Request, body: SendNotification, user: UserRecord | None, now: int) -> int:
+@dataclass(frozen=True, slots=True)
+class _BestTime:
+    """What `deliver_at_local: "best"` chose: the HH:MM, why, and the engagement read
+    (reused to order the plan: one storage read per send)."""
+
+    clock: str
+    decision: dict[str, Any]
+    engagement: EngagementRecord
+
+
+async def _best_time(
+    request: web.Request, body: SendNotification, user: UserRecord, now: int
+) -> _BestTime | None:
+    if body.deliver_at_local != BEST:
+        return None
+    zone = zone_of(user.timezone, request.app[CONFIG].routing.default_timezone)
+    clock, why, engagement = await delivery_optimiser(request).best_clock(
+        user.id, body.category, zone=zone, now_ms=now
+    )
+    return _BestTime(clock, why, engagement)
+
+
+def _due_at(
+    request: web.Request,
+    body: SendNotification,
+    user: UserRecord | None,
+    now: int,
+    best: _BestTime | None = None,
+) -> int:
     try:
         due = due_at_ms(
             now_ms=now,
             send_at=body.send_at,
             delay=body.delay,
-            deliver_at_local=body.deliver_at_local,
+            deliver_at_local=body.deliver_at_local if best is None else best.clock,
             timezone=None if user is None else user.timezone,
             default_timezone=request.app[CONFIG].routing.default_timezone,
         )
@@ -189,12 +224,21 @@ async def _schedule(
         user = await storage.get_user(user_id)  # its time zone decides the instant
         if user is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field)
-    due_at = _due_at(request, body, user, now)
+    best = None if user is None else await _best_time(request, body, user, now)
+    due_at = _due_at(request, body, user, now, best)
     expires_at = _expires_at(body, due_at)
     await request.app[LIMITS].recipients.check(user_id, "inapp")  # 429 once over budget
     request[AUDIT_TARGET] = f"user:{user_id}"
     # Planned as if sent at the due instant: delays and quiet hours count from it.
-    deliveries = await _planned_deliveries(request, plan, body, (user_id, user), due_at)
+    deliveries = await _planned_deliveries(
+        request,
+        plan,
+        body,
+        (user_id, user),
+        due_at,
+        engagement=None if best is None else best.engagement,
+        decision=None if best is None else {"time": best.decision},
+    )
     notification = await new_notification(
         request,
         body,
@@ -206,12 +250,19 @@ async def _schedule(
     )
     try:
         await storage.schedule_notification(
-            ScheduledNotification(notification=notification, due_at=due_at, accepted_at=now)
+            ScheduledNotification(
+                notification=notification,
+                due_at=due_at,
+                accepted_at=now,
+                decision=None if best is None else {"time": best.decision},
+            )
         )
     except UnknownUserError:
         raise ApiError(ErrorCode.NOT_FOUND, f"no user with id {user_id!r}", field=field) from None
     request.app[SCHEDULER].wake(due_at)
     request[AUDIT_DETAIL] = {"notification_id": notification.id, "send_at": due_at}
+    if best is not None:
+        request[AUDIT_DETAIL]["time"] = best.decision
     return _accepted(notification.id, user_id, due_at, now)
 
 
@@ -238,12 +289,7 @@ async def cancel_notification(request: web.Request, _body: None, _query: None) -
             return Reply(200, as_scheduled_view(cancelled))
     released = await storage.get_notification(notification_id)
     if released is not None and may_read_category(request, released.category):
-        raise ApiError(
-            ErrorCode.ALREADY_SENT,
-            f"notification {notification_id!r} was already released (seq {released.seq}): "
-            "only a scheduled send can be cancelled, before its time",
-            field="id",
-        )
+        return await retract_released(request, released)
     raise ApiError(ErrorCode.NOT_FOUND, f"no notification with id {notification_id!r}", field="id")
 
 
@@ -266,15 +312,16 @@ ROUTES = [
         "DELETE",
         "/api/notifications/{id}",
         cancel_notification,
-        "Cancel a scheduled send before its time (status `cancelled`)",
-        {200: ScheduledNotificationView},
-        description="Only a send made with `send_at`, `delay` or `deliver_at_local` and "
-        "not released yet can be cancelled; cancelling it again answers the same. Once "
-        "released it is an ordinary notification: 409 `already_sent`.",
-        errors={
-            404: "No notification with this id",
-            409: "Already released (`already_sent`): it is in the user's mailbox",
-        },
+        "Cancel a scheduled send before its time, or retract a released notification",
+        {200: ScheduledNotificationView | NotificationDetail},
+        description="A send made with `send_at`, `delay` or `deliver_at_local` and not "
+        "released yet is cancelled (status `cancelled`, a `ScheduledNotificationView`). "
+        "A released notification is retracted (audit action `notification.retract`): its "
+        "title, body and data are removed, `retracted_at` is set, channel steps not sent "
+        "yet are cancelled (reason `retracted`) and connected sockets of clients speaking "
+        "protocol 1.3 get a `retracted` frame; the answer is its `NotificationDetail`. "
+        "Doing either again answers the same.",
+        errors={404: "No notification with this id (or outside the key's categories)"},
         tag="notifications",
         action="notification.cancel",
     ),

@@ -281,8 +281,8 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
             Meta(
                 min_length=1,
                 max_length=64,
-                description="A topic's slug: one notification to each of its subscribers "
-                "(answered with a `TopicSendAccepted`).",
+                description="A topic's slug: one notification to each of its subscribers, "
+                "fanned out in the background (answered with a `SendAccepted`).",
             ),
         ]
         | None
@@ -371,10 +371,13 @@ class SendNotification(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
         Annotated[
             str,
             Meta(
-                pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+                pattern=r"^(([01]\d|2[0-3]):[0-5]\d|best)$",
                 description="Deliver the next time the recipient's wall clock reads HH:MM, "
                 "in their `timezone` (else `routing.default_timezone`); a time skipped by a "
-                "daylight-saving change is delivered when the clock jumps (a scheduled send).",
+                "daylight-saving change is delivered when the clock jumps (a scheduled send). "
+                "`best`: at the hour the recipient has read most often lately, within the "
+                "category's `send_window` (`routing.best_hour_default` without enough "
+                "history); each channel delivery's `decision` says why.",
             ),
         ]
         | None
@@ -433,22 +436,6 @@ class NotificationAccepted(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-class TopicSendAccepted(msgspec.Struct, kw_only=True):
-    """Every recipient's notification is committed; delivery proceeds asynchronously."""
-
-    send_id: Annotated[str, Meta(description="Names this send in the audit trail (`detail`).")]
-    topic: str
-    recipients: Annotated[int, Meta(description="Subscribers a notification was committed for.")]
-    skipped: Annotated[
-        int,
-        Meta(
-            description="Subscribers left out: over their rate limit (`limits.per_recipient`) "
-            "or erased during the send."
-        ),
-    ]
-    created_at: datetime
-
-
 class Notification(msgspec.Struct, kw_only=True):
     id: str
     user_id: str
@@ -472,6 +459,16 @@ class Notification(msgspec.Struct, kw_only=True):
             "128 levels, stored before depth was limited) and `data` is null instead."
         ),
     ] = False
+    version: Annotated[
+        int, Meta(description="1 when sent; raised by each edit (PATCH) and by the retract.")
+    ] = 1
+    updated_at: Annotated[
+        datetime | None, Meta(description="When it was last edited or retracted.")
+    ] = None
+    retracted_at: Annotated[
+        datetime | None,
+        Meta(description="When it was retracted (DELETE): title, body and data are null."),
+    ] = None
 
 
 class Delivery(msgspec.Struct, kw_only=True):
@@ -519,6 +516,15 @@ class ChannelDelivery(msgspec.Struct, kw_only=True):
     provider_message_id: str | None
     last_error: str | None
     updated_at: datetime
+    decision: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description="Why delivery optimisation planned it so (README, Delivery "
+            'optimisation): `time` for `deliver_at_local: "best"` (the hour chosen and '
+            'the reads behind it), `order` for a category with `channel_order: "engagement"` '
+            "(the median seconds from send to read per channel). null: planned as given."
+        ),
+    ] = None
 
 
 class NotificationDetail(Notification, kw_only=True):
@@ -661,6 +667,14 @@ class ScheduledNotificationView(msgspec.Struct, kw_only=True):
     planned_channels: Annotated[
         list[str], Meta(description="The channels of its plan's steps, in plan order.")
     ]
+    decision: Annotated[
+        dict[str, Any] | None,
+        Meta(
+            description='Why it is due when it is, for `deliver_at_local: "best"`: '
+            '`{"time": {"time": "best", "hour": 19, "reads": 42, ...}}` or '
+            '`{"time": {"time": "default", "reads": 3, ...}}`. null: a time given.'
+        ),
+    ] = None
 
 
 class ScheduledPage(msgspec.Struct):

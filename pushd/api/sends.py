@@ -1,5 +1,6 @@
-"""Broadcast and segment sends: accepting them (`POST /api/notifications` with
-`broadcast` or `segment`) and `GET /api/sends/{sendId}`, their progress.
+"""Broadcast, segment and topic sends: accepting them (`POST /api/notifications` with
+`broadcast` or `segment`; a topic send is accepted by pushd/api/topic_send.py) and
+`GET /api/sends/{sendId}`, their progress.
 
 Accepting writes the send (content sealed, audience, category) and answers 202 with its
 id; the fan-out (pushd/audiences/fanout.py) carries it out in the background. Who may:
@@ -23,17 +24,18 @@ from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import SendNotification
 from pushd.api.segments import load_segment, parse_filter
+from pushd.api.templates import pin_template_version
 from pushd.appkeys import AUDIENCES, STORAGE
 from pushd.ids import from_ms, new_id, opt_from_ms
 from storage.records import NewSend, SendRecord
 
 Meta = msgspec.Meta
-AudienceKind = Literal["broadcast", "segment"]
+AudienceKind = Literal["broadcast", "segment", "topic"]
 SendStatus = Literal["pending", "running", "done", "failed"]
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Fields of a single send that the fan-out does not carry out (yet): refused with a 422
 # rather than silently dropped. Read with getattr: they belong to other features.
-_NOT_WITH_AUDIENCE = ("template", "send_at", "delay", "deliver_at_local")
+_NOT_WITH_AUDIENCE = ("send_at", "delay", "deliver_at_local")
 
 _body_encoder = msgspec.json.Encoder()
 
@@ -45,6 +47,7 @@ class SendAccepted(msgspec.Struct, kw_only=True):
     audience: AudienceKind
     status: SendStatus
     created_at: datetime
+    topic: Annotated[str | None, Meta(description="The topic's slug, for a topic send.")] = None
 
 
 class SendRecipients(msgspec.Struct, kw_only=True):
@@ -54,7 +57,11 @@ class SendRecipients(msgspec.Struct, kw_only=True):
     ]
     skipped: Annotated[
         int,
-        Meta(description="Users left out: over their rate limit, or erased during the send."),
+        Meta(
+            description="Users left out: over their rate limit, erased during the send, or "
+            "(with a template) a user it cannot be rendered for, e.g. a variable missing "
+            "from their profile; the reason is logged once per send."
+        ),
     ]
     acked: Annotated[
         int, Meta(description="Notifications the user's clients have acknowledged (in-app).")
@@ -71,6 +78,7 @@ class SendProgress(msgspec.Struct, kw_only=True):
     id: str
     audience: AudienceKind
     segment_id: str | None
+    topic: Annotated[str | None, Meta(description="The topic's slug, for a topic send.")] = None
     category: str | None
     status: SendStatus
     error: str | None
@@ -135,6 +143,17 @@ async def accept_audience_send(request: web.Request, body: SendNotification, *, 
     _may_send_to_audiences(request, field)
     _check_alone(request, body, field)
     audience = await _audience(request, body)
+    return await store_send(request, body, audience, now=now)
+
+
+async def store_send(
+    request: web.Request, body: SendNotification, audience: dict[str, object], *, now: int
+) -> Reply:
+    """Write the send (`body` sealed, `audience` as the fan-out reads it), wake the
+    fan-out and answer 202 with the send's id: the answer of every fanned-out send. A
+    template is stored at the version it has now (404 if there is none): the fan-out
+    renders that version for every recipient, whatever is saved meanwhile."""
+    body = await pin_template_version(request, body)
     send = NewSend(
         id=new_id("snd"),
         audience=audience,
@@ -146,15 +165,28 @@ async def accept_audience_send(request: web.Request, body: SendNotification, *, 
     record = await request.app[STORAGE].create_send(send)
     request.app[AUDIENCES].wake()
     request[AUDIT_TARGET] = f"send:{record.id}"
-    request[AUDIT_DETAIL] = {"audience": audience.get("segment_id", audience["kind"])}
+    named = audience.get("segment_id") or audience.get("topic") or audience["kind"]
+    request[AUDIT_DETAIL] = {"audience": named}
     accepted = SendAccepted(
-        send_id=record.id, audience=_kind(record), status="pending", created_at=from_ms(now)
+        send_id=record.id,
+        audience=_kind(record),
+        status="pending",
+        created_at=from_ms(now),
+        topic=_topic(record),
     )
     return Reply(202, accepted, {"Location": f"/api/sends/{record.id}"})
 
 
 def _kind(send: SendRecord) -> AudienceKind:
-    return "broadcast" if send.audience.get("kind") == "broadcast" else "segment"
+    kind = send.audience.get("kind")
+    if kind == "broadcast":
+        return "broadcast"
+    return "topic" if kind == "topic" else "segment"
+
+
+def _topic(send: SendRecord) -> str | None:
+    topic = send.audience.get("topic")
+    return topic if isinstance(topic, str) else None
 
 
 def _status(send: SendRecord) -> SendStatus:
@@ -177,6 +209,7 @@ async def get_send(request: web.Request, _body: None, _query: None) -> Reply:
         id=send.id,
         audience=_kind(send),
         segment_id=segment_id if isinstance(segment_id, str) else None,
+        topic=_topic(send),
         category=send.category,
         status=_status(send),
         error=send.error,
@@ -201,7 +234,7 @@ ROUTES = [
         "GET",
         "/api/sends/{sendId}",
         get_send,
-        "The progress of a broadcast or segment send: users resolved, notifications "
+        "The progress of a broadcast, segment or topic send: users resolved, notifications "
         "committed and skipped, acknowledged, and channel deliveries per channel and status",
         {200: SendProgress},
         tag="audiences",

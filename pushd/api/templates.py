@@ -1,6 +1,7 @@
 """Notification templates: the admin routes (save a version, list, read, delete), the
 preview, and what a send with `template` renders for its recipient (used by
-pushd/api/notifications.py for single, batch and topic sends). Rendering itself is
+pushd/api/notifications.py for single and batch sends, and by the fan-out of broadcast,
+segment and topic sends, pushd/audiences/fanout.py). Rendering itself is
 pushd/routing/templates.py."""
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from pushd.api.pagination import PageLimit, fetch_page
 from pushd.api.route import Reply, Route
 from pushd.api.schemas import ExternalId, SendNotification
 from pushd.appkeys import LIMITS, STORAGE, TEMPLATES
+from pushd.config.settings import LimitsConfig
 from pushd.ids import from_ms, now_ms
 from pushd.routing.plan import ChannelContent
 from pushd.routing.templates import (
     TEMPLATE_ID_PATTERN,
     RenderedTemplate,
     TemplateProblemError,
+    TemplateRenderer,
+    TemplateRenderError,
     user_variables,
 )
 from storage.records import NewTemplateVersion, TemplateRecord, UserRecord
@@ -196,8 +200,8 @@ class SentContent:
     channel_content: dict[str, dict[str, str]] | None
 
 
-# Templates read by this request: a batch or topic send reads each one once, and all of
-# its recipients get the same version even if a new one is saved meanwhile.
+# Templates read by this request: a batch send reads each one once, and all of its
+# recipients get the same version even if a new one is saved meanwhile.
 _TEMPLATES_READ: web.RequestKey[dict[tuple[str, int | None], TemplateRecord]] = web.RequestKey(
     "templates_read", dict
 )
@@ -212,14 +216,6 @@ def check_content_source(body: SendNotification) -> None:
         if body.title is None and body.body is None:
             raise validation_error("give a title, a body, or both (or a template)", "title")
         return
-    if body.broadcast is not None or body.segment is not None:
-        # Their fan-out builds every notification from the stored request, away from
-        # this request: rendering per recipient there is not built yet.
-        raise validation_error(
-            "a template is not supported with broadcast or segment yet: send to a topic, "
-            "a batch, or each user",
-            "template",
-        )
     for name, value in (("title", body.title), ("body", body.body), ("content", body.content)):
         if value is not None:
             raise validation_error(
@@ -271,35 +267,71 @@ async def _render(
 ) -> RenderedTemplate:
     """The template rendered for `user`, its output within the notification's limits;
     422 naming the variable or the template otherwise."""
-    renderer = request.app[TEMPLATES]
     try:
-        await renderer.compile_off_loop(template, locale)
-        rendered = renderer.render(template, locale=locale, data=data, user=user_variables(user))
+        return await render_for(
+            request.app[TEMPLATES],
+            request.app[LIMITS].config,
+            template,
+            user,
+            data,
+            locale=locale,
+        )
     except TemplateProblemError as exc:
         raise validation_error(str(exc), exc.field) from None
-    _check_output(request, rendered)
+
+
+async def render_for(
+    renderer: TemplateRenderer,
+    limits: LimitsConfig,
+    template: TemplateRecord,
+    user: UserRecord,
+    data: dict[str, Any],
+    *,
+    locale: str | None,
+) -> RenderedTemplate:
+    """The template rendered for `user`, its output within the notification's limits:
+    what every send with a template renders, in a request or in the fan-out. Raises
+    `TemplateProblemError` naming the variable or the template otherwise."""
+    await renderer.compile_off_loop(template, locale)
+    rendered = renderer.render(template, locale=locale, data=data, user=user_variables(user))
+    _check_output(limits, rendered)
     return rendered
 
 
-def _check_output(request: web.Request, rendered: RenderedTemplate) -> None:
+def _check_output(limits: LimitsConfig, rendered: RenderedTemplate) -> None:
     where = f"template {rendered.template_id!r} version {rendered.version} ({rendered.locale})"
     if rendered.title is None and rendered.body is None:
-        raise validation_error(f"{where} rendered neither a title nor a body", "template")
-    limits = request.app[LIMITS].config
+        raise TemplateRenderError(f"{where} rendered neither a title nor a body", field="template")
     for part, text, most in (
         ("title", rendered.title, limits.title_max_chars),
         ("body", rendered.body, limits.body_max_chars),
     ):
         if text is not None and len(text) > most:
-            raise validation_error(
+            raise TemplateRenderError(
                 f"{where} rendered a {part} of {len(text)} characters; the limit is {most} "
                 f"(setting limits.{part}_max_chars)",
-                "template",
+                field="template",
             )
     try:
         msgspec.convert(rendered.channel_content() or {}, ChannelContent)
     except msgspec.ValidationError as exc:
-        raise validation_error(f"{where} rendered too much: {exc}", "template") from None
+        raise TemplateRenderError(f"{where} rendered too much: {exc}", field="template") from None
+
+
+async def pin_template_version(request: web.Request, body: SendNotification) -> SendNotification:
+    """`body` with `template_version` set to the version it names (the latest when it
+    names none), for a send carried out later by the fan-out: every chunk renders that
+    version even if a new one is saved mid-send. 404 naming `template` or 422 if that
+    version's parts for its default locale do not compile here, before anything is
+    written; `body` unchanged without a template."""
+    if body.template is None:
+        return body
+    template = await load_template(request, body.template, body.template_version, field="template")
+    try:
+        await request.app[TEMPLATES].compile_off_loop(template, template.default_locale)
+    except TemplateProblemError as exc:
+        raise validation_error(str(exc), exc.field) from None
+    return msgspec.structs.replace(body, template_version=template.version)
 
 
 async def load_template(

@@ -1,14 +1,25 @@
-"""The broadcast and segment fan-out: a durable send job carried out in the background.
+"""The broadcast, segment and topic fan-out: a durable send job carried out in the
+background.
 
-`POST /api/notifications` with `broadcast` or `segment` writes the send (its content,
-sealed, and its audience) and answers 202 with the send's id: the 202 means the send is
-on disk. `Fanout` then carries it out: it takes the send's lease, walks the audience in
-user id order, `audiences.chunk_size` users at a time (keyset pages: `id > cursor`),
+`POST /api/notifications` with `broadcast`, `segment` or `topic` writes the send (its
+content, sealed, and its audience) and answers 202 with the send's id: the 202 means the
+send is on disk. `Fanout` then carries it out: it takes the send's lease, walks the
+audience in user id order, `audiences.chunk_size` users at a time (keyset pages:
+`id > cursor`; for a topic, its subscriptions' `user_id > cursor`, each page read when
+its turn comes, so a user subscribing mid-send is reached if their id sorts after the
+cursor, and nobody twice),
 builds each user's notification exactly as a single send does (rate limit, preferences,
-quiet hours and channel plan, webhook rows) and commits the chunk's notifications in ONE
-transaction through the group commit, each tagged with the send's id. Then it records
-the chunk (cursor, counters, lease renewed) on the send row and yields to the event
-loop before the next chunk, so single sends keep being committed between the chunks.
+quiet hours and channel plan, a template rendered for the user, webhook rows) and
+commits the chunk's notifications in ONE transaction through the group commit, each
+tagged with the send's id. Then it records the chunk (cursor, counters, lease renewed)
+on the send row and yields to the event loop before the next chunk, so single sends keep
+being committed between the chunks.
+
+A send with a template was stored with the version it had when accepted
+(pushd/api/sends.py): that version is read once per run and rendered for each user (their
+locale, profile and the send's data), so every chunk says the same thing whatever is
+saved meanwhile. A user it cannot be rendered for (a variable their profile lacks) is
+skipped, not the send: the first such reason is logged once per send.
 
 Exactly once per user: the cursor moves only after a chunk is committed, and before
 committing a chunk the fan-out asks which of its users already have a notification of
@@ -35,6 +46,7 @@ import msgspec
 from actors.channel_dispatch import ChannelDispatcher
 from pushd.access.rate_limits import Limits, RateLimitedError
 from pushd.api.schemas import SendNotification
+from pushd.api.templates import render_for
 from pushd.audiences.segments import SegmentError, matches, names_attributes, parse
 from pushd.channels.webhook_events import WebhookSubscribers, with_accepted_webhooks
 from pushd.config.settings import AudiencesConfig
@@ -43,6 +55,7 @@ from pushd.ingest.group_commit import NotificationIngest
 from pushd.ops.metrics import Metrics
 from pushd.routing.plan import ChannelPlan, ChannelPlanner, PlanError, Recipient
 from pushd.routing.plan_reads import PlanReads
+from pushd.routing.templates import TemplateProblemError, TemplateRenderer
 from storage import Storage, StorageError, UnknownUserError
 from storage.records import (
     NewNotification,
@@ -50,6 +63,7 @@ from storage.records import (
     PlannedDelivery,
     SendChunk,
     SendRecord,
+    TemplateRecord,
     UserFilter,
 )
 
@@ -80,15 +94,29 @@ class Components:
     channels: ChannelDispatcher
     metrics: Metrics
     plan_reads: PlanReads
+    templates: TemplateRenderer
 
 
 class _Job:
     """One send being carried out: what every chunk shares."""
 
-    def __init__(self, send: SendRecord, body: SendNotification, plan: ChannelPlan) -> None:
+    def __init__(
+        self,
+        send: SendRecord,
+        body: SendNotification,
+        plan: ChannelPlan,
+        template: TemplateRecord | None,
+    ) -> None:
         self.send = send
         self.body = body
         self.plan = plan
+        self.template = template
+        # A template failing for some users fails the same way for many: said once.
+        self.render_failure_logged = False
+        topic = send.audience.get("topic") if send.audience.get("kind") == "topic" else None
+        if topic is not None and not isinstance(topic, str):
+            raise SendFailedError(f"its topic is not a slug: {topic!r}")
+        self.topic: str | None = topic
         where = send.audience.get("filter")
         self.where: UserFilter | None = None if where is None else _filter_of(where)
         # Without attribute tests, storage's WHERE is the audience itself.
@@ -193,7 +221,7 @@ class Fanout:
             if send is None:
                 return  # finished meanwhile, or another node carries it out
             try:
-                job = self._job_of(send)
+                job = await self._job_of(send)
                 completed = await self._run_chunks(job)
             except SendFailedError as exc:
                 log.warning("send %s failed: %s", send_id, exc)
@@ -221,13 +249,22 @@ class Fanout:
                     now=now_ms(),
                 )
 
-    def _job_of(self, send: SendRecord) -> _Job:
+    async def _job_of(self, send: SendRecord) -> _Job:
         try:
             body = _content_decoder.decode(send.content)
             plan = self._parts.planner.plan_for(body.channels, body.category)
         except (msgspec.DecodeError, PlanError) as exc:
             raise SendFailedError(f"its content cannot be sent: {exc}") from None
-        return _Job(send, body, plan)
+        template = None
+        if body.template is not None:
+            # The version fixed when the send was accepted (the latest for a send stored
+            # without one): the same for every chunk, here or after a takeover.
+            version = body.template_version
+            template = await self._parts.storage.get_template(body.template, version)
+            if template is None:
+                which = f"version {version} of template" if version is not None else "template"
+                raise SendFailedError(f"its {which} {body.template!r} no longer exists")
+        return _Job(send, body, plan, template)
 
     async def _run_chunks(self, job: _Job) -> bool:
         """Every remaining chunk; False if the lease was lost (another node goes on)."""
@@ -255,6 +292,11 @@ class Fanout:
         """The next page's user ids read, and those of them in the audience. Without
         attribute tests only ids are read: nobody's profile is opened (decrypted)."""
         storage = self._parts.storage
+        if job.topic is not None:
+            # A deleted topic has no subscriptions left: the send ends at the next page.
+            page = await storage.list_subscribers(job.topic, after_user_id=cursor, limit=size)
+            ids = [subscription.user_id for subscription in page]
+            return ids, ids
         if job.exact:
             ids = await storage.user_ids_matching(job.where, after_id=cursor, limit=size)
             return ids, ids
@@ -298,36 +340,73 @@ class Fanout:
 
     async def _notification_for(self, job: _Job, user_id: str, now: int) -> NewNotification | None:
         """The user's notification, as a single send builds it; None to skip them (over
-        their rate limit, or erased since the page was read)."""
+        their rate limit, erased since the page was read, or the template cannot be
+        rendered for them)."""
         parts, body = self._parts, job.body
         try:
             await parts.limits.recipients.check(user_id, "inapp")
         except RateLimitedError:
             return None
         deliveries: tuple[PlannedDelivery, ...] = ()
-        if job.plan.steps:
+        title, text = body.title, body.body
+        channel_content = None if body.content is None else body.content.as_stored()
+        if job.plan.steps or job.template is not None:
             # The chunk's recipients are built together: one read for all of them.
             context = await parts.plan_reads.read(user_id, devices=job.plan.needs_devices)
             if context is None:
                 return None
             found, devices, preferences = context
-            recipient = Recipient(found.id, email=found.email, phone=found.phone, devices=devices)
-            routing = parts.planner.routing_for(preferences, body.category, found.timezone)
-            deliveries = parts.planner.expand(
-                job.plan, recipient, priority=body.priority, created_at=now, routing=routing
-            )
+            if job.template is not None:
+                try:
+                    rendered = await render_for(
+                        parts.templates,
+                        parts.limits.config,
+                        job.template,
+                        found,
+                        body.data or {},
+                        locale=found.locale,
+                    )
+                except TemplateProblemError as exc:
+                    self._render_failed(job, exc)
+                    return None
+                title, text = rendered.title, rendered.body
+                channel_content = rendered.channel_content()
+            if job.plan.steps:
+                recipient = Recipient(
+                    found.id, email=found.email, phone=found.phone, devices=devices
+                )
+                routing = parts.planner.routing_for(preferences, body.category, found.timezone)
+                deliveries = parts.planner.expand(
+                    job.plan,
+                    recipient,
+                    priority=body.priority,
+                    created_at=now,
+                    routing=routing,
+                    category=body.category,
+                )
         notification = NewNotification(
             id=new_id("ntf"),
             user_id=user_id,
-            title=body.title,
-            body=body.body,
+            title=title,
+            body=text,
             data=body.data,
             category=body.category,
             priority=body.priority,
             created_at=now,
             expires_at=job.expires_at,
             deliveries=deliveries,
-            channel_content=None if body.content is None else body.content.as_stored(),
+            channel_content=channel_content,
             send_id=job.send.id,
         )
         return await with_accepted_webhooks(parts.webhooks, notification)
+
+    def _render_failed(self, job: _Job, problem: TemplateProblemError) -> None:
+        if not job.render_failure_logged:
+            job.render_failure_logged = True
+            log.warning(
+                "send %s: skipping users its template cannot be rendered for (counted in "
+                "skipped), first: %s: %s",
+                job.send.id,
+                problem.field,
+                problem,
+            )

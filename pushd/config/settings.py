@@ -29,7 +29,7 @@ from pushd.config.types import ConfigError, NonNegativeFloat, Port, Positive, Po
 from pushd.config.validation_errors import ValidationFailure
 from pushd.routing.categories import CategoryDefinition, slug_problem
 from pushd.routing.plan import PlanStep
-from pushd.routing.quiet_hours import QuietHours
+from pushd.routing.quiet_hours import ClockTime, QuietHours
 from storage.jsondepth import CEILING as JSON_DEPTH_CEILING
 
 # The shared value types and the error are re-exported: outside pushd/channels/,
@@ -89,6 +89,10 @@ class ActorsConfig(_Section):
     idle_timeout: PositiveFloat = 60.0
     socket_queue_size: Positive = 1024
     max_attempts: Positive = 3
+
+
+class SseConfig(_Section):
+    heartbeat_interval: PositiveFloat = 15.0
 
 
 class AuthConfig(_Section):
@@ -278,6 +282,10 @@ class RoutingConfig(_Section):
     allow_unknown_categories: bool = True
     categories_refresh_interval: PositiveFloat = 5.0
     categories: dict[str, CategoryDefinition] = msgspec.field(default_factory=dict)
+    # Delivery optimisation (pushd/routing/engagement.py).
+    engagement_lookback: PositiveFloat = 2_592_000.0
+    engagement_min_reads: Annotated[int, msgspec.Meta(ge=1)] = 10
+    best_hour_default: ClockTime = "09:00"
 
     def __post_init__(self) -> None:
         for slug, definition in self.categories.items():
@@ -320,6 +328,7 @@ class Config(_Section):
     bus: BusConfig = msgspec.field(default_factory=BusConfig)
     actors: ActorsConfig = msgspec.field(default_factory=ActorsConfig)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    sse: SseConfig = msgspec.field(default_factory=SseConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
     audiences: AudiencesConfig = msgspec.field(default_factory=AudiencesConfig)

@@ -39,7 +39,9 @@ class Metrics:
             "mailbox here, whatever its number of sockets; not frames written to sockets).",
         )
         self.connections = Gauge(
-            "pushd_websocket_connections", "Open, authenticated WebSockets.", registry=self.registry
+            "pushd_websocket_connections",
+            "Open, authenticated WebSockets and Server-Sent Events streams.",
+            registry=self.registry,
         )
         self.actors = Gauge(
             "pushd_mailbox_actors", "Live per-user mailbox actors.", registry=self.registry

@@ -24,6 +24,9 @@ class AuthFrame(msgspec.Struct, tag="auth", tag_field="type", forbid_unknown_fie
 
     token: str
     since: Seq | None = None
+    protocol: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    """The protocol version the client speaks (since 1.3; absent: 1.2 or older). A
+    client announcing 1.3 or later is sent `updated` and `retracted` frames."""
 
 
 class PingFrame(msgspec.Struct, tag="ping", tag_field="type", forbid_unknown_fields=True):
@@ -62,7 +65,7 @@ ClientFrame = AuthFrame | PingFrame | AckFrame | ResumeFrame | ReadFrame | Refre
 # server -> client ---------------------------------------------------------------------
 
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 """Announced in `welcome`; docs/protocol.md describes what each version added."""
 
 
@@ -91,6 +94,37 @@ class NotificationFrame(msgspec.Struct, tag="notification", tag_field="type", kw
     created_at: datetime
     expires_at: datetime | None = None
     read: bool = False
+    version: int | msgspec.UnsetType = msgspec.UNSET
+    """Absent for an unedited notification (version 1), so live frames do not grow."""
+    retracted: bool | msgspec.UnsetType = msgspec.UNSET
+    """true (content null) for a notification retracted before it was replayed."""
+
+
+class UpdatedFrame(msgspec.Struct, tag="updated", tag_field="type", kw_only=True):
+    """A notification the user holds was edited: its current content (since 1.3)."""
+
+    seq: int
+    id: str
+    version: int
+    title: str | None
+    body: str | None
+    data: dict[str, Any] | None
+    category: str | None
+    updated_at: datetime
+
+
+class RetractedFrame(msgspec.Struct, tag="retracted", tag_field="type", kw_only=True):
+    """A notification the user holds was retracted: remove it (since 1.3)."""
+
+    seq: int
+    id: str
+    version: int
+    category: str | None
+    retracted_at: datetime
+
+
+EDIT_FRAME_TYPES = frozenset({"updated", "retracted"})
+"""Frames sent only to clients that announced protocol 1.3 or later in `auth`."""
 
 
 class GapFrame(msgspec.Struct, tag="gap", tag_field="type", kw_only=True):
@@ -174,5 +208,34 @@ def encode_notification_frame(record: NotificationRecord) -> bytes:
             created_at=from_ms(record.created_at),
             expires_at=opt_from_ms(record.expires_at),
             read=record.read_at is not None,
+            version=msgspec.UNSET if record.version == 1 else record.version,
+            retracted=msgspec.UNSET if record.retracted_at is None else True,
+        )
+    )
+
+
+def encode_edit_frame(record: NotificationRecord) -> bytes:
+    """The `updated` or `retracted` frame telling the user's sockets of this record's
+    current version (after `update_notification` or `retract_notification`)."""
+    if record.retracted_at is not None:
+        return frame_encoder.encode(
+            RetractedFrame(
+                seq=record.seq,
+                id=record.id,
+                version=record.version,
+                category=record.category,
+                retracted_at=from_ms(record.retracted_at),
+            )
+        )
+    return frame_encoder.encode(
+        UpdatedFrame(
+            seq=record.seq,
+            id=record.id,
+            version=record.version,
+            title=record.title,
+            body=record.body,
+            data=record.data,
+            category=record.category,
+            updated_at=from_ms(record.updated_at or record.created_at),
         )
     )

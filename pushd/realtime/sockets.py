@@ -1,5 +1,5 @@
-"""The WebSocket adapter the actors write through, and the registry of open sockets the
-server closes with 1001 on shutdown."""
+"""The WebSocket adapter the actors write through, and the registry of open sockets (and
+Server-Sent Events streams) the server closes with 1001 on shutdown."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import WSMsgType, web
 from aiohttp.base_protocol import BaseProtocol
 
+from actors.connection import Connection
 from actors.transport import CloseCode
 
 CLOSE_TIMEOUT = 5.0
@@ -92,10 +93,24 @@ class WebSocketTransport:
 
 
 class OpenSockets:
-    """Every WebSocket currently open on this node, with its connection."""
+    """Every WebSocket currently open on this node, with its connection, and every
+    Server-Sent Events stream (pushd/realtime/sse.py)."""
 
     def __init__(self) -> None:
         self._sockets: dict[web.WebSocketResponse, BaseProtocol | None] = {}
+        self._streams: set[Connection] = set()
+
+    def add_stream(self, connection: Connection) -> None:
+        """An SSE stream: it has no socket of its own to close, its connection closes it."""
+        self._streams.add(connection)
+
+    def discard_stream(self, connection: Connection) -> None:
+        self._streams.discard(connection)
+
+    @property
+    def streams(self) -> int:
+        """How many SSE streams are open (not counted in `len`, which is WebSockets)."""
+        return len(self._streams)
 
     def add(self, ws: web.WebSocketResponse, connection: BaseProtocol | None) -> None:
         self._sockets[ws] = connection
@@ -111,6 +126,10 @@ class OpenSockets:
         "going away"); a client that does not read is cut off after `CLOSE_TIMEOUT`, so
         shutdown cannot hang on it."""
         reason = code.reason()
+        # A stream's writer ends it with an `error` event naming `code` (or aborts a peer
+        # that does not take it), and its handler returns: the server waits for that.
+        for stream in list(self._streams):
+            stream.close_soon(code)
         await asyncio.gather(
             *(
                 close_or_abort(ws, connection, code, reason)

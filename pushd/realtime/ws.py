@@ -36,7 +36,7 @@ from pushd.appkeys import (
 from pushd.bus import BusError
 from pushd.ids import from_ms, new_id, now_ms
 from pushd.realtime.backlog import StoredBacklog
-from pushd.realtime.categories import frame_filter
+from pushd.realtime.categories import frame_filter, speaks_edits
 from pushd.realtime.expiry import TokenLifetime
 from pushd.realtime.frames import (
     AckFrame,
@@ -66,10 +66,10 @@ PONG = frame_encoder.encode(PongFrame())
 
 async def _authenticate(
     request: web.Request, ws: web.WebSocketResponse
-) -> tuple[VerifiedToken, int | None] | None:
-    """Read the `auth` frame; return what its token says and the requested `since`, or
-    close the socket and return None. The user id only ever comes from the token, never
-    from a frame's field."""
+) -> tuple[VerifiedToken, AuthFrame] | None:
+    """Read the `auth` frame; return what its token says and the frame (its `since` and
+    `protocol`), or close the socket and return None. The user id only ever comes from
+    the token, never from a frame's field."""
     timeout = request.app[CONFIG].auth.ws_auth_timeout
     try:
         message = await ws.receive(timeout=timeout)
@@ -87,7 +87,7 @@ async def _authenticate(
         await _close(ws, CloseCode.PROTOCOL_ERROR, "first frame must be {type: auth, token}")
         return None
     try:
-        return request.app[TOKENS].verify_claims(frame.token), frame.since
+        return request.app[TOKENS].verify_claims(frame.token), frame
     except TokenExpiredError:
         await _close(ws, CloseCode.TOKEN_EXPIRED)
     except TokenError:
@@ -209,10 +209,10 @@ class _Stream:
 
 
 async def _serve(
-    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, since: int | None
+    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, auth: AuthFrame
 ) -> None:
-    """Attach the socket to the user's mailbox actor, start its stream after `since`
-    (default: the ack cursor) and run its reader and writer."""
+    """Attach the socket to the user's mailbox actor, start its stream after the auth
+    frame's `since` (default: the ack cursor) and run its reader and writer."""
     app, user_id = request.app, token.user_id
     config, metrics, storage = app[CONFIG], app[METRICS], app[STORAGE]
     connection = Connection(
@@ -229,7 +229,7 @@ async def _serve(
         ),
         on_sent=functools.partial(app[CURSORS].sent, user_id, within=token.categories),
         since=None,  # started below, once the user's cursors are read
-        visible=frame_filter(token.categories),
+        visible=frame_filter(token.categories, sees_edits=speaks_edits(auth.protocol)),
     )
     bus, mailboxes = app[BUS], app[MAILBOXES]
     try:
@@ -257,7 +257,7 @@ async def _serve(
         if token.issued_at_ms <= tokens_revoked_before:
             await _close(ws, CloseCode.TOKEN_REVOKED)
             return
-        _start_stream(connection, user, since, token.expires_at_ms, newest_visible)
+        _start_stream(connection, user, auth.since, token.expires_at_ms, newest_visible)
         lifetime = TokenLifetime(connection, token.expires_at_ms)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(connection.run_writer())
@@ -341,7 +341,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _admit(
-    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, since: int | None
+    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, auth: AuthFrame
 ) -> None:
     """Refuse a socket over the user's quota on this node; serve the others."""
     quota = request.app[LIMITS].sockets
@@ -350,6 +350,6 @@ async def _admit(
         await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, cause)
         return
     try:
-        await _serve(request, ws, token, since)
+        await _serve(request, ws, token, auth)
     finally:
         quota.release(token.user_id)

@@ -14,7 +14,11 @@ What a definition decides, and where:
 - `channels`: on/off per preference channel for a user who never switched it;
 - `retention`: how long its notifications are kept, winning over
   `retention.per_category` (pushd/ops/retention.py);
-- `digest_window`: stored and shown, NOT acted on yet (digests are not built).
+- `digest_window` and `digest_channels`: gather its notifications on those channels into
+  one message per window (pushd/routing/digests.py).
+- `channel_order = "engagement"` and `send_window`: delivery optimisation
+  (pushd/routing/engagement.py): the plan's steps ordered by the channel the user reads
+  fastest on, and the hours a `deliver_at_local: "best"` send may choose from.
 
 The registry is held in memory, so a send reads no storage for its category. A change
 through the API refreshes the registry of the node that made it at once; every node
@@ -34,8 +38,10 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from pushd.routing.digests import DEFAULT_DIGEST_CHANNELS, DigestChannel, DigestRule, digest_rule
 from pushd.routing.plan import PlanStep
 from pushd.routing.preferences import PREFERENCE_CHANNELS, CategoryRules, PreferenceChannel
+from pushd.routing.quiet_hours import ClockTime
 from storage import StorageError
 from storage.areas.categories import Categories, CategoryRecord
 
@@ -52,6 +58,15 @@ MAX_DIGEST_WINDOW: Final = 604_800
 """A week: a longer digest is a newsletter."""
 
 Source = Literal["config", "api"]
+ChannelOrder = Literal["plan", "engagement"]
+
+
+class SendWindow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The hours of the user's wall clock a `deliver_at_local: "best"` send may choose:
+    [start, end), crossing midnight when start is later than end."""
+
+    start: ClockTime
+    end: ClockTime
 
 
 class CategoryDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -95,10 +110,34 @@ class CategoryDefinition(msgspec.Struct, frozen=True, forbid_unknown_fields=True
         Meta(
             ge=0,
             le=MAX_DIGEST_WINDOW,
-            description="Seconds to gather notifications into one digest. Stored and "
-            "shown only: digests are not built yet.",
+            description="Seconds to gather a user's notifications on `digest_channels` "
+            "into one message (0: no digest). The window opens at the first notification "
+            "and closes this long after.",
         ),
     ] = 0.0
+    digest_channels: Annotated[
+        list[DigestChannel],
+        Meta(
+            min_length=1,
+            description="The channels a digest gathers (with a `digest_window`); the "
+            "category's other channels, and in-app delivery, send each notification.",
+        ),
+    ] = msgspec.field(default_factory=lambda: list(DEFAULT_DIGEST_CHANNELS))
+    channel_order: Annotated[
+        ChannelOrder,
+        Meta(
+            description="`engagement`: the plan's steps go fastest-read channel first, "
+            "from the user's recent reads (each position keeps its delay); `plan`: as "
+            "written."
+        ),
+    ] = "plan"
+    send_window: Annotated[
+        SendWindow | None,
+        Meta(
+            description='The hours `deliver_at_local: "best"` may choose from, on the '
+            "user's wall clock; null: any hour."
+        ),
+    ] = None
 
     def problem(self) -> tuple[str, str] | None:
         """(message, field) of what contradicts itself in the definition, or None."""
@@ -204,6 +243,18 @@ class CategoryRegistry:
         """See `CategoryCatalogue.plan_of`."""
         found = self._categories.get(category)
         return None if found is None else found.definition.plan
+
+    def name_of(self, category: str) -> str | None:
+        """The category's name for people (a digest's subject), None when not defined."""
+        found = self._categories.get(category)
+        return None if found is None else found.definition.name
+
+    def digest_of(self, category: str) -> DigestRule | None:
+        """See `CategoryCatalogue.digest_of`."""
+        found = self._categories.get(category)
+        if found is None:
+            return None
+        return digest_rule(found.definition.digest_window, found.definition.digest_channels)
 
     def slugs(self) -> list[str]:
         """See `CategoryRulebook.slugs` (pushd/routing/preferences.py)."""

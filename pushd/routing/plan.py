@@ -29,6 +29,7 @@ from typing import Annotated, Final, Literal, Protocol
 import msgspec
 
 from pushd.ids import new_id
+from pushd.routing.digests import DigestRule
 from pushd.routing.preferences import NO_PREFERENCES, RecipientRouting, RoutingPolicy
 from pushd.routing.quiet_hours import quiet_until
 from storage.records import DeviceRecord, PlannedDelivery, PreferencesRecord
@@ -143,6 +144,10 @@ class CategoryCatalogue(Protocol):
 
     def plan_of(self, category: str) -> Sequence[PlanStep] | None:
         """The category's own plan, None when it has none (or is not defined)."""
+        ...
+
+    def digest_of(self, category: str) -> DigestRule | None:
+        """The category's digest, None when it has no window (or is not defined)."""
         ...
 
 
@@ -264,10 +269,16 @@ class ChannelPlanner:
         created_at: int,
         routing: RecipientRouting = NO_PREFERENCES,
         make_id: Callable[[], str] = lambda: new_id("dlv"),
+        category: str | None = None,
     ) -> tuple[PlannedDelivery, ...]:
-        """One `PlannedDelivery` per step and address (see the module docstring)."""
+        """One `PlannedDelivery` per step and address (see the module docstring); a row
+        on a digest channel of `category` waits for its digest (pushd/routing/digests.py),
+        unless the priority is critical."""
         critical = priority == "critical"
         rank = PRIORITY_RANK[priority]
+        digest = None
+        if category and self._categories is not None and not critical:
+            digest = self._categories.digest_of(category)
         rows: list[PlannedDelivery] = []
         for step in plan.steps:
             if not critical and rank < PRIORITY_RANK[step.min_priority]:
@@ -277,6 +288,10 @@ class ChannelPlanner:
                 when, status, reason = self._decide(
                     target, due_at, created_at=created_at, routing=routing, critical=critical
                 )
+                if digest is not None:
+                    when, status, reason = digest.apply(
+                        target.channel, (when, status, reason), created_at=created_at
+                    )
                 rows.append(
                     PlannedDelivery(
                         id=make_id(),

@@ -44,6 +44,14 @@ class PlanReads:
         self._waiting: list[tuple[str, bool, asyncio.Future[PlanContext | None]]] = []
         self._reading: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._unanswered = 0
+
+    @property
+    def waiting(self) -> int:
+        """Reads asked and not answered yet: requests held up by storage before their
+        commit (with the commit queue, the in-app backlog the channel dispatcher yields
+        to, actors/channel_dispatch.py)."""
+        return self._unanswered
 
     async def read(self, user_id: str, *, devices: bool) -> PlanContext | None:
         """The user, their devices (read only when `devices`) and preferences, or None
@@ -55,7 +63,11 @@ class PlanReads:
         if not self._waiting:
             loop.call_soon(self._flush)  # after every request that runs in this turn
         self._waiting.append((user_id, devices, answer))
-        return await answer
+        self._unanswered += 1
+        try:
+            return await answer
+        finally:
+            self._unanswered -= 1
 
     async def close(self) -> None:
         """Cancel the reads under way and refuse new ones."""

@@ -8,7 +8,8 @@ lease due rows from here; nothing that must happen later lives only in memory.
 Statuses: scheduled (due later) -> queued (due) -> sending (leased) -> sent, then
 delivered or failed when a provider reports a receipt; failed at once on a permanent
 error; back to queued with a later due_at on a transient one. skipped (no address,
-opted out) and cancelled (read, acked, expired) rows were never sent.
+opted out) and cancelled (read, acked, expired) rows were never sent. Rows with reason
+'digest' go out together, one message per digest (`lease_due_digests`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ class ChannelDeliveries(Protocol):
         lease runs (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the single writer). Rows
         whose notification has expired are not returned: they become cancelled (reason
         expired) in the same transaction."""
+        ...
+
+    async def lease_due_digests(
+        self, channels: Sequence[str], *, now: int, limit: int, owner: str, lease_ms: int
+    ) -> list[list[LeasedDelivery]]:
+        """Take up to `limit` due digests of these channels, each WHOLE: a digest is the
+        rows with reason 'digest' of one (user, channel, notification category), due
+        when one of them is due or its lease ran out; its lease takes every unsent row
+        of it, due or not (the window runs until this lease), marks them sending like
+        `lease_due_deliveries`, and returns them oldest notification first. Rows of
+        expired notifications become cancelled instead. A row committed after the lease
+        is not in it and opens the next window: each row is in exactly one digest (two
+        nodes never split one: PostgreSQL, an advisory lock per digest, not waited for;
+        SQLite, the single writer). `lease_due_deliveries` never takes digest rows."""
         ...
 
     async def record_delivery_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:

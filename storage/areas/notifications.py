@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from storage.records import MarkedRead, NewNotification, NotificationRecord
 
@@ -105,4 +105,35 @@ class Notifications(Protocol):
         """Record that the user's notifications `first_seq..last_seq` will not be
         delivered (`reason`: `expired` or `not_retained`): `dropped_at`/`dropped_reason`
         are set where not set yet. Missing rows are ignored."""
+        ...
+
+    async def update_notification(
+        self,
+        notification_id: str,
+        *,
+        title: str | None,
+        body: str | None,
+        data: dict[str, Any] | None,
+        expected_version: int,
+        at: int,
+    ) -> NotificationRecord | None:
+        """Replace the content (title, body, data: all three, sealed like at insert) of
+        the notification if it is not retracted and still at `expected_version`; raise
+        its version by one and set `updated_at = at`; return the new record. None (nothing
+        written) if it is unknown, retracted, or was changed meanwhile (its version moved
+        on: read it again). Its channel deliveries not sent yet read the content when
+        they are sent, so they send the new one. In the same transaction, each push
+        device (webpush, fcm, apns) whose first step was sent, and that has no step still
+        to send, gets a new `queued` step due `at`, id `<first step's id>.v<version>`."""
+        ...
+
+    async def retract_notification(
+        self, notification_id: str, at: int
+    ) -> NotificationRecord | None:
+        """In ONE transaction: clear the content of the notification (title, body, data
+        and channel_content become null; the row stays, so seqs stay gap-free), set
+        `retracted_at = updated_at = at`, raise its version by one, and cancel its channel
+        deliveries not sent yet (status `cancelled`, reason `retracted`, with a history
+        row). Return the retracted record; None if it is unknown or already retracted
+        (nothing written)."""
         ...

@@ -20,6 +20,7 @@ from storage.postgres.access import PostgresApiKeysAndRevocations
 from storage.postgres.audit import PostgresAuditTrail
 from storage.postgres.channel_deliveries import PostgresChannelDeliveries
 from storage.postgres.cursors import PostgresDeliveryCursors
+from storage.postgres.digests import PostgresDigests
 from storage.postgres.engine import PostgresEngine
 from storage.postgres.notifications import PostgresNotifications
 from storage.postgres.scheduled import PostgresScheduledSends
@@ -28,6 +29,7 @@ from storage.postgres.users import PostgresUsersAndDevices
 from storage.postgres.webhook_endpoints import PostgresWebhookEndpoints
 from storage.sql.categories import CategoriesSql
 from storage.sql.data_protection import DataProtectionSql
+from storage.sql.engagement import EngagementSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
@@ -51,6 +53,7 @@ class PostgresStorage(
     PostgresAuditTrail,
     DataProtectionSql,
     PostgresChannelDeliveries,
+    PostgresDigests,
     UserPreferencesSql,
     PostgresWebhookEndpoints,
     TopicsSql,
@@ -59,6 +62,7 @@ class PostgresStorage(
     PostgresSegments,
     PostgresScheduledSends,
     CategoriesSql,
+    EngagementSql,
     PostgresEngine,
 ):
     """`Storage` on PostgreSQL, shared by every node of a cluster."""

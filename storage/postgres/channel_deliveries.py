@@ -27,6 +27,7 @@ from storage.sql.channel_deliveries import (
     outcome_values,
 )
 from storage.sql.common import check_limit
+from storage.sql.digests import NOT_DIGEST
 from storage.sql.webhook_endpoints import with_webhook_addresses
 
 
@@ -84,7 +85,8 @@ _CANCEL_UNSENT = (
 )
 
 # Candidates per channel (LATERAL: each channel's own partial index, in due order), due
-# rows and rows whose lease ran out, locked or skipped; those of an expired notification
+# rows and rows whose lease ran out (not digest rows: storage/postgres/digests.py),
+# locked or skipped; those of an expired notification
 # are cancelled, the `limit` oldest due of the others leased and returned with what
 # sending needs. Locked candidates left over are released at the end of the statement.
 _LEASE = f"""
@@ -93,12 +95,14 @@ candidates AS (
     SELECT c.id, c.due_at, c.notification_id FROM wanted CROSS JOIN LATERAL (
         SELECT id, due_at, notification_id FROM channel_deliveries
         WHERE channel = wanted.channel AND {PENDING} AND due_at <= $2::bigint
+            AND {NOT_DIGEST}
         ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED
     ) AS c
     UNION ALL
     SELECT c.id, c.due_at, c.notification_id FROM wanted CROSS JOIN LATERAL (
         SELECT id, due_at, notification_id FROM channel_deliveries
         WHERE channel = wanted.channel AND status = 'sending' AND lease_until < $2::bigint
+            AND {NOT_DIGEST}
         ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED
     ) AS c
 ),

@@ -91,13 +91,13 @@ _INSERT_BATCH_WITH_PLANS = _INSERT_BATCH_TEMPLATE.format(
 planned AS (
     INSERT INTO channel_deliveries ({INSERT_DELIVERY_COLUMNS})
     SELECT p.id, p.channel, p.device_id, p.endpoint_id, p.status, p.reason, p.due_at,
-           p.cancel_on_read, p.event, p.due_at, numbered.id, numbered.user_id, numbered.seq,
-           numbered.created_at, numbered.created_at
+           p.cancel_on_read, p.event, p.decision, p.due_at, numbered.id, numbered.user_id,
+           numbered.seq, numbered.created_at, numbered.created_at
     FROM unnest(
         $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-        $22::bigint[], $23::boolean[], $24::text[], $25::text[]
+        $22::bigint[], $23::boolean[], $24::text[], $25::text[], $26::text[]
     ) AS p(id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event,
-           notification_id)
+           decision, notification_id)
     JOIN numbered ON numbered.id = p.notification_id
 )"""
 )

@@ -12,7 +12,16 @@ from storage.postgres.notifications import insert_batch
 from storage.records import NotificationRecord
 from storage.sql.scheduled import DUE_IDS, RELEASE_DUE, SET_CLAIM_SEQ, ScheduledSendsSql, due_order
 
-_RELEASE_DUE = RELEASE_DUE.format(due=DUE_IDS.format(lock=" FOR UPDATE SKIP LOCKED"))
+# The due ids are taken ONCE, in a materialized CTE: left inside `IN (...)`, the planner
+# may run the locking subquery again per candidate row (a nested loop), and with SKIP
+# LOCKED each run skips the rows the previous one locked and returns the next ones, so
+# the release would take every due row and ignore `limit` (seen once the table grew a
+# column, migration 0018).
+# S608: built from this module's and storage/sql/scheduled.py's constants only.
+_TAKE_DUE = DUE_IDS.format(lock=" FOR UPDATE SKIP LOCKED")
+_RELEASE_DUE = f"WITH due AS MATERIALIZED ({_TAKE_DUE}) " + RELEASE_DUE.format(  # noqa: S608
+    due="SELECT id FROM due"
+)
 
 
 class PostgresScheduledSends(ScheduledSendsSql, PostgresEngine):

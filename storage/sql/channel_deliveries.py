@@ -40,7 +40,7 @@ CANCELLABLE = f"{PENDING} AND cancel_on_read"
 DELIVERY_COLUMNS = (
     "id, notification_id, user_id, seq, channel, device_id, endpoint_id, status, reason, "
     "due_at, attempts, provider, fallback, provider_message_id, last_error, created_at, "
-    "updated_at"
+    "updated_at, decision"
 )
 HISTORY_COLUMNS = (
     "delivery_id, at, status, provider, provider_message_id, provider_code, error, detail, "
@@ -50,7 +50,7 @@ HISTORY_COLUMNS = (
 # gives it. first_due_at is due_at, updated_at is created_at.
 INSERT_DELIVERY_COLUMNS = (
     "id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event, "
-    "first_due_at, notification_id, user_id, seq, created_at, updated_at"
+    "decision, first_due_at, notification_id, user_id, seq, created_at, updated_at"
 )
 DELIVERIES_OF_NOTIFICATION = (
     f"SELECT {DELIVERY_COLUMNS} FROM channel_deliveries WHERE notification_id = $1 "
@@ -152,7 +152,8 @@ def planned_steps(
     batch: Sequence[NewNotification], cipher: Cipher
 ) -> list[tuple[NewNotification, tuple[Any, ...]]]:
     """Each planned delivery of the batch with its notification, as (id, channel,
-    device_id, endpoint_id, status, reason, due_at, cancel_on_read, event sealed)."""
+    device_id, endpoint_id, status, reason, due_at, cancel_on_read, event sealed,
+    decision)."""
     steps = []
     for notification in batch:
         for step in notification.deliveries:
@@ -167,6 +168,7 @@ def planned_steps(
                 step.due_at,
                 step.cancel_on_read,
                 seal(cipher, event, "channel_deliveries.event", step.id),
+                None if step.decision is None else encode_json(step.decision),
             )
             steps.append((notification, values))
     return steps
@@ -225,6 +227,7 @@ def delivery_from_row(row: Row) -> ChannelDeliveryRecord:
         last_error=row[14],
         created_at=row[15],
         updated_at=row[16],
+        decision=None if row[17] is None else _object_decoder.decode(row[17]),
     )
 
 

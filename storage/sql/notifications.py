@@ -30,7 +30,7 @@ _data_decoder = msgspec.json.Decoder(dict[str, Any])
 
 NOTIFICATION_COLUMNS = (
     "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, "
-    "read_at, dropped_at, dropped_reason, gid"
+    "read_at, dropped_at, dropped_reason, gid, version, updated_at, retracted_at"
 )
 # What an insert writes (read_at and the drop mark start empty; PostgreSQL makes the gid).
 NOTIFICATION_INSERT_COLUMNS = (
@@ -44,6 +44,51 @@ MARK_ALL_READ = (
     "WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 RETURNING seq"
 )
 LAST_SEQ = "SELECT last_seq FROM users WHERE id = $1"
+# Edits (migration 0016). The version guard makes a read-merge-write of a partial edit
+# safe against a concurrent one: the second writer finds no row and reads again.
+UPDATE_CONTENT = (
+    "UPDATE notifications SET title = $2, body = $3, data = $4, version = version + 1, "
+    "updated_at = $5 WHERE id = $1 AND retracted_at IS NULL AND version = $6 "
+    f"RETURNING {NOTIFICATION_COLUMNS}"
+)
+# Run after UPDATE_CONTENT in its transaction, only if it wrote ($2, $4 its instant and
+# new version): one new push step per device whose first step was sent, due now, so that
+# the device gets the edited content under the same collapse key (the notification id,
+# actors/channel_outcomes.py) and its push service or OS replaces the first one where it
+# still can. A device with a step still to send gets none (that one reads the new
+# content). The id is the first step's plus `.v<version>` ($3), so one edit adds it once.
+RESEND_PUSH = (
+    "INSERT INTO channel_deliveries (id, notification_id, user_id, seq, channel, device_id, "
+    "status, due_at, first_due_at, cancel_on_read, created_at, updated_at) "
+    "SELECT d.id || $3, d.notification_id, d.user_id, d.seq, d.channel, d.device_id, "
+    "'queued', n.updated_at, n.updated_at, d.cancel_on_read, n.updated_at, n.updated_at "
+    "FROM channel_deliveries d JOIN notifications n ON n.id = d.notification_id "
+    "WHERE d.notification_id = $1 AND n.version = $4 AND n.updated_at = $2 "
+    "AND d.channel IN ('webpush', 'fcm', 'apns') AND d.status IN ('sent', 'delivered') "
+    "AND d.id NOT LIKE '%.v%' "
+    "AND NOT EXISTS (SELECT 1 FROM channel_deliveries p WHERE p.notification_id = $1 "
+    "AND p.device_id = d.device_id AND p.status IN ('scheduled', 'queued', 'sending'))"
+)
+RETRACT = (
+    "UPDATE notifications SET title = NULL, body = NULL, data = NULL, channel_content = NULL, "
+    "version = version + 1, updated_at = $2, retracted_at = $2 "
+    f"WHERE id = $1 AND retracted_at IS NULL RETURNING {NOTIFICATION_COLUMNS}"
+)
+# Run after RETRACT in its transaction: the notification's row is locked (PostgreSQL)
+# by then, and a step leased meanwhile is `sending`, not matched, and goes out as leased.
+# The history rows are those the update just cancelled: reason `retracted` at this
+# instant (a notification is retracted once).
+CANCEL_RETRACTED_DELIVERIES = (
+    "UPDATE channel_deliveries SET status = 'cancelled', reason = 'retracted', updated_at = $2 "
+    "WHERE notification_id = $1 AND status IN ('scheduled', 'queued') "
+    "AND EXISTS (SELECT 1 FROM notifications WHERE id = $1 AND retracted_at = $2)"
+)
+NOTE_RETRACTED_DELIVERIES = (
+    "INSERT INTO channel_delivery_history (delivery_id, at, status, detail) "
+    "SELECT id, updated_at, 'cancelled', '{\"reason\": \"retracted\"}' "
+    "FROM channel_deliveries WHERE notification_id = $1 AND status = 'cancelled' "
+    "AND reason = 'retracted' AND updated_at = $2"
+)
 MARK_DROPPED = (
     "UPDATE notifications SET dropped_at = $5, dropped_reason = $4 "
     "WHERE user_id = $1 AND seq >= $2 AND seq <= $3 AND dropped_at IS NULL"
@@ -228,6 +273,9 @@ def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
         dropped_at=row[11],
         dropped_reason=row[12],
         gid=row[13],
+        version=row[14],
+        updated_at=row[15],
+        retracted_at=row[16],
     )
 
 
@@ -350,3 +398,47 @@ class NotificationsSql(SqlEngine):
     ) -> None:
         """See `Notifications.mark_dropped`."""
         await self._write_one(MARK_DROPPED, user_id, first_seq, last_seq, reason, at)
+
+    async def update_notification(
+        self,
+        notification_id: str,
+        *,
+        title: str | None,
+        body: str | None,
+        data: dict[str, Any] | None,
+        expected_version: int,
+        at: int,
+    ) -> NotificationRecord | None:
+        """See `Notifications.update_notification`."""
+        stored_data = None if data is None else encode_json(data)
+        version = expected_version + 1
+        updated, _resent = await self._write_many(
+            [
+                (
+                    UPDATE_CONTENT,
+                    (
+                        notification_id,
+                        seal(self._cipher, title, "notifications.title", notification_id),
+                        seal(self._cipher, body, "notifications.body", notification_id),
+                        seal(self._cipher, stored_data, "notifications.data", notification_id),
+                        at,
+                        expected_version,
+                    ),
+                ),
+                (RESEND_PUSH, (notification_id, at, f".v{version}", version)),
+            ]
+        )
+        return notification_from_row(updated[0], self._cipher) if updated else None
+
+    async def retract_notification(
+        self, notification_id: str, at: int
+    ) -> NotificationRecord | None:
+        """See `Notifications.retract_notification`."""
+        retracted, _cancelled, _noted = await self._write_many(
+            [
+                (RETRACT, (notification_id, at)),
+                (CANCEL_RETRACTED_DELIVERIES, (notification_id, at)),
+                (NOTE_RETRACTED_DELIVERIES, (notification_id, at)),
+            ]
+        )
+        return notification_from_row(retracted[0], self._cipher) if retracted else None

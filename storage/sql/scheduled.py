@@ -16,17 +16,17 @@ import msgspec
 from storage.crypto import Cipher
 from storage.errors import ConflictError, IdempotencyConflictError, UnknownUserError
 from storage.records import NewNotification, ScheduledNotification, ScheduledRecord
-from storage.sql.common import Row, check_limit, seal, unseal
+from storage.sql.common import Row, check_limit, encode_json, seal, unseal
 from storage.sql.engine import SqlEngine
 
 PAYLOAD_COLUMN = "scheduled_notifications.payload"
-SCHEDULED_COLUMNS = "id, user_id, status, due_at, payload, accepted_at, cancelled_at"
+SCHEDULED_COLUMNS = "id, user_id, status, due_at, payload, accepted_at, cancelled_at, decision"
 # Both inserts write nothing for a user that does not exist (no row returned), instead
 # of failing on the foreign key: the caller can then say which user.
 INSERT_SCHEDULED = (
     "INSERT INTO scheduled_notifications (id, user_id, status, due_at, category, priority, "
-    "payload, has_claim, accepted_at) "
-    "SELECT $1, $2, 'scheduled', $3, $4, $5, $6, $7, $8 "
+    "payload, has_claim, accepted_at, decision) "
+    "SELECT $1, $2, 'scheduled', $3, $4, $5, $6, $7, $8, $9 "
     "WHERE EXISTS (SELECT 1 FROM users WHERE id = $2) RETURNING id"
 )
 INSERT_SCHEDULED_CLAIM = (
@@ -50,6 +50,7 @@ RELEASE_DUE = (
 
 _payload_encoder = msgspec.json.Encoder()
 _payload_decoder = msgspec.json.Decoder(NewNotification)
+_decision_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def seal_payload(notification: NewNotification, cipher: Cipher) -> str:
@@ -77,6 +78,7 @@ def scheduled_from_row(row: Row, cipher: Cipher) -> ScheduledRecord:
         due_at=row[3],
         accepted_at=row[5],
         cancelled_at=row[6],
+        decision=None if row[7] is None else _decision_decoder.decode(row[7]),
     )
 
 
@@ -121,6 +123,7 @@ class ScheduledSendsSql(SqlEngine):
                     seal_payload(notification, self._cipher),
                     claim is not None,
                     scheduled.accepted_at,
+                    None if scheduled.decision is None else encode_json(scheduled.decision),
                 ),
             )
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from storage.sql.categories import CategoriesSql
+from storage.sql.engagement import EngagementSql
 from storage.sql.idempotency import IdempotencyKeysSql
 from storage.sql.preferences import UserPreferencesSql
 from storage.sql.relay import OutboxRelaySql
@@ -27,6 +28,7 @@ from storage.sqlite.audit import SqliteAuditTrail
 from storage.sqlite.channel_deliveries import SqliteChannelDeliveries
 from storage.sqlite.cursors import SqliteDeliveryCursors
 from storage.sqlite.data_protection import SqliteDataProtection
+from storage.sqlite.digests import SqliteDigests
 from storage.sqlite.engine import SqliteEngine
 from storage.sqlite.notifications import SqliteNotifications
 from storage.sqlite.scheduled import SqliteScheduledSends
@@ -50,6 +52,7 @@ class SqliteStorage(
     SqliteAuditTrail,
     SqliteDataProtection,
     SqliteChannelDeliveries,
+    SqliteDigests,
     UserPreferencesSql,
     SqliteWebhookEndpoints,
     TopicsSql,
@@ -58,6 +61,7 @@ class SqliteStorage(
     SqliteSegments,
     SqliteScheduledSends,
     CategoriesSql,
+    EngagementSql,
     SqliteEngine,
 ):
     """`Storage` on a SQLite file, for a single node (the embedded shape)."""

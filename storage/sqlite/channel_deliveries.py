@@ -32,29 +32,32 @@ from storage.sql.channel_deliveries import (
     planned_steps,
 )
 from storage.sql.common import check_limit, encode_json, sqlite_placeholders
+from storage.sql.digests import NOT_DIGEST
 from storage.sql.webhook_endpoints import with_webhook_addresses
 from storage.sqlite.engine import SqliteEngine, fetch_all, write_transaction
 
 _INSERT_DELIVERIES = (
     f"INSERT INTO channel_deliveries ({INSERT_DELIVERY_COLUMNS}) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 8, value ->> 6, value ->> 9, value ->> 10, "
-    "value ->> 11, value ->> 12, value ->> 12 FROM json_each(?1)"
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 6, value ->> 10, "
+    "value ->> 11, value ->> 12, value ->> 13, value ->> 13 FROM json_each(?1)"
 )
 
 # leasing --------------------------------------------------------------------------------
 
 # One channel's candidates, with whether their notification has expired: due rows in due
-# order, and rows whose lease ran out (their worker died mid-send).
+# order, and rows whose lease ran out (their worker died mid-send); not digest rows,
+# which go out together (storage/sqlite/digests.py).
 _DUE = (
     "SELECT d.id, d.due_at, n.expires_at IS NOT NULL AND n.expires_at <= $2 "
     "FROM channel_deliveries d JOIN notifications n ON n.id = d.notification_id "
-    f"WHERE d.channel = $1 AND d.{PENDING} AND d.due_at <= $2 ORDER BY d.due_at LIMIT $3"
+    f"WHERE d.channel = $1 AND d.{PENDING} AND d.due_at <= $2 AND {NOT_DIGEST} "
+    "ORDER BY d.due_at LIMIT $3"
 )
 _LEASE_RAN_OUT = (
     "SELECT d.id, d.due_at, n.expires_at IS NOT NULL AND n.expires_at <= $2 "
     "FROM channel_deliveries d JOIN notifications n ON n.id = d.notification_id "
-    "WHERE d.channel = $1 AND d.status = 'sending' AND d.lease_until < $2 "
+    f"WHERE d.channel = $1 AND d.status = 'sending' AND d.lease_until < $2 AND {NOT_DIGEST} "
     "ORDER BY d.lease_until LIMIT $3"
 )
 _LEASE = sqlite_placeholders(

@@ -94,6 +94,8 @@ class DeliveriesSpy:
         self._inner = inner
         self.leases: list[tuple[tuple[str, ...], int]] = []
         """(channels, limit) of each lease query."""
+        self.digest_leases: list[tuple[tuple[str, ...], int]] = []
+        """(channels, limit) of each digest lease query."""
         self.writes: list[int] = []
         """Outcomes per successful write."""
         self.refused_writes = 0
@@ -125,6 +127,17 @@ class DeliveriesSpy:
             await meanwhile()
         self.leases.append((tuple(channels), limit))
         return await self._inner.lease_due_deliveries(
+            channels, now=now, limit=limit, owner=owner, lease_ms=lease_ms
+        )
+
+    async def lease_due_digests(
+        self, channels: Sequence[str], *, now: int, limit: int, owner: str, lease_ms: int
+    ) -> list[list[LeasedDelivery]]:
+        if self._refusing_leases:
+            self.refused_leases += 1
+            raise StorageUnavailableError("the test refuses leases")
+        self.digest_leases.append((tuple(channels), limit))
+        return await self._inner.lease_due_digests(
             channels, now=now, limit=limit, owner=owner, lease_ms=lease_ms
         )
 

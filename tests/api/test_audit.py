@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from actors.retry import Backoff
 from pushd.access import audit_writer as audit_module
+from pushd.access.audit_fields import HANDLER_ACTIONS
 from pushd.access.audit_writer import AuditWriter
 from pushd.access.failed_auth import FAILED_AUTH_ACTION
 from pushd.api import ROUTES
@@ -191,7 +192,7 @@ def test_the_documented_audit_actions_are_exactly_the_recorded_ones() -> None:
     assert len(rows) == 1, "docs/security.md lost the `action` row of the audit table"
     documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", rows[0]))
     recorded = {route.audit_action for route in ROUTES if route.audited}
-    assert documented == recorded | CLI_ACTIONS | {FAILED_AUTH_ACTION}
+    assert documented == recorded | HANDLER_ACTIONS | CLI_ACTIONS | {FAILED_AUTH_ACTION}
     assert all(re.fullmatch(r"[a-z_]+\.[a-z_]+", action) for action in recorded)
 
 

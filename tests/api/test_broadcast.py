@@ -7,8 +7,11 @@ recipient reached exactly once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import msgspec
+import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import STORAGE
@@ -136,7 +139,7 @@ async def test_refusals_name_the_field(client: Client) -> None:
         ({"broadcast": True, "segment": {"tag": "a"}, "title": "x"}, 422, "broadcast"),
         ({"broadcast": False, "title": "x"}, 422, "broadcast"),
         ({"segment": "seg_missing", "title": "x"}, 404, "segment"),
-        ({"broadcast": True, "template": "welcome"}, 422, "template"),
+        ({"broadcast": True, "template": "welcome"}, 404, "template"),
     ]
     for body, status, field in cases:
         response = await post(client, body)
@@ -241,3 +244,88 @@ async def test_stopping_mid_send_then_starting_reaches_everyone_once(
     assert (progress["status"], progress["recipients"]["committed"]) == ("done", 8)
     for user_id in users:
         assert (await titles_of(second, user_id)).count("Interrupted") == 1
+
+
+GREETING = {
+    "default_locale": "en",
+    "locales": {
+        "en": {"inapp": {"title": "Hi {{ user.name }}", "body": "{{ news }}"}},
+        "fr": {"inapp": {"title": "Salut {{ user.name }}", "body": "{{ news }}"}},
+    },
+}
+NEWS = {"data": {"news": "Launch"}}
+
+
+async def save_template(client: Client, template_id: str, template: dict[str, Any]) -> int:
+    response = await client.put(f"/api/templates/{template_id}", json=template, headers=AUTH)
+    assert response.status == 200, await response.text()
+    version: int = (await response.json())["version"]
+    return version
+
+
+async def test_a_broadcast_with_a_template_renders_each_users_own_title(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each user gets the template in their locale with their profile; users it cannot be
+    rendered for (no name, and the template gives no default) are skipped and counted,
+    the reason logged once for the send."""
+    await save_template(client, "greeting", GREETING)
+    ada = (await create_user(client, name="Ada", locale="fr-CA"))["id"]
+    bob = (await create_user(client, name="Bob", locale="en"))["id"]
+    nameless = [(await create_user(client))["id"] for _ in range(2)]
+    ws, _ = await connect(client, await user_token(client, ada))
+    with caplog.at_level(logging.WARNING, logger="pushd.audiences.fanout"):
+        send_id = await accepted_send(
+            client, {"broadcast": True, "template": "greeting", "data": {"news": "Launch"}}
+        )
+        frame = await next_notification(ws)
+        await ws.close()
+        progress = await finished(client, send_id)
+    assert (frame["title"], frame["body"]) == ("Salut Ada", "Launch")
+    assert progress["status"] == "done"
+    recipients = progress["recipients"]
+    assert (recipients["resolved"], recipients["committed"], recipients["skipped"]) == (4, 2, 2)
+    assert await titles_of(client, ada) == ["Salut Ada"]
+    assert await titles_of(client, bob) == ["Hi Bob"]
+    for user_id in nameless:
+        assert await titles_of(client, user_id) == []
+    skipped_logs = [r for r in caplog.records if "cannot be rendered" in r.getMessage()]
+    assert len(skipped_logs) == 1
+    assert send_id in skipped_logs[0].getMessage()
+
+
+async def test_a_template_saved_mid_send_does_not_change_what_it_renders(
+    make_client: MakeClient,
+) -> None:
+    """The 202 fixes the template's version in the stored send: a version saved right
+    after it (while chunks of one user are still being sent) is not what anyone gets."""
+    client = await make_client(audiences={"chunk_size": 1})
+    assert await save_template(client, "greeting", GREETING) == 1
+    users = [(await create_user(client, name=f"U{n}"))["id"] for n in range(6)]
+    send_id = await accepted_send(client, {"broadcast": True, "template": "greeting"} | NEWS)
+    changed = {"locales": {"en": {"inapp": {"title": "Changed {{ user.name }}"}}}}
+    assert await save_template(client, "greeting", changed) == 2
+    stored = await client.app[STORAGE].get_send(send_id)
+    assert stored is not None
+    assert msgspec.json.decode(stored.content)["template_version"] == 1
+    progress = await finished(client, send_id)
+    assert (progress["status"], progress["recipients"]["committed"]) == ("done", 6)
+    for number, user_id in enumerate(users):
+        assert await titles_of(client, user_id) == [f"Hi U{number}"]
+
+
+async def test_a_segment_send_with_a_template_version_renders_that_version(
+    client: Client,
+) -> None:
+    await save_template(client, "greeting", GREETING)
+    await save_template(client, "greeting", {"locales": {"en": {"inapp": {"title": "v2"}}}})
+    pro = (await create_user(client, name="Pro", tags=["pro"]))["id"]
+    free = (await create_user(client, name="Free", tags=["free"]))["id"]
+    body = {"segment": {"tag": "pro"}, "template": "greeting", "template_version": 1} | NEWS
+    progress = await finished(client, await accepted_send(client, body))
+    assert (progress["status"], progress["recipients"]["committed"]) == ("done", 1)
+    assert await titles_of(client, pro) == ["Hi Pro"]
+    assert await titles_of(client, free) == []
+    missing = await post(client, {**body, "template_version": 3})
+    assert missing.status == 404, await missing.text()
+    assert (await missing.json())["error"]["field"] == "template"

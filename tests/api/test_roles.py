@@ -192,6 +192,11 @@ async def cancel_scheduled(client: Client) -> Request:
     return f"/api/notifications/{accepted['id']}", None
 
 
+async def edit_notification(client: Client) -> Request:
+    accepted = await send(client, await _user(client))
+    return f"/api/notifications/{accepted['id']}", {"title": "edited"}
+
+
 async def user_scheduled(client: Client) -> Request:
     return f"/api/notifications/user/{await _user(client)}/scheduled", None
 
@@ -215,6 +220,10 @@ async def console(_client: Client) -> Request:
 async def websocket(client: Client) -> Request:
     # The "body" of a WebSocket route is its first frame.
     return "/ws", {"type": "auth", "token": await user_token(client, await _user(client))}
+
+
+async def server_sent_events(_client: Client) -> Request:
+    return "/sse", None
 
 
 async def create_api_key(_client: Client) -> Request:
@@ -493,6 +502,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("GET", "/api/notifications/{id}/events"): notification_events,
     ("POST", "/api/notifications/{id}/read"): mark_notification_read,
     ("DELETE", "/api/notifications/{id}"): cancel_scheduled,
+    ("PATCH", "/api/notifications/{id}"): edit_notification,
     ("GET", "/api/notifications/user/{userId}/scheduled"): user_scheduled,
     ("POST", "/api/users/{userId}/notifications/read-all"): mark_all_read,
     ("GET", "/api/stats"): stats,
@@ -522,6 +532,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("PUT", "/api/preference-center"): preference_center,
     ("POST", "/api/channels/sms/{provider}/status"): sms_status,
     ("GET", "/ws"): websocket,
+    ("GET", "/sse"): server_sent_events,
     ("GET", "/api/users/{userId}/preferences"): user_preferences,
     ("PUT", "/api/users/{userId}/preferences"): replace_preferences,
     ("PATCH", "/api/users/{userId}/preferences"): change_preferences,

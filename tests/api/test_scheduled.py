@@ -1,5 +1,5 @@
 """Scheduled sends over HTTP and a real WebSocket (issue #13): 202 `scheduled` without a
-seq, delivered after the due time with the next seq, cancelled before it, 409 after it,
+seq, delivered after the due time with the next seq, cancelled before it, retracted after it,
 listed for the user, replayed with Idempotency-Key, refused with the field at fault."""
 
 from __future__ import annotations
@@ -81,10 +81,12 @@ async def test_scheduled_send_is_accepted_without_seq_then_delivered_with_the_ne
 
     released = await client.get(f"/api/notifications/{accepted['id']}", headers=AUTH)
     assert (await released.json())["seq"] == second["seq"] + 1
-    cancel = await client.delete(f"/api/notifications/{accepted['id']}", headers=AUTH)
-    assert cancel.status == 409
-    error = (await cancel.json())["error"]
-    assert (error["code"], error["field"]) == ("already_sent", "id")
+    # Once released, DELETE retracts it (tests/api/test_edit_retract.py).
+    retract = await client.delete(f"/api/notifications/{accepted['id']}", headers=AUTH)
+    assert retract.status == 200
+    retracted = await retract.json()
+    assert (retracted["seq"], retracted["title"]) == (second["seq"] + 1, None)
+    assert retracted["retracted_at"] is not None
 
 
 async def test_cancel_before_release_keeps_it_out_of_the_mailbox(make_client: MakeClient) -> None:

@@ -1,7 +1,7 @@
 """Templates over a real app (pushd/api/templates.py): saving versions, listing, reading,
 deleting, the 422s naming the part or the variable, the preview, and sends with a
 template: the in-app notification and an email step carry the rendered text, for a
-single send, a batch and a topic."""
+single send, a batch and a topic (a send job rendered per subscriber)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import STORAGE
 from pushd.ids import now_ms
+from tests.api.test_broadcast import finished
 from tests.app_client import AUTH, MakeClient, create_key, create_user
 
 Client = TestClient[Any, Any]
@@ -384,6 +385,8 @@ async def test_a_topic_send_renders_for_each_subscriber(client: Client) -> None:
         {"topic": "orders", "template": "shipped", "data": {"order_id": 5}},
     )
     assert response.status == 202, await response.text()
+    progress = await finished(client, (await response.json())["send_id"])  # a send job
+    assert progress["recipients"]["committed"] == 2
     titles = {}
     for user in (ada, bob):
         page = await client.get(f"/api/notifications/user/{user['id']}", headers=AUTH)

@@ -1,5 +1,6 @@
 """Topics over the real app: the admin routes, a user's own subscriptions with their user
-token, and `POST /api/notifications` with `topic` reaching each subscriber's socket."""
+token, and `POST /api/notifications` with `topic` reaching each subscriber's socket (the
+send job itself: tests/api/test_topic_sends.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from pushd.appkeys import INGEST
+from pushd.appkeys import AUDIENCES
+from tests.api.test_broadcast import finished
 from tests.app_client import AUTH, MakeClient, create_key, create_user, user_token
 from tests.realtime.test_ws import connect, next_notification
 
@@ -137,7 +139,7 @@ async def test_a_category_limited_token_may_subscribe_and_a_revoked_one_may_not(
 async def test_a_topic_send_reaches_every_subscriber_in_chunks(make_client: MakeClient) -> None:
     """Guards the fan-out's paging: with chunks of 2, five subscribers take three pages,
     and each gets their own notification (own id, own seq) on their socket."""
-    client = await make_client(ingest={"batch_max_items": 2})
+    client = await make_client(audiences={"chunk_size": 2})
     await create_topic(client, "news")
     users = [(await create_user(client))["id"] for _ in range(5)]
     outsider = (await create_user(client))["id"]
@@ -146,15 +148,23 @@ async def test_a_topic_send_reaches_every_subscriber_in_chunks(make_client: Make
     )
     assert response.status == 200
     sockets = [(await connect(client, await user_token(client, u)))[0] for u in users]
-    batches_before = client.app[INGEST].batches
+    chunks_before = client.app[AUDIENCES].chunks
     sent = await client.post(
         "/api/notifications", json={"topic": "news", "title": "hello all"}, headers=AUTH
     )
     assert sent.status == 202, await sent.text()
     accepted = await sent.json()
-    assert (accepted["topic"], accepted["recipients"], accepted["skipped"]) == ("news", 5, 0)
+    assert (accepted["topic"], accepted["audience"], accepted["status"]) == (
+        "news",
+        "topic",
+        "pending",
+    )
     assert accepted["send_id"].startswith("snd")
-    assert client.app[INGEST].batches == batches_before + 3  # pages of 2, 2 and 1
+    assert sent.headers["Location"] == f"/api/sends/{accepted['send_id']}"
+    progress = await finished(client, accepted["send_id"])
+    assert progress["status"] == "done"
+    assert (progress["recipients"]["committed"], progress["recipients"]["skipped"]) == (5, 0)
+    assert client.app[AUDIENCES].chunks == chunks_before + 3  # pages of 2, 2 and 1
     ids = set()
     for user_id, ws in zip(users, sockets, strict=True):
         frame = await next_notification(ws)
@@ -183,7 +193,8 @@ async def test_topic_send_refusals(client: Client) -> None:
         "/api/notifications", json={"topic": "news", "title": "x"}, headers=AUTH
     )
     assert empty.status == 202
-    assert (await empty.json())["recipients"] == 0
+    progress = await finished(client, (await empty.json())["send_id"])
+    assert (progress["status"], progress["recipients"]["resolved"]) == ("done", 0)
 
 
 async def test_subscriptions_are_exported_and_erased(client: Client) -> None:

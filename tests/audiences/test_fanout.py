@@ -9,7 +9,16 @@ from typing import Any, cast
 
 from aiohttp.test_utils import TestClient
 
-from pushd.appkeys import CHANNELS, INGEST, LIMITS, METRICS, PLANNER, STORAGE, WEBHOOKS
+from pushd.appkeys import (
+    CHANNELS,
+    INGEST,
+    LIMITS,
+    METRICS,
+    PLANNER,
+    STORAGE,
+    TEMPLATES,
+    WEBHOOKS,
+)
 from pushd.audiences.fanout import Components, Fanout
 from pushd.config.settings import AudiencesConfig
 from pushd.ids import now_ms
@@ -63,6 +72,7 @@ def fanout_of(client: Client, storage: Storage, **config: Any) -> Fanout:
         channels=app[CHANNELS],
         metrics=app[METRICS],
         plan_reads=PlanReads(storage),
+        templates=app[TEMPLATES],
     )
     return Fanout(components, AudiencesConfig(**config), node_id="test-fanout")
 

@@ -101,3 +101,13 @@ async def test_after_close_no_read_is_taken(counting: CountingStorage) -> None:
     await reads.close()
     with pytest.raises(RuntimeError, match="closed"):
         await reads.read("u0", devices=False)
+
+
+async def test_waiting_counts_the_reads_not_answered_yet(counting: CountingStorage) -> None:
+    reads = PlanReads(counting)
+    pending = [asyncio.create_task(reads.read(f"u{n}", devices=False)) for n in range(3)]
+    await asyncio.sleep(0)  # each read is asked; the shared call has not answered yet
+    assert reads.waiting == 3
+    await asyncio.gather(*pending)
+    assert reads.waiting == 0
+    await reads.close()
