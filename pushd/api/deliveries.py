@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from pushd.api.schemas import (
     ChannelDelivery,
@@ -19,10 +20,11 @@ from pushd.api.schemas import (
     DeliveryStatus,
     Notification,
     NotificationDetail,
+    ScheduledNotificationView,
 )
 from pushd.ids import from_ms, opt_from_ms
 from storage import Storage
-from storage.records import CursorTimes, NotificationRecord, UserRecord
+from storage.records import CursorTimes, NotificationRecord, ScheduledRecord, UserRecord
 
 _DROP_ERRORS = {
     "expired": "expired before it reached a device",
@@ -135,3 +137,25 @@ async def deliveries_of(
     sent = [r.seq for r in records if r.seq <= user.sent_seq]
     times = await storage.cursor_times(user.id, sent) if sent else {}
     return [inapp_delivery(r, user, times.get(r.seq, _NEVER), now) for r in records]
+
+
+def as_scheduled_view(record: ScheduledRecord) -> ScheduledNotificationView:
+    notification = record.notification
+    priority: Any = notification.priority  # stored from a `Priority`
+    status: Any = record.status  # storage writes only these two
+    return ScheduledNotificationView(
+        id=notification.id,
+        user_id=notification.user_id,
+        status=status,
+        send_at=from_ms(record.due_at),
+        created_at=from_ms(record.accepted_at),
+        cancelled_at=opt_from_ms(record.cancelled_at),
+        title=notification.title,
+        body=notification.body,
+        data=notification.data,
+        category=notification.category,
+        priority=priority,
+        expires_at=opt_from_ms(notification.expires_at),
+        planned_channels=[delivery.channel for delivery in notification.deliveries],
+        decision=record.decision,
+    )

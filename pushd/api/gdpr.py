@@ -21,10 +21,9 @@ from pushd.access.failed_auth import ANONYMOUS_ACTOR
 from pushd.access.roles import ADMIN_ONLY
 from pushd.api.audit import AuditEntry
 from pushd.api.channel_tracking import channel_deliveries, channel_events
-from pushd.api.deliveries import as_detail, deliveries_of
+from pushd.api.deliveries import as_detail, as_scheduled_view, deliveries_of
 from pushd.api.preferences import Preferences, preferences_view
 from pushd.api.route import Reply, Route, Streamed
-from pushd.api.scheduled import as_scheduled_view
 from pushd.api.schemas import (
     DeliveryEvent,
     Device,

@@ -15,6 +15,7 @@ from pushd.api.channel_tracking import channel_deliveries, channel_events
 from pushd.api.deliveries import (
     as_detail,
     as_notification,
+    as_scheduled_view,
     deliveries_of,
     delivery_events,
 )
@@ -373,7 +374,20 @@ async def list_user_notifications(request: web.Request, _body: None, query: Hist
     deliveries = await deliveries_of(storage, user, page.items, now_ms())
     items = [as_notification(r, d) for r, d in zip(page.items, deliveries, strict=True)]
     unread = await storage.count_unread(user.id, categories=categories)
-    return Reply(200, NotificationPage(items, page.next_cursor, unread))
+    # Sends scheduled for later have no seq yet: the first page lists them apart.
+    scheduled = (
+        await storage.list_scheduled(
+            user.id, after_id=None, limit=query.limit, categories=categories
+        )
+        if query.cursor is None
+        else []
+    )
+    return Reply(
+        200,
+        NotificationPage(
+            items, page.next_cursor, unread, [as_scheduled_view(r) for r in scheduled]
+        ),
+    )
 
 
 async def _load_notification(request: web.Request) -> NotificationRecord:
@@ -492,7 +506,8 @@ ROUTES = [
         "GET",
         "/api/notifications/user/{userId}",
         list_user_notifications,
-        "A user's notifications, newest first, with their in-app status and the unread count",
+        "A user's notifications, newest first, with their in-app status and the unread "
+        "count; the first page also lists the sends scheduled for later (`scheduled`)",
         {200: NotificationPage},
         description="`channel` and `status` keep the notifications that have a channel "
         "delivery matching both (each when given), as `GET /api/notifications/{id}` lists "

@@ -18,6 +18,7 @@ from msgspec import Meta
 
 from pushd.access.api_keys import API_KEY, may_read_category
 from pushd.access.audit_fields import AUDIT_DETAIL, AUDIT_TARGET
+from pushd.api.deliveries import as_scheduled_view
 from pushd.api.edits import retract_released
 from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.api.notifications import (
@@ -41,7 +42,7 @@ from pushd.api.schemas import (
 )
 from pushd.api.users import load_user
 from pushd.appkeys import CONFIG, INGEST, LIMITS, SCHEDULER, STORAGE
-from pushd.ids import from_ms, now_ms, opt_from_ms
+from pushd.ids import from_ms, now_ms
 from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.routing.engagement import BEST
 from pushd.routing.plan import ChannelPlan
@@ -52,7 +53,6 @@ from storage.records import (
     IdempotencyClaim,
     IdempotencyRecord,
     ScheduledNotification,
-    ScheduledRecord,
     UserRecord,
 )
 
@@ -66,28 +66,6 @@ class ScheduledQuery(msgspec.Struct):
         ]
         | None
     ) = None
-
-
-def as_scheduled_view(record: ScheduledRecord) -> ScheduledNotificationView:
-    notification = record.notification
-    priority: Any = notification.priority  # stored from a `Priority`
-    status: Any = record.status  # storage writes only these two
-    return ScheduledNotificationView(
-        id=notification.id,
-        user_id=notification.user_id,
-        status=status,
-        send_at=from_ms(record.due_at),
-        created_at=from_ms(record.accepted_at),
-        cancelled_at=opt_from_ms(record.cancelled_at),
-        title=notification.title,
-        body=notification.body,
-        data=notification.data,
-        category=notification.category,
-        priority=priority,
-        expires_at=opt_from_ms(notification.expires_at),
-        planned_channels=[delivery.channel for delivery in notification.deliveries],
-        decision=record.decision,
-    )
 
 
 def _accepted(notification_id: str, user_id: str, due_at: int, accepted_at: int) -> Reply:

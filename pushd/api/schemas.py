@@ -581,6 +581,15 @@ class NotificationPage(msgspec.Struct):
             "categories: of those categories)."
         ),
     ]
+    scheduled: Annotated[
+        list[ScheduledNotificationView],
+        Meta(
+            description="On the first page (no `cursor`): the user's sends scheduled for "
+            "later or cancelled before their release, oldest accepted first, at most `limit` "
+            "(all of them: `GET /api/notifications/user/{userId}/scheduled`). They have no "
+            "seq yet; once released they are in `items`."
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 class ReadIds(msgspec.Struct, forbid_unknown_fields=True):

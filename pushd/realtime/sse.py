@@ -33,11 +33,10 @@ from pushd.api.errors import ApiError, ErrorCode, validation_error
 from pushd.appkeys import BUS, CONFIG, CURSORS, LIMITS, MAILBOXES, METRICS, SOCKETS, STORAGE
 from pushd.bus import BusError
 from pushd.ids import new_id
-from pushd.realtime.backlog import StoredBacklog
 from pushd.realtime.categories import frame_filter
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.expiry import TokenLifetime
-from pushd.realtime.ws import _read_user, _start_stream
+from pushd.realtime.ws import _read_user, _start_stream, stored_backlog
 from storage import StorageError
 
 CLOSE_TIMEOUT = 5.0
@@ -227,20 +226,13 @@ async def _serve(
     """Attach the stream's connection to the user's mailbox actor, start it after
     `since` and run its writer, expiry timer and heartbeat until it closes."""
     app, user_id = request.app, token.user_id
-    config, storage, cursors = app[CONFIG], app[STORAGE], app[CURSORS]
+    config, cursors = app[CONFIG], app[CURSORS]
     transport = ServerSentEventsTransport(response, request.protocol)
     connection = Connection(
         transport,
         queue_size=config.actors.socket_queue_size,
         connection_id=new_id("con"),
-        backlog=StoredBacklog(
-            storage,
-            user_id,
-            max_count=config.mailbox.backlog_max_count,
-            max_age_seconds=config.mailbox.backlog_max_age,
-            page_size=config.mailbox.replay_page_size,
-            categories=token.categories,
-        ),
+        backlog=stored_backlog(app, token),
         # One-way: what was written counts as acknowledged. A client that missed events
         # in a dying connection gets them again through Last-Event-ID.
         on_sent=functools.partial(_sent_and_acked, cursors, user_id, token.categories),

@@ -208,6 +208,20 @@ class _Stream:
     """Those of a token limited to categories (pushd/realtime/categories.py)."""
 
 
+def stored_backlog(app: web.Application, token: VerifiedToken) -> StoredBacklog:
+    """What a connection of `token`'s user replays from: the user's stored notifications
+    within the mailbox bounds and the token's categories (the socket and SSE alike)."""
+    config = app[CONFIG]
+    return StoredBacklog(
+        app[STORAGE],
+        token.user_id,
+        max_count=config.mailbox.backlog_max_count,
+        max_age_seconds=config.mailbox.backlog_max_age,
+        page_size=config.mailbox.replay_page_size,
+        categories=token.categories,
+    )
+
+
 async def _serve(
     request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, auth: AuthFrame
 ) -> None:
@@ -219,14 +233,7 @@ async def _serve(
         WebSocketTransport(ws, request.protocol),
         queue_size=config.actors.socket_queue_size,
         connection_id=new_id("con"),
-        backlog=StoredBacklog(
-            storage,
-            user_id,
-            max_count=config.mailbox.backlog_max_count,
-            max_age_seconds=config.mailbox.backlog_max_age,
-            page_size=config.mailbox.replay_page_size,
-            categories=token.categories,
-        ),
+        backlog=stored_backlog(app, token),
         on_sent=functools.partial(app[CURSORS].sent, user_id, within=token.categories),
         since=None,  # started below, once the user's cursors are read
         visible=frame_filter(token.categories, sees_edits=speaks_edits(auth.protocol)),

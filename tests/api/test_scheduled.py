@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import STORAGE
 from pushd.ids import now_ms
-from tests.app_client import AUTH, MakeClient, create_user, send, user_token
+from tests.app_client import AUTH, MakeClient, create_key, create_user, send, user_token
 
 Client = TestClient[Any, Any]
 
@@ -126,10 +126,43 @@ async def test_history_lists_scheduled_and_cancelled_ones(client: Client) -> Non
     assert [(i["id"], i["status"]) for i in (await rest.json())["items"]] == [
         (two["id"], "cancelled")
     ]
-    # The mailbox history holds released notifications only: existing clients see no
-    # item without a seq.
-    history = await client.get(f"/api/notifications/user/{user['id']}", headers=AUTH)
-    assert (await history.json())["items"] == []
+    # The history's items stay the released notifications (existing clients see no
+    # item without a seq); its first page lists the scheduled ones apart, with status.
+    history = await (await client.get(f"/api/notifications/user/{user['id']}", headers=AUTH)).json()
+    assert history["items"] == []
+    assert [(i["id"], i["status"]) for i in history["scheduled"]] == [
+        (one["id"], "scheduled"),
+        (two["id"], "cancelled"),
+    ]
+    # Not repeated on later pages, and bounded by the page's limit.
+    await send(client, user["id"], title="now")
+    await send(client, user["id"], title="now again")
+    first = await (
+        await client.get(f"/api/notifications/user/{user['id']}?limit=1", headers=AUTH)
+    ).json()
+    assert len(first["items"]) == 1
+    assert [i["id"] for i in first["scheduled"]] == [one["id"]]
+    later_page = await (
+        await client.get(
+            f"/api/notifications/user/{user['id']}?limit=1&cursor={first['next_cursor']}",
+            headers=AUTH,
+        )
+    ).json()
+    assert later_page["scheduled"] == []
+
+
+async def test_a_limited_key_sees_only_its_categories_scheduled_in_the_history(
+    client: Client,
+) -> None:
+    user = await create_user(client)
+    await schedule(client, user["id"], delay=3600, category="billing")
+    news = await schedule(client, user["id"], delay=3600, category="news")
+    secret, _ = await create_key(client, "reader", categories=["news"])
+    limited = {"Authorization": f"Bearer {secret}"}
+    history = await (
+        await client.get(f"/api/notifications/user/{user['id']}", headers=limited)
+    ).json()
+    assert [i["id"] for i in history["scheduled"]] == [news["id"]]
 
 
 async def test_bad_schedules_are_refused_naming_the_field(client: Client) -> None:
