@@ -40,6 +40,7 @@ from pushd.appkeys import (
     MAILBOXES,
     METRICS,
     OPENAPI,
+    OPTIMISER,
     OUTBOUND_URL_CHECK,
     PLAN_READS,
     PLANNER,
@@ -81,6 +82,7 @@ from pushd.realtime.mailbox_feeder import MailboxFeeder
 from pushd.realtime.sockets import OpenSockets
 from pushd.routing.categories import CategoryRegistry
 from pushd.routing.digests import DigestComposer
+from pushd.routing.engagement import DeliveryOptimiser, EngagementPolicy
 from pushd.routing.plan import ChannelPlanner
 from pushd.routing.plan_reads import PlanReads
 from pushd.routing.preferences import RoutingPolicy
@@ -264,6 +266,16 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
         allow_unknown_categories=config.routing.allow_unknown_categories,
     )
     app[PLAN_READS] = plan_reads = PlanReads(storage)
+    # Best hour and engagement order (pushd/routing/engagement.py), from `[routing]`.
+    app[OPTIMISER] = DeliveryOptimiser(
+        storage,
+        categories,
+        EngagementPolicy(
+            lookback=config.routing.engagement_lookback,
+            min_reads=config.routing.engagement_min_reads,
+            default_clock=config.routing.best_hour_default,
+        ),
+    )
     dispatcher.start()
     app[CHANNELS] = dispatcher
     log.info(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pushd.realtime.cursors import CursorRecorder
     from pushd.realtime.sockets import OpenSockets
     from pushd.routing.categories import CategoryRegistry
+    from pushd.routing.engagement import DeliveryOptimiser
     from pushd.routing.plan import ChannelPlanner
     from pushd.routing.plan_reads import PlanReads
     from pushd.routing.templates import TemplateRenderer
@@ -57,6 +58,7 @@ CHANNELS: web.AppKey[ChannelDispatcher] = web.AppKey("channels")
 commit that planned deliveries due now."""
 PLANNER: web.AppKey[ChannelPlanner] = web.AppKey("planner")
 PLAN_READS: web.AppKey[PlanReads] = web.AppKey("plan_reads")
+OPTIMISER: web.AppKey[DeliveryOptimiser] = web.AppKey("delivery_optimiser")
 """Chooses and expands the channel plan of a notification (pushd/routing/plan.py)."""
 TEMPLATES: web.AppKey[TemplateRenderer] = web.AppKey("templates")
 """Compiles and renders notification templates, with its cache of compiled ones

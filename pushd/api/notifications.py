@@ -41,12 +41,12 @@ from pushd.api.templates import check_content_source, sent_content
 from pushd.api.users import load_user
 from pushd.appkeys import (
     BUS,
-    CATEGORIES,
     CHANNELS,
     CONFIG,
     INGEST,
     LIMITS,
     METRICS,
+    OPTIMISER,
     PLAN_READS,
     PLANNER,
     REQUEST_HASHER,
@@ -59,8 +59,6 @@ from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.ops import logs as log_context
 from pushd.realtime.readsync import publish_read, publish_read_all
 from pushd.routing.engagement import (
-    DeliveryOptimiser,
-    EngagementPolicy,
     with_decision,
 )
 from pushd.routing.plan import ChannelPlan, PlanError, Recipient
@@ -113,17 +111,6 @@ def _channel_plan(request: web.Request, body: SendNotification) -> ChannelPlan:
         raise validation_error(str(exc), exc.field) from None
 
 
-def delivery_optimiser(request: web.Request) -> DeliveryOptimiser:
-    """Delivery optimisation with this server's `[routing]` settings."""
-    routing = request.app[CONFIG].routing
-    policy = EngagementPolicy(
-        lookback=routing.engagement_lookback,
-        min_reads=routing.engagement_min_reads,
-        default_clock=routing.best_hour_default,
-    )
-    return DeliveryOptimiser(request.app[STORAGE], request.app[CATEGORIES], policy)
-
-
 async def _planned_deliveries(
     request: web.Request,
     plan: ChannelPlan,
@@ -145,7 +132,7 @@ async def _planned_deliveries(
     planner = request.app[PLANNER]
     user_id, _ = recipient
     if body.channels is None:  # a plan the request gives is kept as given
-        optimised = await delivery_optimiser(request).order(
+        optimised = await request.app[OPTIMISER].order(
             plan, body.category, user_id, now_ms=now, known=engagement
         )
         plan, decision = optimised.plan, {**(decision or {}), **optimised.decision}
@@ -277,11 +264,14 @@ async def new_notification(
     expires_at: int | None,
     claim: IdempotencyClaim | None,
     deliveries: tuple[PlannedDelivery, ...],
+    user: UserRecord | None = None,
 ) -> NewNotification:
     """The notification `body` makes for `user_id`, with its webhook events: the same for
     a single send, a batch item (pushd/api/batch.py) and a scheduled send
-    (pushd/api/scheduled.py); the fan-out builds its own (pushd/audiences/fanout.py)."""
-    content = await sent_content(request, body, user_id)  # a template rendered for the user
+    (pushd/api/scheduled.py); the fan-out builds its own (pushd/audiences/fanout.py).
+    `user`: the recipient's row when already read (a template then needs no read)."""
+    # A template rendered for the user.
+    content = await sent_content(request, body, user_id, user=user)
     notification = NewNotification(
         id=new_id("ntf"),
         user_id=user_id,
@@ -314,7 +304,14 @@ async def _send(
     request[AUDIT_TARGET] = f"user:{user_id}"
     deliveries = await _planned_deliveries(request, plan, body, recipient, now)
     notification = await new_notification(
-        request, body, user_id, now=now, expires_at=expires_at, claim=claim, deliveries=deliveries
+        request,
+        body,
+        user_id,
+        now=now,
+        expires_at=expires_at,
+        claim=claim,
+        deliveries=deliveries,
+        user=recipient[1],  # read when the request named the user by external_id
     )
     log_context.notification_id.set(notification.id)  # on the log lines from here on
     try:

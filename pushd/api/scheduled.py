@@ -28,7 +28,6 @@ from pushd.api.notifications import (
     _planned_deliveries,
     _replay,
     _resolve_recipient,
-    delivery_optimiser,
     new_notification,
 )
 from pushd.api.pagination import PageLimit, fetch_page
@@ -41,7 +40,7 @@ from pushd.api.schemas import (
     SendNotification,
 )
 from pushd.api.users import load_user
-from pushd.appkeys import CONFIG, INGEST, LIMITS, SCHEDULER, STORAGE
+from pushd.appkeys import CONFIG, INGEST, LIMITS, OPTIMISER, SCHEDULER, STORAGE
 from pushd.ids import from_ms, now_ms
 from pushd.ingest.group_commit import ClaimInFlightError
 from pushd.routing.engagement import BEST
@@ -94,7 +93,7 @@ async def _best_time(
     if body.deliver_at_local != BEST:
         return None
     zone = zone_of(user.timezone, request.app[CONFIG].routing.default_timezone)
-    clock, why, engagement = await delivery_optimiser(request).best_clock(
+    clock, why, engagement = await request.app[OPTIMISER].best_clock(
         user.id, body.category, zone=zone, now_ms=now
     )
     return _BestTime(clock, why, engagement)

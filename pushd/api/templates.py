@@ -230,14 +230,18 @@ def check_content_source(body: SendNotification) -> None:
         )
 
 
-async def sent_content(request: web.Request, body: SendNotification, user_id: str) -> SentContent:
+async def sent_content(
+    request: web.Request, body: SendNotification, user_id: str, *, user: UserRecord | None = None
+) -> SentContent:
     """The notification's title, body and channel content for `user_id`: the request's,
-    or its template's rendered for the user (one user read, only with a template)."""
+    or its template's rendered for the user (`user` when the caller has read the row
+    already, else one user read, only with a template)."""
     if body.template is None:
         content = None if body.content is None else body.content.as_stored()
         return SentContent(body.title, body.body, content)
     template = await _template_for(request, body.template, body.template_version)
-    user = await request.app[STORAGE].get_user(user_id)
+    if user is None:
+        user = await request.app[STORAGE].get_user(user_id)
     if user is None:
         raise RecipientGoneError(user_id, "user_id" if body.user_id is not None else "external_id")
     rendered = await _render(request, template, user, body.data or {}, locale=user.locale)

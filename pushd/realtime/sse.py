@@ -36,7 +36,7 @@ from pushd.ids import new_id
 from pushd.realtime.categories import frame_filter
 from pushd.realtime.cursors import CursorRecorder
 from pushd.realtime.expiry import TokenLifetime
-from pushd.realtime.ws import _read_user, _start_stream, stored_backlog
+from pushd.realtime.ws import read_user, start_stream, stored_backlog
 from storage import StorageError
 
 CLOSE_TIMEOUT = 5.0
@@ -280,7 +280,7 @@ async def _stream(
     """Check the user and its revocation cutoff again (now that the stream is attached),
     then welcome, replay and go live."""
     try:
-        found = await _read_user(request.app[STORAGE], token.user_id, token.categories)
+        found = await read_user(request.app[STORAGE], token.user_id, token.categories)
     except StorageError:
         reason = CloseCode.RECONNECT.reason("storage unavailable")
         await transport.close(CloseCode.RECONNECT, reason)
@@ -290,7 +290,7 @@ async def _stream(
         await transport.close(code, code.reason())
         return
     user, _, newest_visible = found
-    _start_stream(connection, user, since, token.expires_at_ms, newest_visible)
+    start_stream(connection, user, since, token.expires_at_ms, newest_visible)
     lifetime = TokenLifetime(connection, token.expires_at_ms)
     interval = request.app[CONFIG].sse.heartbeat_interval
     async with asyncio.TaskGroup() as tasks:

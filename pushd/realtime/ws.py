@@ -253,7 +253,7 @@ async def _serve(
         # reaches the actor behind this Attach. Nothing falls in between.
         await mailboxes.tell(user_id, Attach(connection))
         try:
-            found = await _read_user(storage, user_id, token.categories)
+            found = await read_user(storage, user_id, token.categories)
         except StorageError:
             await _close(ws, CloseCode.RECONNECT, "storage unavailable")
             return
@@ -264,7 +264,7 @@ async def _serve(
         if token.issued_at_ms <= tokens_revoked_before:
             await _close(ws, CloseCode.TOKEN_REVOKED)
             return
-        _start_stream(connection, user, auth.since, token.expires_at_ms, newest_visible)
+        start_stream(connection, user, auth.since, token.expires_at_ms, newest_visible)
         lifetime = TokenLifetime(connection, token.expires_at_ms)
         async with asyncio.TaskGroup() as tasks:
             writer = tasks.create_task(connection.run_writer())
@@ -286,7 +286,7 @@ async def _serve(
         await bus.unwatch_user(user_id)
 
 
-async def _read_user(
+async def read_user(
     storage: Storage, user_id: str, categories: tuple[str, ...] | None
 ) -> tuple[UserRecord, int, int] | None:
     """The user, its token cutoff and the newest seq the token may see: `last_seq`, or
@@ -304,7 +304,7 @@ async def _read_user(
     return user, tokens_revoked_before, newest[0].seq if newest else 0
 
 
-def _start_stream(
+def start_stream(
     connection: Connection,
     user: UserRecord,
     since: int | None,
@@ -312,7 +312,7 @@ def _start_stream(
     newest_visible: int,
 ) -> None:
     """Welcome first, then the replay after `since` (default: the ack cursor). The
-    welcome's figures stop at `newest_visible` (see `_read_user`)."""
+    welcome's figures stop at `newest_visible` (see `read_user`)."""
     start = user.ack_seq if since is None else since
     ahead = start > user.last_seq
     start = min(start, newest_visible)

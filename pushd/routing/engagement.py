@@ -20,6 +20,7 @@ One storage read per send that needs it, none for the others.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import statistics
 from collections.abc import Mapping, Sequence
@@ -235,7 +236,7 @@ class DeliveryOptimiser:
             "channels": [step.channel for step in steps],
             "lookback_days": round(self.policy.lookback * 1000 / _DAY_MS, 2),
         }
-        return OptimisedPlan(ChannelPlan(steps), why)
+        return OptimisedPlan(dataclasses.replace(plan, steps=steps), why)
 
 
 def _minutes(clock: str) -> int:

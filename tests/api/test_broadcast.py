@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import STORAGE
 from pushd.ids import now_ms
+from storage import Storage
 from storage.records import NewNotification, NewSend, SendChunk
 from tests.app_client import AUTH, MakeClient, create_key, create_user, send, user_token
 from tests.realtime.test_ws import connect, next_notification
@@ -192,6 +193,28 @@ def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+async def leave_half_sent(
+    storage: Storage, send_id: str, audience: dict[str, Any], content: str, users: list[str]
+) -> None:
+    """A send as a node that died mid-send leaves it: leased by that node (for 1 ms), its
+    cursor recorded at users[1] after 2 committed, and the notification of users[2]
+    committed too (the window between a chunk's commit and its record)."""
+    now = now_ms()
+    await storage.create_send(
+        NewSend(id=send_id, audience=audience, content=content, created_at=now)
+    )
+    assert await storage.lease_send(send_id, node_id="dead-node", now=now, until=now + 1)
+    for user_id in users[:3]:
+        note = NewNotification(
+            id=f"ntf_{user_id}", user_id=user_id, title="Resumed", created_at=now, send_id=send_id
+        )
+        await storage.insert_notifications([note])
+    chunk = SendChunk(cursor_user_id=users[1], resolved=2, committed=2, skipped=0)
+    assert await storage.record_send_chunk(
+        send_id, chunk, node_id="dead-node", now=now, until=now + 1
+    )
+
+
 async def test_a_send_left_unfinished_resumes_after_a_restart(make_client: MakeClient) -> None:
     """Guards exactly-once across a crash: the send's cursor stops at users[1], but the
     notification of users[2] was committed before the crash (the window between a
@@ -201,25 +224,8 @@ async def test_a_send_left_unfinished_resumes_after_a_restart(make_client: MakeC
     first = await make_client(audiences=quiet)
     users = sorted([(await create_user(first))["id"] for _ in range(6)])
     storage = first.app[STORAGE]
-    now = now_ms()
     body = '{"broadcast": true, "title": "Resumed"}'
-    await storage.create_send(
-        NewSend(id="snd_crash", audience={"kind": "broadcast"}, content=body, created_at=now)
-    )
-    assert await storage.lease_send("snd_crash", node_id="dead-node", now=now, until=now + 1)
-    for user_id in users[:3]:
-        note = NewNotification(
-            id=f"ntf_{user_id}",
-            user_id=user_id,
-            title="Resumed",
-            created_at=now,
-            send_id="snd_crash",
-        )
-        await storage.insert_notifications([note])
-    chunk = SendChunk(cursor_user_id=users[1], resolved=2, committed=2, skipped=0)
-    assert await storage.record_send_chunk(
-        "snd_crash", chunk, node_id="dead-node", now=now, until=now + 1
-    )
+    await leave_half_sent(storage, "snd_crash", {"kind": "broadcast"}, body, users)
     await first.close()
     await asyncio.sleep(0.01)  # the dead node's lease runs out
 

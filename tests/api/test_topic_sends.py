@@ -12,12 +12,13 @@ from aiohttp.test_utils import TestClient
 
 from pushd.appkeys import AUDIENCES, STORAGE
 from pushd.ids import now_ms
-from storage.records import NewNotification, NewSend, SendChunk
+from storage.records import NewSend
 from tests.api.test_broadcast import (
     GREETING,
     NEWS,
     accepted_send,
     finished,
+    leave_half_sent,
     post,
     save_template,
     titles_of,
@@ -133,28 +134,12 @@ async def test_a_topic_send_left_unfinished_resumes_after_a_restart(
     outsider = (await create_user(first))["id"]
     await subscribe(first, "news", subscribers)
     storage = first.app[STORAGE]
-    now = now_ms()
-    await storage.create_send(
-        NewSend(
-            id="snd_topic_crash",
-            audience={"kind": "topic", "topic": "news"},
-            content='{"topic": "news", "title": "Resumed"}',
-            created_at=now,
-        )
-    )
-    assert await storage.lease_send("snd_topic_crash", node_id="dead-node", now=now, until=now + 1)
-    for user_id in subscribers[:3]:
-        note = NewNotification(
-            id=f"ntf_{user_id}",
-            user_id=user_id,
-            title="Resumed",
-            created_at=now,
-            send_id="snd_topic_crash",
-        )
-        await storage.insert_notifications([note])
-    chunk = SendChunk(cursor_user_id=subscribers[1], resolved=2, committed=2, skipped=0)
-    assert await storage.record_send_chunk(
-        "snd_topic_crash", chunk, node_id="dead-node", now=now, until=now + 1
+    await leave_half_sent(
+        storage,
+        "snd_topic_crash",
+        {"kind": "topic", "topic": "news"},
+        '{"topic": "news", "title": "Resumed"}',
+        subscribers,
     )
     await first.close()
     await asyncio.sleep(0.01)  # the dead node's lease runs out

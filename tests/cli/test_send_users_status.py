@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pushd.cli.main import _parser
+from tests.api.test_broadcast import finished
 from tests.app_client import ADMIN_KEY, AUTH, MakeClient, create_key
 from tests.process.server_process import ServerProcess
 
@@ -200,11 +201,5 @@ async def test_send_to_a_topic_reaches_its_subscribers(client: Client) -> None:
     assert code == 0, printed
     accepted = json.loads("\n".join(printed))
     # A topic send is a job (docs/audiences.md): the 202 names it, its progress counts.
-    async with asyncio.timeout(10):
-        while True:
-            progress = await client.get(f"/api/sends/{accepted['send_id']}", headers=AUTH)
-            shown = await progress.json()
-            if shown["status"] == "done":
-                break
-            await asyncio.sleep(0.05)
+    shown = await finished(client, accepted["send_id"])
     assert shown["recipients"]["committed"] == 2
