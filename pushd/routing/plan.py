@@ -298,7 +298,9 @@ class ChannelPlanner:
                         channel=target.channel,
                         due_at=when,
                         device_id=target.device_id,
-                        cancel_on_read=step.unless_read,
+                        # Held back by quiet hours: read before they end, it is not
+                        # sent then, whatever the step's `unless_read` (issue #13).
+                        cancel_on_read=step.unless_read or reason == "quiet_hours",
                         status=status,
                         reason=reason,
                     )

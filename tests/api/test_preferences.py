@@ -260,6 +260,27 @@ async def test_server_quiet_hours_defer_a_step_for_a_user_without_a_zone(
     assert (row.status, row.reason) == ("cancelled", "read")
 
 
+async def test_a_step_held_by_quiet_hours_is_not_sent_once_read_even_without_unless_read(
+    make_client: MakeClient,
+) -> None:
+    """`unless_read: false` sends the step whether or not the notification was read, but
+    a step held back by quiet hours that is read before they end is not sent then."""
+    start, end, end_ms = window_around_now(dt.UTC)
+    plan = [{"channel": "email", "unless_read": False}]
+    client = await make_client(
+        channels={"email": [RELAY], "plans": {"default": plan}},
+        routing={"quiet_hours": {"start": start, "end": end, "channels": ["email"]}},
+    )
+    user = await create_user(client, email="ada@example.com")
+    sent = await send(client, user["id"])
+    row = await email_row(client, sent["id"])
+    assert (row.status, row.reason, row.due_at) == ("scheduled", "quiet_hours", end_ms)
+    read = await client.post(f"/api/notifications/{sent['id']}/read", headers=AUTH)
+    assert read.status == 200
+    row = await email_row(client, sent["id"])
+    assert (row.status, row.reason) == ("cancelled", "read")
+
+
 async def test_a_users_own_quiet_hours_in_their_zone(make_client: MakeClient) -> None:
     zone = "Asia/Tokyo"
     start, end, end_ms = window_around_now(dt.timezone(dt.timedelta(hours=9)))
