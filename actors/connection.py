@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from actors.latch import Latch
 from actors.transport import CloseCode, Transport
 from storage import StorageError
 
@@ -93,7 +94,7 @@ class Connection:
         self._sending = False
         """A send is in flight: a close interrupts it by cancelling the writer task."""
         self._interrupted = False
-        self._writer_done = asyncio.Event()
+        self._writer_done = Latch()
         self._cursor = 0 if since is None else since
         """The highest seq handed to the writer (queued or sent) for this socket."""
         self._started = since is not None

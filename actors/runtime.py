@@ -10,11 +10,15 @@ cost grows with active keys, not with known keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from actors.latch import Latch
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +90,83 @@ class _Control(enum.Enum):
     """The mailbox may have stayed empty for the idle timeout: ask about passivation."""
 
 
-class _Mailbox(asyncio.Queue[T]):
-    """An `asyncio.Queue` bound to the loop it was made on.
+class _Mailbox(Generic[T]):
+    """A bounded FIFO with one consumer (its actor) and any number of producers.
 
-    The base class looks the running loop up every time a `get` or `put` has to wait,
-    and in CPython 3.11 that lookup is a getpid() system call: once per message for an
-    actor whose mailbox runs dry between messages, which is the common case (about 3% of
-    the event loop's time at max load in bench/deliver.py). Actors never change loops.
+    Not an `asyncio.Queue`: a Queue allocates three deques up front (about 2 kB), and
+    there is a mailbox per live actor, one per user with a socket open; this one makes
+    the futures that waiters sleep on, and the producers' waiting line, only when
+    someone has to wait. It is also bound to the loop it was made on: the Queue looks
+    the running loop up on every wait, which in CPython 3.11 is a getpid() system call
+    (once per message for an actor whose mailbox runs dry between messages, about 3%
+    of the event loop's time at max load in bench/deliver.py).
     """
 
-    def __init__(self, maxsize: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(maxsize)
-        self._bound_loop = loop
+    __slots__ = ("_getter", "_items", "_loop", "_maxsize", "_putters")
 
-    def _get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._bound_loop
+    def __init__(self, maxsize: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._items: deque[T] = deque()
+        self._maxsize = maxsize
+        self._loop = loop
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: T) -> None:
+        """Append `item`; `asyncio.QueueFull` if the mailbox holds `maxsize` already."""
+        if len(self._items) >= self._maxsize:
+            raise asyncio.QueueFull
+        self._items.append(item)
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+
+    async def put(self, item: T) -> None:
+        """Append `item`, waiting (in arrival order) while the mailbox is full."""
+        while len(self._items) >= self._maxsize:
+            if self._putters is None:
+                self._putters = deque()
+            waiter = self._loop.create_future()
+            self._putters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                with contextlib.suppress(ValueError):
+                    self._putters.remove(waiter)
+                # Woken and cancelled at once: pass the free slot to the next producer.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next_putter()
+                raise
+        self.put_nowait(item)
+
+    def get_nowait(self) -> T:
+        """The oldest item; `asyncio.QueueEmpty` if there is none."""
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        self._wake_next_putter()
+        return item
+
+    async def get(self) -> T:
+        """The oldest item, waiting for one (only the actor calls this)."""
+        while not self._items:
+            self._getter = self._loop.create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        return self.get_nowait()
+
+    def _wake_next_putter(self) -> None:
+        while self._putters:
+            waiter = self._putters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 @dataclass(eq=False)
@@ -108,11 +174,11 @@ class _ActorCell(Generic[M]):
     """The runtime's bookkeeping for one live actor."""
 
     actor: Actor[M]
-    mailbox: asyncio.Queue[M | _Control]
-    started: asyncio.Event = field(default_factory=asyncio.Event)
+    mailbox: _Mailbox[M | _Control]
+    started: Latch = field(default_factory=Latch)
     """Set once `on_start` finished, successfully (`start_error` None) or not."""
     start_error: BaseException | None = None
-    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: Latch = field(default_factory=Latch)
     """Set once `on_stop` returned (or the actor was cancelled)."""
     pending_tells: int = 0
     """`tell`s holding this cell that have not enqueued yet (awaiting start or space).
@@ -292,9 +358,7 @@ class ActorSystem(Generic[K, M]):
         # Bounded. Overflow policy: `tell` waits for space, which pushes back to the bus
         # consumer (bounded by its prefetch). WAKE needs no spare slot: it only ever goes
         # into an empty mailbox.
-        mailbox: asyncio.Queue[M | _Control] = _Mailbox(
-            self._mailbox_size, asyncio.get_running_loop()
-        )
+        mailbox: _Mailbox[M | _Control] = _Mailbox(self._mailbox_size, asyncio.get_running_loop())
         cell = _ActorCell(actor, mailbox)
         self._cells[key] = cell
         task = asyncio.create_task(self._live(key, cell), name=f"{self.name}[{key!r}]")
@@ -373,15 +437,18 @@ class ActorSystem(Generic[K, M]):
         while True:
             if cell.draining and cell.is_drained():
                 break
-            try:
-                item = mailbox.get_nowait()
-            except asyncio.QueueEmpty:
+            if mailbox.empty():
+                # Not `except QueueEmpty:` around the wait: an exception being handled
+                # stays alive, with its traceback, for as long as the block awaits, that
+                # is for the whole idle time of every idle actor.
                 cell.idle_since = loop.time()
                 if cell.idle_timer is None:
                     cell.idle_timer = loop.call_at(
                         cell.idle_since + self._idle_timeout, self._idle_due, cell
                     )
                 item = await mailbox.get()
+            else:
+                item = mailbox.get_nowait()
             if item is _Control.IDLE_DUE:
                 if not cell.draining and await self._agrees_to_passivate(key, cell):
                     self.actors_passivated += 1

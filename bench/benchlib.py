@@ -173,3 +173,24 @@ async def serve_commands(handler: Handler, max_seconds: float) -> None:
             reply(answer)
             if command["cmd"] == "quit":
                 return
+
+
+# a report's block in a Markdown file -----------------------------------------------
+
+
+def write_marked_block(path: str | Path, script: str, block: str) -> None:
+    """Put `block` into the Markdown file at `path` between the markers of `script`
+    (`<!-- bench/<script>: begin -->` ... `end`), replacing what a previous run wrote
+    there; the first run appends it at the end of the file. The rest of the file is
+    kept as it is."""
+    begin, end = f"<!-- bench/{script}: begin -->", f"<!-- bench/{script}: end -->"
+    marked = f"{begin}\n{block.strip()}\n{end}"
+    path = Path(path)
+    existing = path.read_text() if path.exists() else ""
+    start, stop = existing.find(begin), existing.find(end)
+    if start >= 0 and stop > start:
+        text = existing[:start] + marked + existing[stop + len(end) :]
+    else:
+        before = existing.rstrip("\n")
+        text = (f"{before}\n\n" if before else "") + marked + "\n"
+    path.write_text(text)

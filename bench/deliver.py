@@ -1,6 +1,6 @@
 """Delivery benchmark of pushd: POST -> WebSocket frame throughput, latency, memory.
 
-    .venv/bin/python bench/deliver.py [--quick] [--profile]
+    .venv/bin/python bench/deliver.py [--quick] [--profile] [--pin] [--anchor relay|none]
     .venv/bin/python bench/deliver.py --acks --reconnect-storm [--quick]
 
 For each shape (embedded: SQLite + in-process bus; cluster: PostgreSQL + RabbitMQ, one
@@ -9,6 +9,14 @@ WebSocket per user in a receiver process (receivers.py) and drives POSTs from a
 load-generator process (loadgen.py); then it measures the server's memory per idle
 socket on a fresh server. It prints a Markdown report and writes it to
 docs/benchmarks.md.
+
+The anchor (issue #16): with `--anchor relay` (the default for these max-load and
+fixed-rate runs) the bare aiohttp relay of bench/relay.py runs in the same shape with its
+own receivers and load generator, each of its runs right after the same run on pushd
+(pushd, relay, pushd, relay, ...), and the report gives pushd's figures as ratios to it.
+`--pin` puts the server (pushd or the relay) on core 0 and the load generator, the
+receivers and this process on core 1, and the report says so; the load generator's CPU
+(% of its core over each window) is reported, with a warning at 50 % or more.
 
 Delivery modes (issue #3), written to docs/benchmarks-delivery.md instead: `--acks`
 interleaves runs where the receivers ack every frame with runs where they do not, on the
@@ -27,8 +35,9 @@ Only processes started here are ever signalled, by their own PID. Everything is 
 by a global deadline; children, the PostgreSQL database and the RabbitMQ vhost are
 removed on the way out, also on failure.
 
-This file parses the options and runs the shapes; services.py starts and stops the
-server, the child processes, the database and the vhost; measure.py takes the
+This file parses the options and runs the shapes; rigs.py sets up a shape and its rig
+(server, users, receivers, load generator); services.py starts and stops the server (or
+the relay), the child processes, the database and the vhost; measure.py takes the
 measurements; storm.py the reconnect storm; profiling.py runs py-spy; report.py and
 report_delivery.py write the Markdown.
 """
@@ -38,149 +47,80 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import secrets
 import shlex
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib import make_dir, raise_nofile_limit, read_json, write_text
+from benchlib import raise_nofile_limit, read_json
 from measure import (
+    MemoryResult,
     Rig,
     RunResult,
     ShapeResult,
-    connect_receivers,
     measure,
     measure_memory,
     python_speed_us,
-    wait_until_quiet,
 )
 from profiling import profile_run
 from push_step import PushProbe, push_service, register_devices, server_env
 from report import report
 from report_delivery import DeliveryShapeResult, delivery_report
 from report_push import PushShapeResult, push_report, write_keeping_channels
-from services import (
-    REPO,
-    BenchError,
-    cluster_services,
-    create_users,
-    running_server,
-    service_versions,
-    started,
-)
+from rigs import ShapeSetup, add_placement_options, apply_placement, shape_rig, shape_setup
+from services import REPO, BenchError, service_versions
 from storm import StormResult, measure_storm
 
 # one shape --------------------------------------------------------------------------
 
 
-@dataclass
-class ShapeSetup:
-    """What a shape's runs share: the server's environment and a work directory."""
-
-    shape: str
-    env: dict[str, str]
-    key: str
-    work: Path
-    quiet: float  # machine's busy % of one core before the shape started
-
-
-@contextlib.asynccontextmanager
-async def shape_rig(
-    setup: ShapeSetup, args: argparse.Namespace
-) -> AsyncIterator[tuple[Rig, float, list[str]]]:
-    """A running server with its users, receivers (one socket per user) and load
-    generator: (rig, seconds to open the sockets, server log problems filled on exit)."""
-    problems: list[str] = []
-    async with running_server(setup.work / "server", setup.env) as server:
-        print(f"   pushd pid {server.pid} on {server.url}", flush=True)
-        started_at = time.monotonic()
-        user_ids, tokens = await create_users(server.url, setup.key, args.users)
-        users_file, tokens_file = setup.work / "users.json", setup.work / "tokens.json"
-        write_text(users_file, json.dumps(user_ids))
-        write_text(tokens_file, json.dumps(tokens))
-        print(
-            f"   {args.users:,} users + tokens in {time.monotonic() - started_at:.1f} s",
-            flush=True,
-        )
-        async with (
-            started("receivers.py", args.deadline) as receivers,
-            started("loadgen.py", args.deadline) as loadgen,
-        ):
-            connect = await connect_receivers(receivers, server.port, tokens_file, timeout=120)
-            if connect["failed"]:
-                raise BenchError(f"{connect['failed']} sockets failed: {connect['errors']}")
-            print(
-                f"   {connect['connected']:,} sockets open in {connect['seconds']:.1f} s",
-                flush=True,
-            )
-            database = setup.env.get("PUSHD_STORAGE__URL", "").rpartition("/")[2] or None
-            rig = Rig(
-                setup.shape, server, receivers, loadgen, setup.key, str(users_file), setup.work,
-                args.connections, database,
-            )  # fmt: skip
-            yield rig, connect["seconds"], problems
-        problems.extend(server.log_problems())
-
-
-@contextlib.asynccontextmanager
-async def shape_setup(
-    shape: str, work: Path, run_id: str | None = None
-) -> AsyncIterator[ShapeSetup]:
-    """The environment of one shape (and, for the cluster, a fresh database and vhost)."""
-    run_id = run_id or f"{os.getpid()}_{secrets.token_hex(3)}"
-    key = "pk_bench_" + secrets.token_urlsafe(32)
-    env = {
-        "PUSHD_ADMIN_KEY": key,
-        "PUSHD_AUTH__TOKEN_SECRET": secrets.token_urlsafe(48),
-        # The bench measures delivery, not the rate limits (1,000 requests/s per API key
-        # and 3,600 notifications/hour per user by default would answer 429).
-        "PUSHD_LIMITS__API_KEY_RATE": "0",
-        "PUSHD_LIMITS__PER_RECIPIENT": "{}",
-        # Every simulated client connects from 127.0.0.1 (256 at once by default).
-        "PUSHD_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",
-    }
-    print(f"== {shape}", flush=True)
-    quiet = await wait_until_quiet(20)
-    async with contextlib.AsyncExitStack() as stack:
-        if shape == "cluster":
-            env.update(await stack.enter_async_context(cluster_services(run_id)))
-        yield ShapeSetup(shape, env, key, make_dir(work / shape), quiet)
-
-
 async def run_shape(shape: str, args: argparse.Namespace, work: Path) -> ShapeResult:
-    """The standard measurements: max load, fixed rates, optional profile, memory."""
+    """The standard measurements: max load, fixed rates, optional profile, memory; with
+    the relay anchor, each run is followed by the same run on the relay."""
     async with shape_setup(shape, work) as setup:
+        if args.no_hot_path_metrics:  # to measure the instruments' cost (docs/metrics.md)
+            setup.env["PUSHD_METRICS__HOT_PATH"] = "false"
         runs: list[RunResult] = []
+        anchor_runs: list[RunResult] = []
         profile: list[str] = []
-        async with shape_rig(setup, args) as (rig, connect_seconds, problems):
-            for _ in range(args.repeats):
-                runs.append(await measure(rig, "max", args.duration, None))
-            for rate in args.rates:
+        async with contextlib.AsyncExitStack() as stack:
+            rig, connect_seconds, problems = await stack.enter_async_context(shape_rig(setup, args))
+            anchor = None
+            if args.anchor == "relay":
+                anchor, _, _ = await stack.enter_async_context(shape_rig(setup, args, relay=True))
+            loads = [("max", None)] + [("rate", rate) for rate in args.rates]
+            for mode, rate in loads:
                 for _ in range(args.repeats):
-                    runs.append(await measure(rig, "rate", args.duration, rate))
+                    runs.append(await measure(rig, mode, args.duration, rate))
+                    if anchor is not None:
+                        anchor_runs.append(await measure(anchor, mode, args.duration, rate))
             if args.profile:
                 profile = await profile_run(rig, args.duration, args.profile_args.split())
             sweep = await sweep_connections(rig, args)
-        memory = None
+        memory = anchor_memory = None
         if args.memory_users:
-            memory = await measure_memory(
-                shape=shape,
-                env=setup.env,
-                key=setup.key,
-                users=args.memory_users,
-                work=setup.work,
-                max_seconds=args.deadline,
-            )
+            memory = await shape_memory(setup, args, relay=False)
+            if anchor is not None:
+                anchor_memory = await shape_memory(setup, args, relay=True)
         return ShapeResult(
-            shape, runs, memory, connect_seconds, setup.quiet, profile, problems, sweep
-        )
+            shape, runs, memory, connect_seconds, setup.quiet, profile, problems, sweep,
+            anchor_runs, anchor_memory,
+        )  # fmt: skip
+
+
+async def shape_memory(setup: ShapeSetup, args: argparse.Namespace, *, relay: bool) -> MemoryResult:
+    """RSS per idle socket of a fresh pushd (or relay) with --memory-users sockets."""
+    return await measure_memory(
+        shape="relay" if relay else setup.shape,
+        env=setup.env,
+        key=setup.key,
+        users=args.memory_users,
+        work=setup.work,
+        max_seconds=args.deadline,
+        relay=relay,
+    )
 
 
 async def sweep_connections(rig: Rig, args: argparse.Namespace) -> list[tuple[int, RunResult]]:
@@ -268,6 +208,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--memory-users", type=int, default=5000, help="0 skips memory")
     parser.add_argument(
+        "--no-hot-path-metrics",
+        action="store_true",
+        help="metrics.hot_path = false: no HTTP, commit or delivery-latency instruments",
+    )
+    parser.add_argument(
         "--connections",
         type=int,
         default=512,
@@ -288,6 +233,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='more py-spy record flags, with =: --profile-args=--gil, or ="--idle --native"',
     )
     parser.add_argument("--deadline", type=float, default=600.0, help="global limit, s")
+    add_placement_options(
+        parser,
+        anchor_help="relay (default): each max-load and fixed-rate run is followed by the same "
+        "run on the bare aiohttp relay (bench/relay.py), and pushd's figures are given as "
+        "ratios to it; none: pushd alone",
+    )
     parser.add_argument(
         "--acks",
         action="store_true",
@@ -378,6 +329,8 @@ def main() -> int:
     args = parse_args()
     command = ".venv/bin/python bench/deliver.py " + shlex.join(sys.argv[1:])
     raise_nofile_limit()
+    if not apply_placement(args):
+        return 1
     # Last resort if cleanup itself hangs: the children die with us (PR_SET_PDEATHSIG).
     signal.alarm(int(args.deadline) + 120)
 

@@ -7,11 +7,14 @@ template, and reading back only the status line and Content-Length, so that the
 generator spends far less CPU per request than the server. Each notification carries
 `data = {"n": unique number, "u": user index, "t": time.time_ns() at write}`, and
 `body_extra` (JSON members, e.g. `,"channels":[...]` for deliver.py --push-step) when the
-command gives it.
+command gives it. With `batch` = B > 0 (bench/bulk.py), each request is one
+`POST /api/notifications/batch` of B such notifications for B consecutive users (B at most
+the number of users, so that the items' users are distinct); its answer is read whole, and
+an item counts as accepted when its result says 202.
 
 Commands (JSON lines on stdin, see benchlib):
   run   {host, port, key, users_file, mode: "max"|"rate", rate, connections,
-         start_ns, duration, n_base, out, body_extra (optional)}
+         start_ns, duration, n_base, out, body_extra (optional), batch (optional)}
         -> counts; the accepted (202) notification numbers go to `out` as int64
   quit  {}
 """
@@ -22,6 +25,7 @@ import argparse
 import array
 import asyncio
 import itertools
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,7 +36,7 @@ RESPONSE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 
 HEAD = (
-    "POST /api/notifications HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     "Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
     "Content-Length: "
 )
@@ -52,6 +56,7 @@ class Run:
     window_end_ns: int
     rate: float | None
     start: float
+    batch: int = 0  # notifications per request; 0: one POST /api/notifications each
     counter: itertools.count[int] = field(default_factory=itertools.count)
     accepted: array.array[int] = field(default_factory=lambda: array.array("q"))
     accepted_in_window: int = 0
@@ -81,11 +86,13 @@ class HttpClient(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection, one request at a time; answers are parsed
     only as far as the status code and Content-Length."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_body: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.waiter: asyncio.Future[int] | None = None
         self.keep_alive = True
+        self.keep_body = keep_body
+        self.body = b""  # the last answer's body, when keep_body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -117,6 +124,8 @@ class HttpClient(asyncio.Protocol):
         length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
         if len(self.buffer) < end + 4 + length:
             return
+        if self.keep_body:
+            self.body = bytes(self.buffer[end + 4 : end + 4 + length])
         del self.buffer[: end + 4 + length]
         if b"\r\nconnection: close" in head:
             self.keep_alive = False
@@ -134,22 +143,45 @@ class HttpClient(asyncio.Protocol):
             self.transport.close()
 
 
+def request_body(run: Run, k: int, sent: int) -> tuple[bytes, list[int]]:
+    """Request k's body and the notification numbers in it."""
+    users = len(run.bodies)
+    if not run.batch:
+        n, user = run.n_base + k, k % users
+        return run.bodies[user] % (n, user, sent), [n]
+    numbers = [run.n_base + k * run.batch + i for i in range(run.batch)]
+    items = [run.bodies[n % users] % (n, n % users, sent) for n in numbers]
+    return b'{"items":[%s]}' % b",".join(items), numbers
+
+
+def accepted_items(status: int, answer: bytes, numbers: list[int]) -> list[int]:
+    """The numbers of a request's notifications that were answered 202."""
+    if len(numbers) == 1 and status == 202:
+        return numbers
+    if status != 200 or len(numbers) == 1:
+        return []
+    result = json.loads(answer)
+    if result["failed"] == 0:
+        return numbers
+    return [numbers[r["index"]] for r in result["results"] if r["status"] == 202]
+
+
 async def connection(run: Run, host: str, port: int) -> None:
     """One keep-alive connection: request, response, repeat until the run ends."""
     loop = asyncio.get_running_loop()
-    users = len(run.bodies)
     http: HttpClient | None = None
     try:
         while (k := await next_request(run, loop)) is not None:
-            n, user = run.n_base + k, k % users
             try:
                 if http is None or not http.keep_alive:
                     if http is not None:
                         http.close()
                     async with asyncio.timeout(CONNECT_TIMEOUT):
-                        _, http = await loop.create_connection(HttpClient, host, port)
+                        _, http = await loop.create_connection(
+                            lambda: HttpClient(keep_body=run.batch > 0), host, port
+                        )
                 sent = time.time_ns()
-                body = run.bodies[user] % (n, user, sent)
+                body, numbers = request_body(run, k, sent)
                 status = await http.request(b"%s%d\r\n\r\n%s" % (run.heads, len(body), body))
             except (OSError, TimeoutError) as exc:
                 run.errors[type(exc).__name__] += 1
@@ -158,14 +190,16 @@ async def connection(run: Run, host: str, port: int) -> None:
                     http = None
                 continue
             done = time.time_ns()
-            run.sent += 1
-            if status != 202:
-                run.statuses[str(status)] += 1
+            run.sent += len(numbers)
+            accepted = accepted_items(status, http.body, numbers)
+            if len(accepted) < len(numbers):
+                run.statuses[str(status)] += len(numbers) - len(accepted)
+            if not accepted:
                 continue
-            run.accepted.append(n)
+            run.accepted.extend(accepted)
             if done <= run.window_end_ns:
-                run.accepted_in_window += 1
-            if k % 16 == 0:
+                run.accepted_in_window += len(accepted)
+            if k % 16 == 0 or run.batch:
                 run.latencies_ns.append(done - sent)
     finally:
         if http is not None:
@@ -195,14 +229,19 @@ class LoadGenerator:
         start = loop.time() + (start_ns - time.time_ns()) / 1e9
         rate = float(command["rate"]) if command["mode"] == "rate" else None
         extra = str(command.get("body_extra", "")).replace("%", "%%")  # bodies are %-templates
+        batch = int(command.get("batch") or 0)
+        if batch > len(self.users):
+            raise ValueError(f"batch {batch} > {len(self.users)} users: items must be distinct")
+        path = "/api/notifications/batch" if batch else "/api/notifications"
         run = Run(
-            heads=HEAD.format(host=host, port=port, key=command["key"]).encode(),
+            heads=HEAD.format(path=path, host=host, port=port, key=command["key"]).encode(),
             bodies=[BODY.format(user=user, extra=extra).encode() for user in self.users],
             n_base=int(command["n_base"]),
             end=start + duration,
             window_end_ns=start_ns + int(duration * 1e9),
             rate=rate,
             start=start,
+            batch=batch,
         )
         await asyncio.sleep(max(0.0, start - loop.time()))
         # The one bound on answers: a request still unanswered then fails the run.

@@ -242,6 +242,7 @@ def load_command(
     duration: float,
     out: str,
     body_extra: str = "",
+    batch: int = 0,
 ) -> dict[str, Any]:
     """The load generator's `run` command: POSTs from `start_ns` for `duration` s."""
     return {
@@ -258,6 +259,7 @@ def load_command(
         "n_base": rig.runs * 10_000_000,
         "out": out,
         "body_extra": body_extra,
+        "batch": batch,
     }
 
 
@@ -269,9 +271,12 @@ async def measure(
     *,
     acks: bool = False,
     probe: RunProbe | None = None,
+    batch: int = 0,
 ) -> RunResult:
     """One run; with `acks`, the receivers ack every notification frame during it; with
-    `probe`, the notifications carry its `body_extra` and it measures more (push_step).
+    `probe`, the notifications carry its `body_extra` and it measures more (push_step);
+    with `batch`, each request is a `POST /api/notifications/batch` of that many
+    (bench/bulk.py).
 
     It starts once the machine is quiet: what the previous run left the server to do
     (the audit queue, the cursor flush, a WAL checkpoint) would otherwise be measured
@@ -294,6 +299,7 @@ async def measure(
         duration=duration,
         out=accepted_file,
         body_extra=probe.body_extra if probe is not None else "",
+        batch=batch,
     )
     load = asyncio.create_task(rig.loadgen.call(command, timeout=duration + 60))
     try:
@@ -352,9 +358,33 @@ async def measure(
         push=push,
     )
     print("   " + describe(result), flush=True)
+    if warning := loadgen_warning(result):
+        print("   " + warning, flush=True)
     for path in (accepted_file, records_file):
         os.unlink(path)
     return result
+
+
+LOADGEN_CPU_LIMIT = 50.0
+"""Issue #16: the load generator must stay below half of its core, or the figures
+measure it rather than the server."""
+
+
+def loadgen_warning(r: RunResult) -> str | None:
+    """A warning when the run's load generator used ≥ 50 % of its core."""
+    used = r.cpu.get("loadgen", 0.0)
+    if used < LOADGEN_CPU_LIMIT:
+        return None
+    return (
+        f"WARNING: the load generator used {used:.0f}% of its core in this run "
+        f"(≥ {LOADGEN_CPU_LIMIT:.0f}%): the figure may measure it, not the server"
+    )
+
+
+def cpu_per_notification_us(r: RunResult, process: str = "server") -> float:
+    """CPU µs a process spent per notification accepted in the run's window."""
+    per_s = r.accepted_per_s
+    return r.cpu[process] / 100 * 1e6 / per_s if per_s else math.nan
 
 
 def describe(r: RunResult) -> str:
@@ -410,10 +440,18 @@ class MemoryResult:
 
 
 async def measure_memory(
-    *, shape: str, env: dict[str, str], key: str, users: int, work: Path, max_seconds: float
+    *,
+    shape: str,
+    env: dict[str, str],
+    key: str,
+    users: int,
+    work: Path,
+    max_seconds: float,
+    relay: bool = False,
 ) -> MemoryResult:
-    """RSS of a fresh server with its users but no socket, then with `users` idle sockets."""
-    async with running_server(work / f"{shape}-memory", env) as server:
+    """RSS of a fresh server (pushd, or with `relay` the bare relay) with its users but no
+    socket, then with `users` idle sockets."""
+    async with running_server(work / f"{shape}-memory", env, relay=relay) as server:
         print(f"   memory: creating {users:,} users and tokens", flush=True)
         _, tokens = await create_users(server.url, key, users)
         tokens_file = work / f"{shape}-memory-tokens.json"
@@ -452,3 +490,6 @@ class ShapeResult:
     log_problems: list[str]
     sweep: list[tuple[int, RunResult]] = field(default_factory=list)
     """--sweep: (HTTP connections, one max-load run), after the counted runs."""
+    anchor_runs: list[RunResult] = field(default_factory=list)
+    """--anchor relay: the same runs on the bare aiohttp relay, each right after pushd's."""
+    anchor_memory: MemoryResult | None = None

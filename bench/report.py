@@ -14,7 +14,16 @@ import statistics
 from pathlib import Path
 
 import aiohttp
-from measure import DRAIN_TIMEOUT, SETTLE_MAX_S, RunResult, ShapeResult
+import services
+from measure import (
+    DRAIN_TIMEOUT,
+    LOADGEN_CPU_LIMIT,
+    SETTLE_MAX_S,
+    RunResult,
+    ShapeResult,
+    cpu_per_notification_us,
+    loadgen_warning,
+)
 
 
 def machine() -> dict[str, str]:
@@ -140,6 +149,13 @@ def report(
                 ],
             ),
             row("CPU whole machine (of 200%)", cpu(load, "machine")),
+            row("server CPU per notification", per_notification(load)),
+        ]
+
+    def per_notification(load: str) -> list[str]:
+        return [
+            f"{median([cpu_per_notification_us(r) for r in s.runs if r.load == load]):,.0f} µs"
+            for s in results
         ]
 
     repeats = "median of 3 runs" if args.repeats == 3 else f"median of {args.repeats} run(s)"
@@ -152,8 +168,9 @@ def report(
         "CPU is % of one core over the run's window. Machine busy just before each shape "
         "started (others' work would skew the figures): "
         + ", ".join(f"{s.shape} {s.busy_before:.0f}% of one core" for s in results)
-        + ".",
+        + f". Placement: {services.PLACEMENT.describe()}.",
         "",
+        *loadgen_lines(results),
         "| | " + " | ".join(names[s] for s in shapes) + " |",
         "|---|" + "---:|" * len(shapes),
         row("**max load**: accepted (202/s)", number(of("max", "accepted_per_s"))),
@@ -196,6 +213,7 @@ def report(
         ),
         row("RSS per idle socket", [f"{m.per_socket_kib:.1f} KiB" if m else "n/a" for m in memory]),
         "",
+        *anchor_section(results, args),
         "### Every run",
         "",
         "| shape | load | accepted/s | delivered/s | drain | p50 / p99 / max ms | "
@@ -204,7 +222,7 @@ def report(
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for shape in results:
-        for r in shape.runs:
+        for r in [*shape.runs, *shape.anchor_runs]:
             c = r.cpu
             problems = problems_of(r)
             lines.append(
@@ -304,3 +322,132 @@ def report(
         lines += ["", "Server log warnings/errors:", ""]
         lines += [f"- {name}: `{line[:200]}`" for name, line in logged]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def loadgen_lines(results: list[ShapeResult]) -> list[str]:
+    """Issue #16: the load generator's CPU, and a warning line per run where it used half
+    of its core or more."""
+    every_run = [r for s in results for r in [*s.runs, *s.anchor_runs]]
+    if not every_run:
+        return []
+    highest = max(r.cpu.get("loadgen", 0.0) for r in every_run)
+    warnings = [f"- **{r.shape} {r.load}**: {w}" for r in every_run if (w := loadgen_warning(r))]
+    return [
+        f"Load generator CPU (% of its core over each window): at most {highest:.0f}% "
+        f"(limit {LOADGEN_CPU_LIMIT:.0f}%"
+        + ("; **exceeded**, see below)." if warnings else ", held in every run)."),
+        "",
+        *warnings,
+        *([""] if warnings else []),
+    ]
+
+
+def anchor_section(results: list[ShapeResult], args: argparse.Namespace) -> list[str]:
+    """pushd against the bare aiohttp relay of the same run (issue #16), per shape."""
+    shapes = [s for s in results if s.anchor_runs]
+    if not shapes:
+        return []
+
+    def of(runs: list[RunResult], load: str, name: str) -> float:
+        return median([_value(r, name) for r in runs if r.load == load])
+
+    def pair_ratios(shape: ShapeResult, load: str, value: str) -> list[float]:
+        """pushd's run over the relay run right after it, for each pair."""
+        pushd = [r for r in shape.runs if r.load == load]
+        relay = [r for r in shape.anchor_runs if r.load == load]
+        pairs = zip(pushd, relay, strict=True)
+        return [_ratio(_value(p, value), _value(a, value)) for p, a in pairs]
+
+    def row(label: str, cells: list[str]) -> str:
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    lines = [
+        "### Against the bare aiohttp relay (same run)",
+        "",
+        "`bench/relay.py`: aiohttp + uvloop with pushd's HTTP and WebSocket shapes and nothing "
+        "else (no storage, no authentication, no audit, no limits), driven by the same load "
+        "generator and receivers, each of its runs right after the same run on pushd. "
+        "Ratios are pushd / relay, the median over the (pushd, relay) run pairs; for CPU per "
+        "notification and latency, lower is better for pushd, so a ratio above 1 is pushd "
+        "spending more.",
+        "",
+        "| | " + " | ".join(s.shape for s in shapes) + " |",
+        "|---|" + "---:|" * len(shapes),
+        row(
+            "**max load**: relay delivered (frames/s)",
+            [f"{of(s.anchor_runs, 'max', 'delivered_per_s'):,.0f}" for s in shapes],
+        ),
+        row(
+            "pushd delivered (frames/s)",
+            [f"{of(s.runs, 'max', 'delivered_per_s'):,.0f}" for s in shapes],
+        ),
+        row(
+            "**pushd / relay, delivered/s** (each pair)",
+            [_ratio_cell(pair_ratios(s, "max", "delivered_per_s")) for s in shapes],
+        ),
+        row(
+            "relay POST→frame p50 / p99 (ms)",
+            [
+                f"{of(s.anchor_runs, 'max', 'p50_ms'):,.1f} / "
+                f"{of(s.anchor_runs, 'max', 'p99_ms'):,.1f}"
+                for s in shapes
+            ],
+        ),
+        row("relay CPU", [f"{of(s.anchor_runs, 'max', 'cpu_server'):.0f}%" for s in shapes]),
+    ]
+    for rate in args.rates:
+        load = f"rate:{rate:g}"
+        lines += [
+            row(
+                f"**fixed rate {rate:,.0f}/s**: server CPU per notification, relay / pushd",
+                [
+                    f"{of(s.anchor_runs, load, 'cpu_us'):,.0f} / "
+                    f"{of(s.runs, load, 'cpu_us'):,.0f} µs"
+                    for s in shapes
+                ],
+            ),
+            row(
+                "pushd / relay, CPU per notification (each pair)",
+                [_ratio_cell(pair_ratios(s, load, "cpu_us")) for s in shapes],
+            ),
+            row(
+                "POST→frame p50 / p99 (ms), relay — pushd",
+                [
+                    f"{of(s.anchor_runs, load, 'p50_ms'):,.1f} / "
+                    f"{of(s.anchor_runs, load, 'p99_ms'):,.1f} — "
+                    f"{of(s.runs, load, 'p50_ms'):,.1f} / {of(s.runs, load, 'p99_ms'):,.1f}"
+                    for s in shapes
+                ],
+            ),
+        ]
+    memory = [(s.memory, s.anchor_memory) for s in shapes]
+    if any(a is not None for _, a in memory):
+        lines.append(
+            row(
+                f"**memory** per idle socket at {args.memory_users:,}, relay / pushd",
+                [
+                    f"{a.per_socket_kib:.1f} / {p.per_socket_kib:.1f} KiB" if a and p else "n/a"
+                    for p, a in memory
+                ],
+            )
+        )
+    return [*lines, ""]
+
+
+def _value(r: RunResult, name: str) -> float:
+    """A run's figure by name; `cpu_server` and `cpu_us` are derived."""
+    if name == "cpu_server":
+        return r.cpu["server"]
+    if name == "cpu_us":
+        return cpu_per_notification_us(r)
+    return float(getattr(r, name))
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
+
+
+def _ratio_cell(ratios: list[float]) -> str:
+    if not ratios:
+        return "n/a"
+    return f"**{median(ratios):.2f}** (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"

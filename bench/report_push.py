@@ -288,9 +288,11 @@ def write_keeping_channels(path: str | Path, text: str, *, push_block: bool = Fa
 
 
 def keep_channels_section(old: str, new: str) -> str:
-    """`new` (a whole report) followed by the channels section of `old`, if it had one."""
+    """`new` (a whole report) followed by what `old` had from its channels section on
+    (the channels section and the hand-written sections after it: audiences, scheduled
+    sends, ...), if it had one."""
     bounds = _section_bounds(old)
     if bounds is None:
         return new
-    start, stop = bounds
-    return new.rstrip("\n") + "\n\n" + old[start:stop].rstrip("\n") + "\n"
+    start, _ = bounds
+    return new.rstrip("\n") + "\n\n" + old[start:].rstrip("\n") + "\n"

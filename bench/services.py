@@ -17,7 +17,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,7 +29,7 @@ from benchlib import Command, make_dir
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-LISTENING = re.compile(r"pushd listening on http://([\d.]+):(\d+)")
+LISTENING = re.compile(r"(?:pushd|relay) listening on http://([\d.]+):(\d+)")
 PR_SET_PDEATHSIG = 1
 
 PG_ADMIN_URL = os.environ.get("PUSHD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -46,6 +47,56 @@ def die_with_parent() -> None:
     """In the forked child: get SIGTERM if the bench dies, so nothing is left running."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which cores the server and the load (load generator, receivers, this process)
+    may run on; None: wherever the kernel puts them."""
+
+    server: frozenset[int] | None = None
+    load: frozenset[int] | None = None
+
+    def describe(self) -> str:
+        if self.server is None or self.load is None:
+            return "not pinned: the server and the load share the cores as the kernel decides"
+        return (
+            f"pinned: the server (all its threads) on core {_cores(self.server)}, the load "
+            f"generator, the receivers and the orchestrator on core {_cores(self.load)} "
+            "(sched_setaffinity, as `taskset -c`)"
+        )
+
+
+def _cores(cores: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cores))
+
+
+PLACEMENT = Placement()
+"""The bench run's placement, set once by `pin_processes` before any child starts."""
+
+
+def pin_processes() -> Placement:
+    """--pin: the server on core 0, everything else of the bench on core 1 (this process
+    now, its children as they start). Refused on a machine with fewer than 2 cores."""
+    global PLACEMENT  # noqa: PLW0603 - set once, before any child starts
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        raise BenchError(f"--pin needs 2 cores; this process may use {available}")
+    server, load = frozenset(available[:1]), frozenset(available[1:2])
+    PLACEMENT = Placement(server, load)
+    os.sched_setaffinity(0, load)
+    return PLACEMENT
+
+
+def child_setup(cores: frozenset[int] | None) -> Callable[[], None]:
+    """The forked child's set-up: die with the bench, and run on `cores` if given."""
+
+    def setup() -> None:
+        die_with_parent()
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+
+    return setup
 
 
 async def stop_process(process: asyncio.subprocess.Process, grace: float) -> int:
@@ -76,25 +127,26 @@ class Server:
         return self.process.pid
 
     @classmethod
-    async def start(cls, data_dir: Path, env: dict[str, str]) -> Server:
+    async def start(cls, data_dir: Path, env: dict[str, str], *, relay: bool = False) -> Server:
+        """`pushd serve` on a free port, or with `relay` the bare aiohttp relay
+        (bench/relay.py), on the server's cores of the run's placement."""
         log = make_dir(data_dir) / "server.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PUSHD_")}
         environment.update(env)
+        argv = (
+            [str(BENCH / "relay.py"), "--port", "0"]
+            if relay
+            else ["-m", "pushd", "serve", "--port", "0", "--data-dir", str(data_dir)]
+        )
         with log.open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "pushd",
-                "serve",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
+                *argv,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 env=environment,
                 cwd=REPO,
-                preexec_fn=die_with_parent,
+                preexec_fn=child_setup(PLACEMENT.server),
             )
         assert process.stdout is not None
         lines: list[str] = []
@@ -104,7 +156,7 @@ class Server:
                     line = (await process.stdout.readline()).decode(errors="replace")
                     if not line:
                         raise BenchError(
-                            "pushd exited during start-up:\n"
+                            f"{'relay' if relay else 'pushd'} exited during start-up:\n"
                             + "".join(lines)
                             + log.read_text(errors="replace")[-3000:]
                         )
@@ -160,7 +212,7 @@ class Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=BENCH,
-            preexec_fn=die_with_parent,
+            preexec_fn=child_setup(PLACEMENT.load),
             limit=1 << 20,
         )
         return cls(script, process)
@@ -205,14 +257,17 @@ async def started(script: str, max_seconds: float) -> AsyncIterator[Child]:
 
 
 @contextlib.asynccontextmanager
-async def running_server(data_dir: Path, env: dict[str, str]) -> AsyncIterator[Server]:
-    server = await Server.start(data_dir, env)
+async def running_server(
+    data_dir: Path, env: dict[str, str], *, relay: bool = False
+) -> AsyncIterator[Server]:
+    server = await Server.start(data_dir, env, relay=relay)
     try:
         yield server
     finally:
         code = await server.stop()
         if code != 0:
-            print(f"   (pushd exited with code {code}; log: {server.log})", flush=True)
+            name = "relay" if relay else "pushd"
+            print(f"   ({name} exited with code {code}; log: {server.log})", flush=True)
 
 
 # PostgreSQL database and RabbitMQ vhost --------------------------------------------

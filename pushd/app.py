@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -70,10 +71,12 @@ from pushd.channels.registry import (
 )
 from pushd.channels.webhook_events import WebhookEventSweep, WebhookSubscribers
 from pushd.config.settings import Config
+from pushd.ingest.committed_publisher import CommittedPublisher
 from pushd.ingest.group_commit import NotificationIngest
 from pushd.ingest.release import ScheduledRelease
 from pushd.ingest.request_hash import request_hasher
-from pushd.ops.metrics import Metrics
+from pushd.ops.http_metrics import install_http_metrics
+from pushd.ops.metrics import CountedBus, Metrics
 from pushd.ops.retention import RetentionJob
 from pushd.process import datadir
 from pushd.process.key_ring import cipher_of, storage_keys
@@ -89,6 +92,7 @@ from pushd.routing.preferences import RoutingPolicy
 from pushd.routing.templates import TemplateLimits, TemplateRenderer
 from pushd.state import open_state
 from storage import open_storage
+from storage.records import NotificationRecord
 
 log = logging.getLogger("pushd")
 
@@ -113,7 +117,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     state = open_state(config.state.url, prefix=config.state.prefix)
     app[STATE] = state
-    app[LIMITS] = Limits.build(state, config.limits)
+    app[LIMITS] = limits = Limits.build(state, config.limits)
+    app[METRICS].read_rate_limits(limits.rejections)
     try:
         yield
     finally:
@@ -136,6 +141,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
         if generated is not None and identity.announce_admin_key is not None:
             identity.announce_admin_key(generated)
         app[STORAGE] = storage
+        app[METRICS].read_storage(storage)
         app[API_KEYS] = ApiKeyVerifier(storage, cache_ttl=config.auth.api_key_cache_ttl)
         yield
     finally:
@@ -170,11 +176,14 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    bus = open_bus(
-        config.bus.url,
-        node_id=app[IDENTITY].node_id,
-        prefetch=config.bus.prefetch,
-        shards=config.bus.shards,
+    bus = CountedBus(
+        open_bus(
+            config.bus.url,
+            node_id=app[IDENTITY].node_id,
+            prefetch=config.bus.prefetch,
+            shards=config.bus.shards,
+        ),
+        app[METRICS],
     )
     await bus.start(MailboxFeeder(app[MAILBOXES], app[METRICS]))
     app[BUS] = bus
@@ -185,7 +194,7 @@ async def _bus_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
+    config, metrics = app[CONFIG], app[METRICS]
     ingest = NotificationIngest(
         app[STORAGE],
         app[BUS],
@@ -194,8 +203,10 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         queue_size=config.ingest.queue_size,
         relay_page_size=config.ingest.relay_page_size,
         mark_interval=config.ingest.relay_mark_interval,
+        on_commit=metrics.committed if metrics.hot_path else None,
     )
     await ingest.start()
+    _read_relay(metrics, "ingest", ingest.publisher)
     app[INGEST] = ingest
     yield
     await ingest.close()  # commit and publish what was already accepted
@@ -209,6 +220,17 @@ async def _cursors_ctx(app: web.Application) -> AsyncIterator[None]:
     app[CURSORS] = recorder
     yield
     await recorder.close()  # write the last acks before storage closes
+
+
+def _read_relay(metrics: Metrics, committer: str, publisher: CommittedPublisher) -> None:
+    labels = {"committer": committer}
+    metrics.read_labelled_at_scrape(
+        metrics.outbox_relaying, lambda: [(labels, int(publisher.relaying))]
+    )
+    metrics.read_labelled_at_scrape(
+        metrics.outbox_relay_lag, lambda: [(labels, round(publisher.relay_lag_seconds, 3))]
+    )
+    metrics.read_labelled_at_scrape(metrics.outbox_relayed, lambda: [(labels, publisher.relayed)])
 
 
 async def _categories_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -295,7 +317,12 @@ async def _channels_ctx(app: web.Application, *, check_url: UrlChecker) -> Async
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     # After the bus (it publishes) and the channel dispatcher (it is nudged for the
     # released sends' steps due now); stopped before them.
-    config, channels = app[CONFIG], app[CHANNELS]
+    config, channels, metrics = app[CONFIG], app[CHANNELS], app[METRICS]
+
+    def released(records: Sequence[NotificationRecord], at: int) -> None:
+        channels.nudge()
+        metrics.released(records, at)
+
     release = ScheduledRelease(
         app[STORAGE],
         app[BUS],
@@ -304,9 +331,13 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_size=config.scheduler.batch_size,
         relay_page_size=config.ingest.relay_page_size,
         mark_interval=config.ingest.relay_mark_interval,
-        on_released=lambda _records, _at: channels.nudge(),
+        on_released=released,
     )
     await release.start()
+    _read_relay(metrics, "scheduler", release.publisher)
+    metrics.read_at_scrape(
+        metrics.scheduler_poll_age, lambda: round(time.monotonic() - release.polled_at, 3)
+    )
     app[SCHEDULER] = release
     yield
     await release.close()
@@ -359,6 +390,7 @@ async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
     await audit.start()
     metrics = app[METRICS]
     metrics.read_at_scrape(metrics.audit_records_not_stored, lambda: audit.logged_instead)
+    metrics.read_at_scrape(metrics.audit_queue_depth, lambda: audit.queue_depth)
     app[AUDIT] = audit
     yield
     await audit.close()
@@ -420,7 +452,8 @@ def build_app(
     )
     app[CONFIG] = config
     app[IDENTITY] = identity
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics = Metrics(hot_path=config.metrics.hot_path)
+    install_http_metrics(app, metrics)
     app[SOCKETS] = OpenSockets()
     app[TOKENS] = TokenSigner(
         token_secret,

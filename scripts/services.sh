@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL, Redis and RabbitMQ answer on loopback: install them with
 # apt-get where missing, start them where stopped, then wait until they accept connections.
-# Chromium (for the preference center's browser test) is installed where missing too.
+# Chromium (for the preference center's browser test) and Prometheus (for the metrics
+# test) are installed where missing too.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -33,6 +34,33 @@ apt_install() {
 if ! command -v chromium >/dev/null 2>&1; then
     echo "==> installing Chromium"
     apt_install chromium chromium-driver
+fi
+
+# Node.js for the JavaScript client's tests (tests/client/test_js_client.py runs them with
+# `node --test`; it fails, never skips, without node, which must be 20 or later).
+if ! command -v node >/dev/null 2>&1; then
+    echo "==> installing Node.js"
+    apt_install nodejs
+fi
+
+# A compose implementation for tests/test_compose.py (`docker compose config` checks
+# docker-compose.yml offline; the test fails, never skips, without one): the docker CLI's
+# plugin where present, else Debian's standalone docker-compose.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    echo "==> installing docker-compose"
+    apt_install docker-compose
+fi
+
+# Prometheus for the metrics test (tests/ops/test_prometheus.py starts its own, with its
+# own config, storage and port; it fails, never skips, without the binary). The Debian
+# package's own service (and its node exporter) would scrape and listen on :9090/:9100
+# for nothing: stopped and disabled where the install started them.
+if ! command -v prometheus >/dev/null 2>&1; then
+    echo "==> installing Prometheus"
+    apt_install prometheus
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
 fi
 
 # PostgreSQL 15, trust auth on loopback.

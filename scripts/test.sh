@@ -17,4 +17,7 @@ echo "==> pytest"
 # Keep compiled modules and pytest's rewritten test modules in __pycache__ (ignored by git)
 # even where the environment says not to: compiling them all again cost each run 5 s.
 unset PYTHONDONTWRITEBYTECODE
-exec .venv/bin/pytest -p no:cacheprovider "$@"
+# Three pytest-xdist workers: most tests wait on sockets and timers, so three share two
+# cores well. The slow tests form one group that runs on one worker, one at a time
+# (tests/conftest.py). `-n 0` among the arguments runs everything in this process.
+exec .venv/bin/pytest -p no:cacheprovider -n "${PUSHD_TEST_WORKERS:-3}" --dist loadgroup "$@"

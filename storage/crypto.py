@@ -65,6 +65,7 @@ def random_bytes(count: int) -> bytes:
 SEALED_COLUMNS: dict[str, tuple[str, ...]] = {
     "users": ("name", "email", "phone", "attributes"),
     "notifications": ("title", "body", "data", "channel_content"),
+    "send_contents": ("title", "body", "data", "channel_content"),
     "channel_deliveries": ("event",),
     "webhook_secrets": ("secret",),
     "sends": ("content",),

@@ -365,6 +365,23 @@ class ChannelQueueStats(msgspec.Struct, frozen=True, kw_only=True):
     """The smallest due_at among due rows (the queue-age gauge)."""
 
 
+class FailedDeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A channel delivery's history row that made it failed (a permanent error, the
+    last retry, or a provider's receipt), with what the console shows of its delivery."""
+
+    history_id: int
+    """The history row's id: the cursor of `latest_failed_deliveries`."""
+    delivery_id: str
+    notification_id: str
+    user_id: str
+    channel: str
+    provider: str | None
+    provider_code: str | None
+    error: str | None
+    at: int
+    attempts: int
+
+
 # preferences (issue #13) and webhook endpoints (issue #12) --------------------------------
 
 

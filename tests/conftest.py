@@ -43,6 +43,16 @@ def redis_prefix() -> Iterator[str]:
     yield from services.redis_prefix()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every slow test in one pytest-xdist group. scripts/test.sh runs the suite on
+    several workers with `--dist loadgroup`: the quick tests spread over all of them, and
+    the slow ones (real processes, cluster and fault tests with their own timing) run one
+    after another on a single worker, as they did before, never two at once."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("slow"))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Exempt what imports and collection built (about 375,000 objects, alive for the
     whole run) from garbage collection, as `pushd serve` does after start-up

@@ -242,6 +242,29 @@ def test_imports_point_inward_and_stay_on_the_allowlist(package: str) -> None:
     assert not wrong, "imports against the architecture:\n" + "\n".join(wrong)
 
 
+CLIENT_ALLOWED = {"aiohttp", "msgspec", "pushd.client", "actors.retry", "actors.transport"}
+"""What `pushd.client` (the Python client, shipped in the package) may import besides the
+standard library: it runs in applications that are not pushd, so it must not pull in the
+server (its config, storage, routes); the backoff and the close-code table are the
+server's own, shared on purpose so that the two cannot disagree."""
+
+
+def test_the_python_client_stands_alone() -> None:
+    wrong = []
+    for module, path in project_modules(ROOT, ("pushd",)).items():
+        if module != "pushd.client" and not module.startswith("pushd.client."):
+            continue
+        for imported in imports_of(path, module):
+            allowed = imported.top_level in sys.stdlib_module_names or any(
+                imported.written == name or imported.written.startswith(f"{name}.")
+                for name in CLIENT_ALLOWED
+            )
+            if not allowed:
+                wrong.append(f"{path.relative_to(ROOT)}:{imported.line} imports {imported.written}")
+    assert not wrong, "the Python client imports beyond its allowlist:\n" + "\n".join(wrong)
+    assert "pushd.client.client" in project_modules(ROOT, ("pushd",))  # the walker sees it
+
+
 def test_the_checker_sees_the_tree() -> None:
     """Guards a walker that finds nothing (a wrong ROOT, a moved folder): every
     package has modules, and their imports of one another are seen."""

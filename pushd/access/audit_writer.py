@@ -83,6 +83,11 @@ class AuditWriter:
         self.logged_instead = 0
         """Records storage refused even after retries, written to the log instead."""
 
+    @property
+    def queue_depth(self) -> int:
+        """Records waiting to be written (metrics)."""
+        return self._queue.qsize()
+
     async def start(self) -> None:
         """Start the writer task and the tally task (owned by this object, awaited by
         `close`)."""

@@ -99,6 +99,8 @@ class ApiKeyLimiter:
 
     def __init__(self, state: SharedState, *, rate: float, burst: int) -> None:
         self._buckets = _TokenBuckets(state, rate=rate, burst=burst, what="API key rate limit")
+        self.rejected = 0
+        """Requests refused (metrics)."""
 
     @property
     def enabled(self) -> bool:
@@ -108,6 +110,7 @@ class ApiKeyLimiter:
         """Spend one request of this key's budget; raise `RateLimitedError` if spent."""
         decision = await self._buckets.take(f"key:{key_id}")
         if decision is not None and not decision.allowed:
+            self.rejected += 1
             raise RateLimitedError(
                 f"API key {key_id} is over its rate limit of {self._buckets.rate:g} "
                 f"requests/s (bursts of {self._buckets.burst}); slow down and retry after "
@@ -126,11 +129,14 @@ class UnauthenticatedLimiter:
         self._buckets = _TokenBuckets(
             state, rate=rate, burst=burst, what="rate limit of requests without a valid API key"
         )
+        self.rejected = 0
+        """Requests refused (metrics)."""
 
     async def check(self, source: str) -> None:
         """Spend one failed request of `source`; raise `RateLimitedError` if spent."""
         decision = await self._buckets.take(f"unauth:{source}")
         if decision is not None and not decision.allowed:
+            self.rejected += 1
             raise RateLimitedError(
                 "too many requests without a valid API key from this address (at most "
                 f"{self._buckets.rate:g}/s, bursts of {self._buckets.burst}): send a valid "
@@ -160,6 +166,8 @@ class RecipientLimiter:
             channel: RecipientRate(*parse_rate(text), text) for channel, text in per_channel.items()
         }
         self._fail_open = _FailOpen("per-recipient rate limit")
+        self.rejected = 0
+        """Notifications refused (metrics)."""
 
     def rate(self, channel: str) -> RecipientRate | None:
         """The configured rate of `channel`, or None when it has no limit."""
@@ -180,6 +188,7 @@ class RecipientLimiter:
             self._fail_open.unavailable(exc)
             return None
         if not decision.allowed:
+            self.rejected += 1
             raise RateLimitedError(
                 f"user {user_id} already got the most {channel} notifications allowed "
                 f"({rate.text}); retry after Retry-After seconds",
@@ -200,6 +209,8 @@ class SocketQuota:
     def __init__(self, per_user: int) -> None:
         self._per_user = per_user
         self._open: dict[str, int] = {}
+        self.rejected = 0
+        """Sockets and streams refused for being over the quota (metrics)."""
 
     @property
     def per_user(self) -> int:
@@ -209,6 +220,7 @@ class SocketQuota:
         """Count one more socket for the user; False (and nothing counted) if at quota."""
         count = self._open.get(user_id, 0)
         if self._per_user and count >= self._per_user:
+            self.rejected += 1
             return False
         self._open[user_id] = count + 1
         return True
@@ -231,6 +243,15 @@ class Limits:
     recipients: RecipientLimiter
     sockets: SocketQuota
     config: LimitsConfig
+
+    def rejections(self) -> dict[str, int]:
+        """Refusals so far, by limit name (the `limit` label of the metrics)."""
+        return {
+            "api_key": self.api_keys.rejected,
+            "unauthenticated": self.unauthenticated.rejected,
+            "per_recipient": self.recipients.rejected,
+            "sockets_per_user": self.sockets.rejected,
+        }
 
     @classmethod
     def build(cls, state: SharedState, config: LimitsConfig) -> Limits:

@@ -99,6 +99,9 @@ class RabbitBus:
         self._started = False
         self._closing = False
         self._closed = asyncio.Event()
+        self._ever_connected = False
+        self.reconnects = 0
+        """Connections opened again after the first (metrics)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class RabbitBus:
         self._dispatcher.start()
         try:
             self._link = await self._open_link()
+            self._ever_connected = True
         except (Exception, asyncio.CancelledError) as exc:
             if cancelled_from_outside():
                 raise
@@ -297,6 +301,8 @@ class RabbitBus:
             attempt += 1
             try:
                 self._link = await self._open_link()
+                self.reconnects += self._ever_connected
+                self._ever_connected = True
             except (Exception, asyncio.CancelledError) as exc:
                 if cancelled_from_outside():
                     raise

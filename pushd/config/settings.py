@@ -198,6 +198,10 @@ class HttpConfig(_Section):
     cors_origins: list[str] = msgspec.field(default_factory=list)
 
 
+class MetricsConfig(_Section):
+    hot_path: bool = True
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access: bool = False
@@ -337,6 +341,7 @@ class Config(_Section):
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     outbound: OutboundConfig = msgspec.field(default_factory=OutboundConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     encryption: EncryptionConfig = msgspec.field(default_factory=EncryptionConfig)

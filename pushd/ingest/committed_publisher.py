@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from pushd.bus import Bus, BusError
 from pushd.ingest.outbox_relay import OutboxRelay, bus_messages
@@ -51,6 +52,7 @@ class CommittedPublisher:
         # relaying nothing is queued here: the relay reads storage instead.
         self._to_publish: asyncio.Queue[list[NotificationRecord]] = asyncio.Queue(maxsize=64)
         self._relaying = True  # until start-up has published what a crash left behind
+        self._relaying_since = time.monotonic()
         self._committed_gid = 0
         self.published = 0
         self.publish_failures = 0
@@ -59,6 +61,11 @@ class CommittedPublisher:
     def relaying(self) -> bool:
         """True while publishing from storage (start-up, or the bus refused a publish)."""
         return self._relaying
+
+    @property
+    def relay_lag_seconds(self) -> float:
+        """How long the relay has been catching up (0 when publishing from memory)."""
+        return time.monotonic() - self._relaying_since if self._relaying else 0.0
 
     @property
     def relayed(self) -> int:
@@ -118,6 +125,7 @@ class CommittedPublisher:
                         "bus publish of %s failed, relaying from storage: %s", self._what, exc
                     )
                     self._relaying = True
+                    self._relaying_since = time.monotonic()
                     continue
                 self.published += len(records)
                 self._relay.published_gid = max(r.gid for r in records)

@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
 from pushd.bus import Bus
@@ -60,8 +61,11 @@ class NotificationIngest:
         queue_size: int,
         relay_page_size: int = 500,
         mark_interval: float = 1.0,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
+        """`on_commit(size, seconds)` is told of every commit transaction (metrics)."""
         self._storage = storage
+        self._on_commit = on_commit
         self._bus = bus
         self._node_id = node_id
         self._max_batch = max_batch
@@ -114,6 +118,11 @@ class NotificationIngest:
     def relayed(self) -> int:
         """Notifications the outbox relay published from storage."""
         return self._publisher.relayed
+
+    @property
+    def publisher(self) -> CommittedPublisher:
+        """What publishes the committed notifications (its relay figures are metrics)."""
+        return self._publisher
 
     async def start(self) -> None:
         """Read the relay mark (raises `StorageError`), then start the tasks (owned here,
@@ -213,6 +222,7 @@ class NotificationIngest:
         live = [(n, f) for n, f in batch if not f.done()]  # a client may have gone away
         if not live:
             return []
+        started = time.perf_counter()
         try:
             records = await self._storage.insert_notifications(
                 [n for n, _ in live], node_id=self._node_id
@@ -232,6 +242,8 @@ class NotificationIngest:
             return []
         self.committed += len(records)
         self.batches += 1
+        if self._on_commit is not None:
+            self._on_commit(len(records), time.perf_counter() - started)
         for (_, future), record in zip(live, records, strict=True):
             if not future.done():
                 future.set_result(record)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from actors.retry import Backoff
@@ -83,6 +84,13 @@ class ScheduledRelease:
         self._tasks: list[asyncio.Task[None]] = []
         self.released = 0
         """Notifications this node released."""
+        self.polled_at = time.monotonic()
+        """When storage last answered a release poll (time.monotonic())."""
+
+    @property
+    def publisher(self) -> CommittedPublisher:
+        """What publishes the released sends (its relay figures are metrics)."""
+        return self._publisher
 
     @property
     def publish_failures(self) -> int:
@@ -136,6 +144,7 @@ class ScheduledRelease:
                 attempt += 1
                 continue
             attempt = 0
+            self.polled_at = time.monotonic()
             if records:
                 await self._committed(records)
                 if len(records) == self._batch_size:

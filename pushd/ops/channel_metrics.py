@@ -1,18 +1,24 @@
-"""Prometheus instruments of the channel deliveries (docs/architecture.md, "Metrics").
+"""Prometheus instruments of the channel deliveries (docs/metrics.md).
 
 `ChannelMetrics` is the dispatcher's `ChannelObserver` (actors/channel_stats.py): every
 attempt counts by channel, provider and outcome, with its latency in a histogram, and
 fallbacks count apart. At each scrape it reads the rest: queue depth and the age of the
 oldest due delivery per channel (one `channel_queue_stats` query), each provider's
 breaker state, the sends in flight and the outcomes not stored.
+
+Every series of a configured channel and provider starts at 0 (all outcomes and
+reasons, an empty latency histogram), so that a dashboard and an alert see them before
+the first send.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import get_args
 
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.histogram import Histogram as HistogramValues
 
 from actors.channel_dispatch import ChannelDispatcher
 from actors.channel_stats import AttemptOutcome, NotAttemptedReason
@@ -97,6 +103,10 @@ class ChannelMetrics:
         self._read: Callable[[], None] = lambda: None
         self._queues: ChannelDeliveries | None = None
         self._channels_seen: set[str] = set()
+        for gauge in (self.in_flight, self.yielding):
+            gauge.set({}, 0)
+        for counter in (self.yields, self.outcomes_dropped):
+            counter.set({}, 0)
 
     @staticmethod
     def _gauge(registry: Registry, name: str, doc: str) -> Gauge:
@@ -124,6 +134,8 @@ class ChannelMetrics:
         """Read the dispatcher's breakers and figures, and the queues in `queues`
         (storage), at each scrape."""
         self._queues = queues
+        for health in dispatcher.providers.health():
+            self._start_at_zero(health.channel, health.provider)
 
         def read() -> None:
             for health in dispatcher.providers.health():
@@ -135,6 +147,23 @@ class ChannelMetrics:
             self.yields.set({}, dispatcher.yields)
 
         self._read = read
+
+    def _start_at_zero(self, channel: str, provider: str) -> None:
+        labels = {"channel": channel, "provider": provider}
+        for outcome in get_args(AttemptOutcome):
+            self.attempts.set({**labels, "outcome": outcome}, 0)
+        self.send_seconds.set_value(labels, HistogramValues(*SEND_SECONDS_BUCKETS))
+        self.fallbacks.set(labels, 0)
+        for reason in get_args(NotAttemptedReason):
+            self.unattempted.set({"channel": channel, "reason": reason}, 0)
+        for gauge in (
+            self.queue_due,
+            self.queue_scheduled,
+            self.queue_sending,
+            self.oldest_due_seconds,
+        ):
+            gauge.set({"channel": channel}, 0)
+        self.breaker_state.set(labels, 0)
 
     async def refresh(self) -> None:
         """Bring the read-at-scrape instruments up to date. A storage that does not

@@ -13,7 +13,7 @@ any category), are passed over without a frame, never announced as a gap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from pushd.ids import now_ms
@@ -23,6 +23,9 @@ from storage.records import NotificationRecord
 
 GapReason = Literal["expired", "not_retained"]
 
+ReplayObserver = Callable[[int, Iterable[GapReason]], None]
+"""Told of each replay page: its notification frames, and its gap frames' reasons."""
+
 
 class _Page:
     """Frames of one replay page; consecutive gap seqs with one reason become one frame."""
@@ -31,6 +34,7 @@ class _Page:
         self.entries: list[tuple[int, bytes | None]] = []
         self.gaps: list[tuple[int, int, GapReason]] = []
         self._open_gap: tuple[int, int, GapReason] | None = None
+        self.notifications = 0
 
     def gap(self, first: int, last: int, reason: GapReason) -> None:
         if self._open_gap is not None:
@@ -44,6 +48,7 @@ class _Page:
     def frame(self, seq: int, frame: bytes) -> None:
         self._close_gap()
         self.entries.append((seq, frame))
+        self.notifications += 1
 
     def pass_over(self, last: int) -> None:
         """Seqs up to `last` this socket does not see: the stream moves past them."""
@@ -75,8 +80,11 @@ class StoredBacklog:
         max_age_seconds: float,
         page_size: int,
         categories: Sequence[str] | None = None,
+        observer: ReplayObserver | None = None,
     ) -> None:
-        """`categories`: the socket's token is limited to those (None: every one)."""
+        """`categories`: the socket's token is limited to those (None: every one);
+        `observer` is told of every page (metrics)."""
+        self._observer = observer
         self._storage = storage
         self._categories = categories
         self._user_id = user_id
@@ -111,6 +119,8 @@ class StoredBacklog:
         elif not rows and expected <= up_to:
             page.gap(expected, up_to, "not_retained")
         entries = page.finish()
+        if self._observer is not None:
+            self._observer(page.notifications, (reason for _, _, reason in page.gaps))
         for first, last, reason in page.gaps:
             await self._storage.mark_dropped(
                 self._user_id, first_seq=first, last_seq=last, reason=reason, at=now

@@ -1,12 +1,13 @@
 """A socket lives as long as its token (docs/protocol.md, "Token expiry"): a
 `token_expiring` frame asks for a fresh token `REFRESH_NOTICE_SECONDS` before the token
 expires, a good `refresh` moves the expiry, and without one the socket is closed with
-4002 "session expired" at expiry. The edge runs `TokenLifetime.run` in the socket's
-TaskGroup, next to its reader and writer."""
+4002 "session expired" at expiry. The edge starts a `TokenLifetime` once the
+stream is up and stops it when the socket closes."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from actors.connection import Connection
 from actors.transport import CloseCode
@@ -19,39 +20,46 @@ from its backend. A token that lives less is asked for at once."""
 
 
 class TokenLifetime:
-    """When the token of one socket expires, and the timer that acts on it."""
+    """When the token of one socket expires, and the one timer that acts on it.
+
+    A loop timer, not a task: a task, its Event and its timeout cost about 2 kB per
+    socket, and nearly every socket is idle nearly all the time.
+    """
 
     def __init__(self, connection: Connection, expires_at_ms: int) -> None:
         self._connection = connection
         self._expires_at_ms = expires_at_ms
-        self._renewed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Arm the timer: the `token_expiring` notice first, then the close."""
+        self._at(self._expires_at_ms - REFRESH_NOTICE_SECONDS * 1000, self._notice)
 
     def renew(self, expires_at_ms: int) -> None:
         """The socket's token was replaced by a verified one that expires then."""
         self._expires_at_ms = expires_at_ms
-        self._renewed.set()
+        if self._timer is not None:
+            self.start()
 
-    async def run(self) -> None:
-        """Ask for a fresh token before expiry, and close the connection with
-        `SESSION_EXPIRED` if none came by then; return after closing. The edge cancels
-        it when the socket closes first."""
-        while True:
-            self._renewed.clear()
-            expires_at_ms = self._expires_at_ms
-            if await self._renewed_before(expires_at_ms - REFRESH_NOTICE_SECONDS * 1000):
-                continue
-            notice = TokenExpiringFrame(from_ms(expires_at_ms))
-            self._connection.offer(frame_encoder.encode(notice))
-            if await self._renewed_before(expires_at_ms):
-                continue
-            self._connection.close_soon(CloseCode.SESSION_EXPIRED)
-            return
+    def stop(self) -> None:
+        """The socket closed first: nothing more to do (idempotent)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    async def _renewed_before(self, deadline_ms: int) -> bool:
-        """Wait until `renew` is called (True) or the wall clock reaches `deadline_ms`."""
-        try:
-            async with asyncio.timeout(max(0, deadline_ms - now_ms()) / 1000):
-                await self._renewed.wait()
-        except TimeoutError:
-            return False
-        return True
+    def _at(self, deadline_ms: int, action: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0, deadline_ms - now_ms()) / 1000
+        self._timer = loop.call_at(loop.time() + delay, action)
+
+    def _notice(self) -> None:
+        self._connection.offer(
+            frame_encoder.encode(TokenExpiringFrame(from_ms(self._expires_at_ms)))
+        )
+        self._at(self._expires_at_ms, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._connection.close_soon(CloseCode.SESSION_EXPIRED)

@@ -4,6 +4,7 @@ Server-Sent Events streams) the server closes with 1001 on shutdown."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 from aiohttp.base_protocol import BaseProtocol
@@ -74,9 +75,17 @@ def _abort(connection: BaseProtocol | None) -> None:
 class WebSocketTransport:
     """`actors.transport.Transport` over aiohttp's WebSocketResponse."""
 
-    def __init__(self, ws: web.WebSocketResponse, connection: BaseProtocol | None) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        connection: BaseProtocol | None,
+        *,
+        on_sent: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """`on_sent` is told of every frame the socket took (delivery metrics)."""
         self._ws = ws
         self._connection = connection
+        self._on_sent = on_sent
 
     async def send(self, frame: bytes) -> None:
         if self._ws.closed:
@@ -87,6 +96,8 @@ class WebSocketTransport:
             await self._ws.send_frame(frame, WSMsgType.TEXT)
         except (ConnectionResetError, RuntimeError) as exc:
             raise ConnectionError(str(exc)) from exc
+        if self._on_sent is not None:
+            self._on_sent(frame)
 
     async def close(self, code: int, reason: str) -> None:
         await close_or_abort(self._ws, self._connection, code, reason)

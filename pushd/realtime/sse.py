@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
@@ -124,13 +125,23 @@ def closing_event(code: int, reason: str) -> bytes:
 class ServerSentEventsTransport:
     """`actors.transport.Transport` over an aiohttp StreamResponse sending events."""
 
-    def __init__(self, response: web.StreamResponse, connection: BaseProtocol | None) -> None:
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        connection: BaseProtocol | None,
+        *,
+        on_sent: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """`on_sent` is told of every frame the stream took (delivery metrics)."""
         self._response = response
         self._connection = connection
+        self._on_sent = on_sent
         self._closed = False
 
     async def send(self, frame: bytes) -> None:
         await self._write(event_of(frame))
+        if self._on_sent is not None:
+            self._on_sent(frame)
 
     async def heartbeat(self) -> None:
         """Write the `: ping` comment; `ConnectionError` if the peer is gone."""
@@ -227,7 +238,9 @@ async def _serve(
     `since` and run its writer, expiry timer and heartbeat until it closes."""
     app, user_id = request.app, token.user_id
     config, cursors = app[CONFIG], app[CURSORS]
-    transport = ServerSentEventsTransport(response, request.protocol)
+    transport = ServerSentEventsTransport(
+        response, request.protocol, on_sent=app[METRICS].delivery_observer()
+    )
     connection = Connection(
         transport,
         queue_size=config.actors.socket_queue_size,
@@ -256,6 +269,7 @@ async def _serve(
         await transport.close(CloseCode.GOING_AWAY, CloseCode.GOING_AWAY.reason())
     finally:
         metrics.connections.dec({})
+        metrics.stream_closed("sse", connection.close_code)
         app[SOCKETS].discard_stream(connection)
         connection.close_soon(CloseCode.NORMAL)
         with contextlib.suppress(ActorSystemStoppedError):
@@ -292,13 +306,15 @@ async def _stream(
     user, _, newest_visible = found
     start_stream(connection, user, since, token.expires_at_ms, newest_visible)
     lifetime = TokenLifetime(connection, token.expires_at_ms)
+    lifetime.start()
     interval = request.app[CONFIG].sse.heartbeat_interval
-    async with asyncio.TaskGroup() as tasks:
-        expiry = tasks.create_task(lifetime.run())
-        heartbeat = tasks.create_task(_beat(transport, connection, interval))
-        await connection.run_writer()
-        expiry.cancel()
-        heartbeat.cancel()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            heartbeat = tasks.create_task(_beat(transport, connection, interval))
+            await connection.run_writer()
+            heartbeat.cancel()
+    finally:
+        lifetime.stop()
 
 
 async def _beat(

@@ -219,6 +219,7 @@ def stored_backlog(app: web.Application, token: VerifiedToken) -> StoredBacklog:
         max_age_seconds=config.mailbox.backlog_max_age,
         page_size=config.mailbox.replay_page_size,
         categories=token.categories,
+        observer=app[METRICS].replay_page,
     )
 
 
@@ -230,7 +231,7 @@ async def _serve(
     app, user_id = request.app, token.user_id
     config, metrics, storage = app[CONFIG], app[METRICS], app[STORAGE]
     connection = Connection(
-        WebSocketTransport(ws, request.protocol),
+        WebSocketTransport(ws, request.protocol, on_sent=metrics.delivery_observer()),
         queue_size=config.actors.socket_queue_size,
         connection_id=new_id("con"),
         backlog=stored_backlog(app, token),
@@ -266,18 +267,21 @@ async def _serve(
             return
         start_stream(connection, user, auth.since, token.expires_at_ms, newest_visible)
         lifetime = TokenLifetime(connection, token.expires_at_ms)
-        async with asyncio.TaskGroup() as tasks:
-            writer = tasks.create_task(connection.run_writer())
-            expiry = tasks.create_task(lifetime.run())
-            stream = _Stream(user_id, connection, lifetime, token.categories)
-            await _read_frames(request, ws, stream)
-            expiry.cancel()
-            connection.close_soon(CloseCode.NORMAL)
-            await writer
+        lifetime.start()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                writer = tasks.create_task(connection.run_writer())
+                stream = _Stream(user_id, connection, lifetime, token.categories)
+                await _read_frames(request, ws, stream)
+                connection.close_soon(CloseCode.NORMAL)
+                await writer
+        finally:
+            lifetime.stop()
     except ActorSystemStoppedError:
         await _close(ws, CloseCode.GOING_AWAY)
     finally:
         metrics.connections.dec({})
+        metrics.stream_closed("websocket", connection.close_code)
         connection.close_soon(CloseCode.NORMAL)
         # During shutdown the actor system may already be stopped; its on_stop has
         # then closed this connection anyway.

@@ -22,6 +22,7 @@ from storage.records import (
     ChannelQueueStats,
     DeliveryAttemptRecord,
     DeliveryOutcome,
+    FailedDeliveryRecord,
     LeasedDelivery,
 )
 
@@ -97,4 +98,13 @@ class ChannelDeliveries(Protocol):
 
     async def channel_queue_stats(self, *, now: int) -> list[ChannelQueueStats]:
         """Per channel with rows: due, scheduled and sending counts, oldest due_at."""
+        ...
+
+    async def latest_failed_deliveries(
+        self, *, before: int | None, limit: int, scan: int
+    ) -> list[FailedDeliveryRecord]:
+        """Up to `limit` history rows with status failed, newest first, among the `scan`
+        history rows before the history id `before` (None: the newest). The scan bounds
+        the cost (a range of the primary key, whatever the share of failures): fewer
+        than `limit` rows does not mean there are no older failures."""
         ...

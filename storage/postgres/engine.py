@@ -22,7 +22,7 @@ from storage.crypto import Cipher
 from storage.errors import StorageError, StorageUnavailableError, UnsupportedStorageUrlError
 from storage.records import now_ms
 from storage.sql.common import conflict
-from storage.sql.engine import SqlEngine
+from storage.sql.engine import EngineUsage, SqlEngine, error_kind
 
 _CONNECT_TIMEOUT_S = 5.0
 _COMMAND_TIMEOUT_S = 30.0  # a server that stops answering must not hang requests forever
@@ -141,6 +141,19 @@ class PostgresEngine(SqlEngine):
         self._pool = pool
         self._where = where
         self._closed = False
+        self._operations = 0  # inside `_connection`: waiting for one, or holding one
+        self._errors = {"unavailable": 0, "conflict": 0, "rejected": 0}
+
+    def usage(self) -> EngineUsage:
+        """The pool's connections now and the errors so far."""
+        in_use = self._pool.get_size() - self._pool.get_idle_size()
+        return EngineUsage(
+            connections=self._pool.get_size(),
+            max_connections=self._pool.get_max_size(),
+            in_use=in_use,
+            waiting=max(0, self._operations - in_use),
+            errors=dict(self._errors),
+        )
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int, cipher: Cipher) -> Self:
@@ -173,11 +186,16 @@ class PostgresEngine(SqlEngine):
         """A pooled connection for one call; driver errors leave as `StorageError`s."""
         if self._closed:
             raise StorageUnavailableError(f"the PostgreSQL storage at {self._where} is closed")
+        self._operations += 1
         try:
             async with self._pool.acquire(timeout=_ACQUIRE_TIMEOUT_S) as connection:
                 yield connection
         except _DRIVER_ERRORS as exc:
-            raise _translate(exc, self._where) from exc
+            error = _translate(exc, self._where)
+            self._errors[error_kind(error)] += 1
+            raise error from exc
+        finally:
+            self._operations -= 1
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:

@@ -26,6 +26,13 @@ from storage.sql.channel_deliveries import (
 )
 from storage.sql.common import encode_json, seal
 from storage.sql.notifications import NotificationsSql, mark_read_sql, marked_read, with_seq
+from storage.sql.send_contents import (
+    ADD_READERS,
+    INSERT_SEND_CONTENT,
+    LAST_NUMBER,
+    LOOKUP_RENDERINGS,
+    Renderings,
+)
 
 # The whole batch in ONE statement, so ONE round trip (it runs as its own implicit
 # transaction): lock the batch's users in id order (storage/postgres/__init__.py), bump
@@ -35,17 +42,17 @@ from storage.sql.notifications import NotificationsSql, mark_read_sql, marked_re
 # key is already stored (when no user exists at all, no row reaches the guard, and
 # nothing is written either). Round trips, not CPU, bounded the cluster shape's
 # throughput. {planned} is empty, or (a batch with channel plans) the insert of the
-# planned deliveries, given as arrays $16.. (`planned_steps`), joined to their
+# planned deliveries, given as arrays $17.. (`planned_steps`), joined to their
 # notification for its user, seq and instant.
 _INSERT_BATCH_TEMPLATE = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
         $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::text[], $12::text[],
-        $14::text[], $15::text[]
+        $14::text[], $15::text[], $16::integer[]
     ) WITH ORDINALITY AS b(id, user_id, title, body, data, category, priority, created_at,
                            expires_at, claim_scope, claim_key, claim_hash, channel_content,
-                           send_id, ord)
+                           send_id, content_no, ord)
 ),
 wanted AS (SELECT user_id, count(*) AS n FROM batch GROUP BY user_id),
 locked AS (
@@ -65,9 +72,10 @@ numbered AS (
 ),
 saved AS (
     INSERT INTO notifications (id, user_id, seq, title, body, data, category, priority,
-                               created_at, expires_at, node_id, channel_content, send_id)
+                               created_at, expires_at, node_id, channel_content, send_id,
+                               content_no)
     SELECT id, user_id, seq, title, body, data, category, priority, created_at, expires_at, $13,
-           channel_content, send_id
+           channel_content, send_id, content_no
     FROM numbered ORDER BY ord
     RETURNING id, seq, gid
 ),
@@ -94,13 +102,14 @@ planned AS (
            p.cancel_on_read, p.event, p.decision, p.due_at, numbered.id, numbered.user_id,
            numbered.seq, numbered.created_at, numbered.created_at
     FROM unnest(
-        $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-        $22::bigint[], $23::boolean[], $24::text[], $25::text[], $26::text[]
+        $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+        $23::bigint[], $24::boolean[], $25::text[], $26::text[], $27::text[]
     ) AS p(id, channel, device_id, endpoint_id, status, reason, due_at, cancel_on_read, event,
            decision, notification_id)
     JOIN numbered ON numbered.id = p.notification_id
 )"""
 )
+_LOOKUP_RENDERINGS = LOOKUP_RENDERINGS.format("= ANY($2::text[])") + " ORDER BY digest FOR UPDATE"
 _EXISTING_USERS = "SELECT id FROM users WHERE id = ANY($1::text[])"
 _EXISTING_CLAIMS = (
     "SELECT scope, key FROM idempotency_keys "
@@ -154,17 +163,25 @@ async def insert_batch(
     storage/postgres/scheduled.py)."""
     claims = [n.idempotency for n in batch]
     # Sealed on the event loop: about 10 µs per notification (docs/architecture.md),
-    # less than a thread hand-off would cost for a typical batch.
+    # less than a thread hand-off would cost for a typical batch. A notification of a
+    # send has its content sealed once per rendering, in `send_contents`.
+    own = [n.send_id is None for n in batch]
     columns = [
         [n.id for n in batch],
         [n.user_id for n in batch],
-        [seal(cipher, n.title, "notifications.title", n.id) for n in batch],
-        [seal(cipher, n.body, "notifications.body", n.id) for n in batch],
+        [
+            seal(cipher, n.title, "notifications.title", n.id) if mine else None
+            for n, mine in zip(batch, own, strict=True)
+        ],
+        [
+            seal(cipher, n.body, "notifications.body", n.id) if mine else None
+            for n, mine in zip(batch, own, strict=True)
+        ],
         [
             None
-            if n.data is None
+            if n.data is None or not mine
             else seal(cipher, encode_json(n.data), "notifications.data", n.id)
-            for n in batch
+            for n, mine in zip(batch, own, strict=True)
         ],
         [n.category for n in batch],
         [n.priority for n in batch],
@@ -179,6 +196,7 @@ async def insert_batch(
         node_id,
         [sealed_channel_content(n, cipher) for n in batch],
         [n.send_id for n in batch],
+        [None] * len(batch),  # $16: the content numbers, set below for a send's batch
     ]
     sql = _INSERT_BATCH
     steps = planned_steps(batch, cipher)
@@ -186,14 +204,42 @@ async def insert_batch(
         sql = _INSERT_BATCH_WITH_PLANS
         params += [list(column) for column in zip(*(values for _, values in steps), strict=True)]
         params.append([notification.id for notification, _ in steps])
+    renderings = Renderings(batch)
     try:
-        rows = await connection.fetch(sql, *params)
+        if renderings.sends:
+            # The contents first, then the rows that read them, in one transaction (a
+            # savepoint inside the caller's): a few more round trips, for sends only.
+            async with connection.transaction():
+                params[15] = await _store_renderings(connection, renderings, cipher)
+                rows = await connection.fetch(sql, *params)
+        else:
+            rows = await connection.fetch(sql, *params)
     except asyncpg.DivisionByZeroError:
         rows = []  # the guard: nothing was written
     if len(rows) != len(batch):
         await _explain_refused_batch(connection, batch)
     saved = {row[0]: (row[1], row[2]) for row in rows}
     return [with_seq(n, *saved[n.id]) for n in batch]
+
+
+async def _store_renderings(
+    connection: PoolConnectionProxy[asyncpg.Record], renderings: Renderings, cipher: Cipher
+) -> list[int | None]:
+    """Store the batch's shared contents and return each notification's `content_no`
+    (storage/sql/send_contents.py). The stored renderings are locked until the batch
+    commits: a deletion taking their last reader away (the triggers of migration 0019)
+    waits, then sees their count raised; one that got there first has deleted the row,
+    which the lookup then does not find, and it is stored again."""
+    for send_id in renderings.sends:
+        found = await connection.fetch(_LOOKUP_RENDERINGS, send_id, renderings.digests_of(send_id))
+        stored = {row[0]: row[1] for row in found}
+        last = await connection.fetchval(LAST_NUMBER, send_id)
+        inserts, additions = renderings.rows_for(send_id, stored, last, cipher)
+        if inserts:
+            await connection.executemany(INSERT_SEND_CONTENT, inserts)
+        if additions:
+            await connection.executemany(ADD_READERS, additions)
+    return renderings.numbers
 
 
 class PostgresNotifications(NotificationsSql, PostgresEngine):

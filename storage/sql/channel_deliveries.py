@@ -25,6 +25,7 @@ from storage.records import (
     ChannelQueueStats,
     DeliveryAttemptRecord,
     DeliveryOutcome,
+    FailedDeliveryRecord,
     LeasedDelivery,
     NewNotification,
 )
@@ -95,6 +96,15 @@ def history_of_deliveries_sql(id_list: str) -> str:
     )
 
 
+# The failures among a range of history ids (the primary key): `latest_failed_deliveries`.
+LATEST_FAILURES = (
+    "SELECT h.id, h.delivery_id, d.notification_id, d.user_id, d.channel, h.provider, "
+    "h.provider_code, h.error, h.at, d.attempts FROM channel_delivery_history h "
+    "JOIN channel_deliveries d ON d.id = h.delivery_id "
+    "WHERE h.id < $1 AND h.id >= $2 AND h.status = 'failed' ORDER BY h.id DESC LIMIT $3"
+)
+NEXT_HISTORY_ID = "SELECT coalesce(max(id), 0) + 1 FROM channel_delivery_history"
+
 # Due, scheduled and sending counts per channel. Two scans, each of one partial index:
 # one scan with `status IN (three statuses)` would read the whole table, sent rows too.
 # CAST: PostgreSQL's sum of a bigint is a numeric.
@@ -113,16 +123,18 @@ FROM (
 GROUP BY channel ORDER BY channel
 """
 
-# What a lease reads per row, from the delivery `d`, its notification `n`, its user `u`
-# and its device `dev` (None when gone).
+# What a lease reads per row, from the delivery `d`, its notification `n`, its user `u`,
+# its device `dev` (None when gone) and the shared content `c` of a fanned-out
+# notification (migration 0019: then n's content columns are null).
 LEASED_COLUMNS = (
     "d.id, d.notification_id, d.user_id, d.channel, d.attempts, d.first_due_at, "
     "d.device_id, d.endpoint_id, d.event, n.title, n.body, n.data, n.channel_content, "
     "n.category, n.priority, n.created_at, n.expires_at, u.email, u.phone, dev.kind, "
-    "dev.address, dev.details"
+    "dev.address, dev.details, c.id, c.title, c.body, c.data, c.channel_content"
 )
 LEASED_JOINS = (
     "JOIN notifications n ON n.id = d.notification_id "
+    "LEFT JOIN send_contents c ON c.send_id = n.send_id AND c.number = n.content_no "
     "LEFT JOIN users u ON u.id = d.user_id "
     "LEFT JOIN devices dev ON dev.id = d.device_id AND dev.user_id = d.user_id"
 )
@@ -141,8 +153,11 @@ _details_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def sealed_channel_content(notification: NewNotification, cipher: Cipher) -> str | None:
-    """`notifications.channel_content` as stored."""
+    """`notifications.channel_content` as stored (None for a notification of a send:
+    its content is shared, storage/sql/send_contents.py)."""
     content = notification.channel_content
+    if notification.send_id is not None:
+        return None
     if content is None:
         return None
     return seal(cipher, encode_json(content), "notifications.channel_content", notification.id)
@@ -277,14 +292,20 @@ def _address(row: Row, cipher: Cipher) -> dict[str, str]:
 
 
 def leased_from_row(row: Row, cipher: Cipher) -> LeasedDelivery:
-    """A row of LEASED_COLUMNS."""
+    """A row of LEASED_COLUMNS: the notification's content is its own, or, when it
+    reads a shared content, that content's (sealed for its row of `send_contents`)."""
     delivery_id, notification_id, channel = row[0], row[1], row[3]
     event = unseal(cipher, row[8], "channel_deliveries.event", delivery_id)
-    data = unseal(cipher, row[11], "notifications.data", notification_id)
+    if row[22] is None:
+        table, sealed_for, first = "notifications", notification_id, 9
+    else:
+        table, sealed_for, first = "send_contents", row[22], 23
+    stored_content = [row[first + offset] for offset in range(4)]
+    data = unseal(cipher, stored_content[2], f"{table}.data", sealed_for)
     content: dict[str, str] | None = None
     part = _CONTENT_PART.get(channel)
-    if part is not None and row[12] is not None:
-        stored = unseal(cipher, row[12], "notifications.channel_content", notification_id)
+    if part is not None and stored_content[3] is not None:
+        stored = unseal(cipher, stored_content[3], f"{table}.channel_content", sealed_for)
         content = _content_decoder.decode(stored or "{}").get(part)
     return LeasedDelivery(
         id=delivery_id,
@@ -296,8 +317,8 @@ def leased_from_row(row: Row, cipher: Cipher) -> LeasedDelivery:
         address=_address(row, cipher),
         device_id=row[6],
         endpoint_id=row[7],
-        title=unseal(cipher, row[9], "notifications.title", notification_id),
-        body=unseal(cipher, row[10], "notifications.body", notification_id),
+        title=unseal(cipher, stored_content[0], f"{table}.title", sealed_for),
+        body=unseal(cipher, stored_content[1], f"{table}.body", sealed_for),
         data=decode_data(data, notification_id)[0],
         content=content,
         category=row[13],
@@ -325,6 +346,30 @@ class ChannelDeliveriesSql(SqlEngine):
     async def channel_queue_stats(self, *, now: int) -> list[ChannelQueueStats]:
         """See `ChannelDeliveries.channel_queue_stats`."""
         return [stats_from_row(row) for row in await self._fetch_all(QUEUE_STATS, now)]
+
+    async def latest_failed_deliveries(
+        self, *, before: int | None, limit: int, scan: int
+    ) -> list[FailedDeliveryRecord]:
+        """See `ChannelDeliveries.latest_failed_deliveries`."""
+        check_limit(limit)
+        if before is None:
+            before = int((await self._fetch_one(NEXT_HISTORY_ID))[0])
+        rows = await self._fetch_all(LATEST_FAILURES, before, before - scan, limit)
+        return [
+            FailedDeliveryRecord(
+                history_id=row[0],
+                delivery_id=row[1],
+                notification_id=row[2],
+                user_id=row[3],
+                channel=row[4],
+                provider=row[5],
+                provider_code=row[6],
+                error=row[7],
+                at=row[8],
+                attempts=row[9],
+            )
+            for row in rows
+        ]
 
     async def record_delivery_receipt(
         self, *, provider: str, provider_message_id: str, status: str, at: int, error: str | None

@@ -10,10 +10,33 @@ backends; what needs a backend's own SQL or transaction handling lives in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.crypto import Cipher
+from storage.errors import ConflictError, StorageError, StorageUnavailableError
+
+
+@dataclass(frozen=True)
+class EngineUsage:
+    """A backend's connections now and its errors so far (read by the metrics)."""
+
+    connections: int
+    max_connections: int
+    in_use: int
+    """Connections lent to an operation."""
+    waiting: int
+    """Operations waiting for a connection (SQLite: for the worker thread)."""
+    errors: Mapping[str, int]
+    """Failed operations by kind: unavailable, conflict, rejected."""
+
+
+def error_kind(error: StorageError) -> str:
+    """The `EngineUsage.errors` key `error` counts under."""
+    if isinstance(error, StorageUnavailableError):
+        return "unavailable"
+    return "conflict" if isinstance(error, ConflictError) else "rejected"
 
 
 class SqlEngine(ABC):

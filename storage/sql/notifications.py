@@ -24,32 +24,46 @@ from storage.jsondepth import CEILING, within_depth
 from storage.records import MarkedRead, NewNotification, NotificationRecord
 from storage.sql.common import Row, check_limit, encode_json, seal, unseal
 from storage.sql.engine import SqlEngine
+from storage.sql.send_contents import SHARED_CHANNEL_CONTENT, SHARED_COLUMNS, SHARED_JOIN
 
 log = logging.getLogger("pushd.storage")
 _data_decoder = msgspec.json.Decoder(dict[str, Any])
 
-NOTIFICATION_COLUMNS = (
+# A notification's own columns, then (SHARED_COLUMNS) its shared content's: a fanned-out
+# notification's title, body and data are in `send_contents` (migration 0019), and a
+# read selects FROM NOTIFICATIONS_FROM, which joins them.
+OWN_COLUMNS = (
     "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, "
     "read_at, dropped_at, dropped_reason, gid, version, updated_at, retracted_at"
 )
+NOTIFICATION_COLUMNS = f"{OWN_COLUMNS}, {SHARED_COLUMNS}"
+NOTIFICATIONS_FROM = f"notifications {SHARED_JOIN}"
+# What an edit and a retract return: they take the row off its shared content, so there
+# is none to join.
+RETURNED_COLUMNS = f"{OWN_COLUMNS}, NULL, NULL, NULL, NULL"
 # What an insert writes (read_at and the drop mark start empty; PostgreSQL makes the gid).
 NOTIFICATION_INSERT_COLUMNS = (
     "id, user_id, seq, title, body, data, category, priority, created_at, expires_at, node_id"
 )
 # The marking statements below share a shape that `_mark_read_and_cancel` relies on:
 # $1 is the user, $3 the instant, and the last column each returns is the seq.
-GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1"
+GET_NOTIFICATION = f"SELECT {NOTIFICATION_COLUMNS} FROM {NOTIFICATIONS_FROM} WHERE id = $1"
 MARK_ALL_READ = (
     "UPDATE notifications SET read_at = $3 "
     "WHERE user_id = $1 AND read_at IS NULL AND seq <= $2 RETURNING seq"
 )
 LAST_SEQ = "SELECT last_seq FROM users WHERE id = $1"
 # Edits (migration 0016). The version guard makes a read-merge-write of a partial edit
-# safe against a concurrent one: the second writer finds no row and reads again.
+# safe against a concurrent one: the second writer finds no row and reads again. A
+# fanned-out notification is copied on write: its row gets the new content and the
+# channel content of its shared one ($7, resealed for the row), and leaves the shared
+# one, which its send's other recipients keep reading.
 UPDATE_CONTENT = (
     "UPDATE notifications SET title = $2, body = $3, data = $4, version = version + 1, "
-    "updated_at = $5 WHERE id = $1 AND retracted_at IS NULL AND version = $6 "
-    f"RETURNING {NOTIFICATION_COLUMNS}"
+    "updated_at = $5, "
+    "channel_content = CASE WHEN content_no IS NULL THEN channel_content ELSE $7 END, "
+    "content_no = NULL WHERE id = $1 AND retracted_at IS NULL AND version = $6 "
+    f"RETURNING {RETURNED_COLUMNS}"
 )
 # Run after UPDATE_CONTENT in its transaction, only if it wrote ($2, $4 its instant and
 # new version): one new push step per device whose first step was sent, due now, so that
@@ -71,8 +85,8 @@ RESEND_PUSH = (
 )
 RETRACT = (
     "UPDATE notifications SET title = NULL, body = NULL, data = NULL, channel_content = NULL, "
-    "version = version + 1, updated_at = $2, retracted_at = $2 "
-    f"WHERE id = $1 AND retracted_at IS NULL RETURNING {NOTIFICATION_COLUMNS}"
+    "content_no = NULL, version = version + 1, updated_at = $2, retracted_at = $2 "
+    f"WHERE id = $1 AND retracted_at IS NULL RETURNING {RETURNED_COLUMNS}"
 )
 # Run after RETRACT in its transaction: the notification's row is locked (PostgreSQL)
 # by then, and a step leased meanwhile is `sending`, not matched, and goes out as leased.
@@ -157,7 +171,8 @@ def user_notifications_query(
     params.append(limit)
     order = "seq DESC" if newest_first else "seq"
     sql = (
-        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {' AND '.join(clauses)} "
+        f"SELECT {NOTIFICATION_COLUMNS} FROM {NOTIFICATIONS_FROM} "
+        f"WHERE {' AND '.join(clauses)} "
         f"ORDER BY {order} LIMIT ${len(params)}"
     )
     return sql, params
@@ -211,9 +226,24 @@ def marked_read(ids: Sequence[str], rows: list[Any]) -> list[MarkedRead]:
 
 
 def notification_params(
-    record: NotificationRecord, node_id: str, cipher: Cipher
+    record: NotificationRecord, node_id: str, cipher: Cipher, *, shared: bool = False
 ) -> tuple[Any, ...]:
-    """One notification as values in NOTIFICATION_INSERT_COLUMNS order, content sealed."""
+    """One notification as values in NOTIFICATION_INSERT_COLUMNS order, content sealed;
+    `shared` (its content is in `send_contents`): no content of its own."""
+    if shared:
+        return (
+            record.id,
+            record.user_id,
+            record.seq,
+            None,
+            None,
+            None,
+            record.category,
+            record.priority,
+            record.created_at,
+            record.expires_at,
+            node_id,
+        )
     data = None if record.data is None else encode_json(record.data)
     return (
         record.id,
@@ -252,17 +282,22 @@ def decode_data(stored: str | None, notification_id: str) -> tuple[dict[str, Any
 
 
 def notification_from_row(row: Row, cipher: Cipher) -> NotificationRecord:
-    """A row of NOTIFICATION_COLUMNS."""
-    notification_id = row[0]
+    """A row of NOTIFICATION_COLUMNS: the content is the row's own, or, when the row
+    reads a shared content, that content's (sealed for its row of `send_contents`)."""
+    notification_id, content_id = row[0], row[17]
+    if content_id is None:
+        table, sealed_for, stored = "notifications", notification_id, (row[3], row[4], row[5])
+    else:
+        table, sealed_for, stored = "send_contents", content_id, (row[18], row[19], row[20])
     data, unreadable = decode_data(
-        unseal(cipher, row[5], "notifications.data", notification_id), notification_id
+        unseal(cipher, stored[2], f"{table}.data", sealed_for), notification_id
     )
     return NotificationRecord(
         id=notification_id,
         user_id=row[1],
         seq=row[2],
-        title=unseal(cipher, row[3], "notifications.title", notification_id),
-        body=unseal(cipher, row[4], "notifications.body", notification_id),
+        title=unseal(cipher, stored[0], f"{table}.title", sealed_for),
+        body=unseal(cipher, stored[1], f"{table}.body", sealed_for),
         data=data,
         data_unreadable=unreadable,
         category=row[6],
@@ -412,6 +447,15 @@ class NotificationsSql(SqlEngine):
         """See `Notifications.update_notification`."""
         stored_data = None if data is None else encode_json(data)
         version = expected_version + 1
+        shared = await self._fetch_one(SHARED_CHANNEL_CONTENT, notification_id)
+        content_id = None if shared is None else shared[0]
+        channel_content = None
+        if content_id is not None:
+            # Copied on write: resealed for this notification's row.
+            opened = unseal(self._cipher, shared[1], "send_contents.channel_content", content_id)
+            channel_content = seal(
+                self._cipher, opened, "notifications.channel_content", notification_id
+            )
         updated, _resent = await self._write_many(
             [
                 (
@@ -423,6 +467,7 @@ class NotificationsSql(SqlEngine):
                         seal(self._cipher, stored_data, "notifications.data", notification_id),
                         at,
                         expected_version,
+                        channel_content,
                     ),
                 ),
                 (RESEND_PUSH, (notification_id, at, f".v{version}", version)),

@@ -9,10 +9,14 @@ from __future__ import annotations
 from storage.records import NotificationRecord
 from storage.sql.common import check_limit
 from storage.sql.engine import SqlEngine
-from storage.sql.notifications import NOTIFICATION_COLUMNS, notification_from_row
+from storage.sql.notifications import (
+    NOTIFICATION_COLUMNS,
+    NOTIFICATIONS_FROM,
+    notification_from_row,
+)
 
 UNPUBLISHED = (
-    f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE node_id = $1 AND gid > $2 "
+    f"SELECT {NOTIFICATION_COLUMNS} FROM {NOTIFICATIONS_FROM} WHERE node_id = $1 AND gid > $2 "
     "ORDER BY gid LIMIT $3"
 )
 MAX_GID = "SELECT coalesce(max(gid), 0) FROM notifications WHERE node_id = $1"

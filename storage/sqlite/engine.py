@@ -20,10 +20,15 @@ from typing import Any, Self, TypeVar
 
 from storage import migrations
 from storage.crypto import Cipher
-from storage.errors import StorageError, StorageUnavailableError, UnsupportedStorageUrlError
+from storage.errors import (
+    ConflictError,
+    StorageError,
+    StorageUnavailableError,
+    UnsupportedStorageUrlError,
+)
 from storage.records import now_ms
 from storage.sql.common import conflict, encode_json, sqlite_placeholders
-from storage.sql.engine import SqlEngine
+from storage.sql.engine import EngineUsage, SqlEngine, error_kind
 
 T = TypeVar("T")
 
@@ -246,6 +251,18 @@ class SqliteEngine(SqlEngine):
         self._worker = worker
         # Only ever used on the worker thread (sqlite3 checks it); None once closed.
         self._connection: sqlite3.Connection | None = connection
+        self._jobs = 0  # submitted to the worker and not finished: running or queued
+        self._errors = {"unavailable": 0, "conflict": 0, "rejected": 0}
+
+    def usage(self) -> EngineUsage:
+        """The one connection, the jobs queued for it and the errors so far."""
+        return EngineUsage(
+            connections=1,
+            max_connections=1,
+            in_use=min(1, self._jobs),
+            waiting=max(0, self._jobs - 1),
+            errors=dict(self._errors),
+        )
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int, cipher: Cipher) -> Self:
@@ -279,10 +296,18 @@ class SqliteEngine(SqlEngine):
         connection = self._connection
         if connection is None:
             raise StorageUnavailableError(f"the SQLite storage {self._path!r} is closed")
+        self._jobs += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._worker, job, connection)
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            error = self._translate(exc)
+            self._errors[error_kind(error)] += 1
+            raise error from exc
+        except ConflictError:  # an IntegrityError the job translated itself
+            self._errors["conflict"] += 1
+            raise
+        finally:
+            self._jobs -= 1
 
     def _translate(self, exc: sqlite3.Error) -> StorageError:
         # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) share their primary's cause.

@@ -22,7 +22,7 @@ from storage.crypto import Cipher
 from storage.errors import IdempotencyConflictError, UnknownUserError
 from storage.records import MarkedRead, NewNotification, NotificationRecord
 from storage.sql.channel_deliveries import sealed_channel_content
-from storage.sql.common import encode_json
+from storage.sql.common import encode_json, sqlite_placeholders
 from storage.sql.idempotency import INSERT_IDEMPOTENCY
 from storage.sql.notifications import (
     NOTIFICATION_INSERT_COLUMNS,
@@ -31,6 +31,13 @@ from storage.sql.notifications import (
     marked_read,
     notification_params,
     with_seq,
+)
+from storage.sql.send_contents import (
+    ADD_READERS,
+    INSERT_SEND_CONTENT,
+    LAST_NUMBER,
+    LOOKUP_RENDERINGS,
+    Renderings,
 )
 from storage.sqlite.channel_deliveries import cancel_read, insert_deliveries
 from storage.sqlite.engine import SqliteEngine, fetch_all, integrity_error, write_transaction
@@ -55,11 +62,16 @@ _BUMP_GID_AND_READ_SEQS = (
 # would step once per row, and every step releases and re-takes the GIL, which under
 # load queued this thread behind the event loop once per row.
 _INSERT_NOTIFICATIONS = (
-    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid, channel_content, send_id) "
+    f"INSERT INTO notifications ({NOTIFICATION_INSERT_COLUMNS}, gid, channel_content, send_id, "
+    "content_no) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
     "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
-    "value ->> 12, value ->> 13 FROM json_each(?1)"
+    "value ->> 12, value ->> 13, value ->> 14 FROM json_each(?1)"
 )
+# A batch's shared contents (storage/sql/send_contents.py), before the rows reading them.
+_LOOKUP_RENDERINGS = LOOKUP_RENDERINGS.format("IN (SELECT value FROM json_each($2))")
+_INSERT_SEND_CONTENTS = sqlite_placeholders(INSERT_SEND_CONTENT)
+_ADD_READERS = sqlite_placeholders(ADD_READERS)
 _MARK_READ = mark_read_sql("IN (SELECT value FROM json_each($2))")
 _MARK_READ_WITHIN = mark_read_sql(
     "IN (SELECT value FROM json_each($2))", "IN (SELECT value FROM json_each($4))"
@@ -127,15 +139,17 @@ def insert_in_transaction(
     )
     try:
         # Sealed here, on the worker thread: the event loop never pays for it.
+        numbers = _store_renderings(connection, batch, cipher)
         rows = encode_json(
             [
                 (
-                    *notification_params(r, node_id, cipher),
+                    *notification_params(r, node_id, cipher, shared=number is not None),
                     r.gid,
                     sealed_channel_content(n, cipher),
                     n.send_id,
+                    number,
                 )
-                for n, r in zip(batch, records, strict=True)
+                for n, r, number in zip(batch, records, numbers, strict=True)
             ]
         )
         connection.execute(_INSERT_NOTIFICATIONS, (rows,))
@@ -146,6 +160,22 @@ def insert_in_transaction(
         if notification.idempotency is not None:
             _claim_idempotency(connection, notification, record)
     return records
+
+
+def _store_renderings(
+    connection: sqlite3.Connection, batch: Sequence[NewNotification], cipher: Cipher
+) -> list[int | None]:
+    """Store the batch's shared contents (new renderings, readers added to stored ones)
+    and return each notification's `content_no` (storage/sql/send_contents.py)."""
+    renderings = Renderings(batch)
+    for send_id in renderings.sends:
+        digests = encode_json(renderings.digests_of(send_id))
+        stored = dict(fetch_all(connection, _LOOKUP_RENDERINGS, (send_id, digests)))
+        last = fetch_all(connection, LAST_NUMBER, (send_id,))[0][0]
+        inserts, additions = renderings.rows_for(send_id, stored, last, cipher)
+        connection.executemany(_INSERT_SEND_CONTENTS, inserts)
+        connection.executemany(_ADD_READERS, additions)
+    return renderings.numbers
 
 
 def _claim_idempotency(

@@ -14,6 +14,7 @@ from storage.records import (
     ChannelQueueStats,
     DeliveryAttemptRecord,
     DeliveryOutcome,
+    FailedDeliveryRecord,
     LeasedDelivery,
 )
 
@@ -180,3 +181,8 @@ class DeliveriesSpy:
 
     async def channel_queue_stats(self, *, now: int) -> list[ChannelQueueStats]:
         return await self._inner.channel_queue_stats(now=now)
+
+    async def latest_failed_deliveries(
+        self, *, before: int | None, limit: int, scan: int
+    ) -> list[FailedDeliveryRecord]:
+        return await self._inner.latest_failed_deliveries(before=before, limit=limit, scan=scan)

@@ -370,7 +370,7 @@ async def test_stats_and_console(client: Client) -> None:
     assert stats["bus_healthy"] is True
     page = await client.get("/console")
     assert page.status == 200
-    assert "/api/stats" in await page.text()
+    assert "/console/assets/console.js" in await page.text()
 
 
 async def test_openapi_states_the_rules_handlers_check(client: Client) -> None:

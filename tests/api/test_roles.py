@@ -217,6 +217,22 @@ async def console(_client: Client) -> Request:
     return "/console", None
 
 
+async def failed_deliveries(_client: Client) -> Request:
+    return "/api/channel-deliveries/failed", None
+
+
+async def console_inbox(_client: Client) -> Request:
+    return "/console/inbox", None
+
+
+async def console_asset(_client: Client) -> Request:
+    return "/console/assets/console.js", None
+
+
+async def api_reference(_client: Client) -> Request:
+    return "/docs", None
+
+
 async def websocket(client: Client) -> Request:
     # The "body" of a WebSocket route is its first frame.
     return "/ws", {"type": "auth", "token": await user_token(client, await _user(client))}
@@ -416,6 +432,10 @@ async def preference_center_script(_client: Client) -> Request:
     return "/preferences/preference_center.js", None
 
 
+async def client_script(_client: Client) -> Request:
+    return "/client.js", None
+
+
 async def preference_center(client: Client) -> Request:
     links = client.app[PREFERENCE_LINKS]
     assert links is not None
@@ -507,7 +527,11 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("POST", "/api/users/{userId}/notifications/read-all"): mark_all_read,
     ("GET", "/api/stats"): stats,
     ("GET", "/metrics"): metrics,
+    ("GET", "/api/channel-deliveries/failed"): failed_deliveries,
     ("GET", "/console"): console,
+    ("GET", "/console/inbox"): console_inbox,
+    ("GET", "/console/assets/{asset}"): console_asset,
+    ("GET", "/docs"): api_reference,
     ("POST", "/api/keys"): create_api_key,
     ("GET", "/api/keys"): list_api_keys,
     ("GET", "/api/keys/{keyId}"): get_api_key,
@@ -528,6 +552,7 @@ PREPARE: dict[tuple[str, str], Prepare] = {
     ("DELETE", "/api/categories/{slug}"): category,
     ("GET", "/preferences"): preference_center_page,
     ("GET", "/preferences/preference_center.js"): preference_center_script,
+    ("GET", "/client.js"): client_script,
     ("POST", "/api/preference-center"): preference_center,
     ("PUT", "/api/preference-center"): preference_center,
     ("POST", "/api/channels/sms/{provider}/status"): sms_status,
