@@ -59,13 +59,24 @@ class UserMailbox(Actor[UserMessage]):
     Holds the user's attached `Connection`s. A `Deliver` offers the same bytes object to
     each of them (each skips what its stream already covered, so an at-least-once
     redelivery is harmless); a connection that refuses it (slow consumer, or closed) is
-    forgotten — it is being closed and its client will resume. Idle only without sockets.
+    forgotten — it is being closed and its client will resume.
+
+    Idle without sockets, it stops for good. Idle with sockets, it is parked when it was
+    given a `parking` (see `UserMailboxes`): its state (the connections) waits there
+    without a task or a queue until the next message for the user.
     """
 
-    def __init__(self, user_id: str, stats: UserMailboxStats | None = None) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        stats: UserMailboxStats | None = None,
+        parking: dict[str, UserMailbox] | None = None,
+    ) -> None:
         self.user_id = user_id
         self.stats = UserMailboxStats() if stats is None else stats
         self._connections: set[Connection] = set()
+        self._parking = parking
+        self._parked_on_stop = False
 
     @property
     def connections(self) -> frozenset[Connection]:
@@ -117,32 +128,79 @@ class UserMailbox(Actor[UserMessage]):
         self._close_all(CloseCode.RECONNECT)
 
     async def on_idle(self) -> bool:
-        """Idle only without sockets. Closed ones are forgotten first, so that a lost
-        `Detach` cannot keep the actor alive for ever."""
+        """Stop: for good without sockets, parked with them (when there is a parking).
+        Closed sockets are forgotten first, so that a lost `Detach` cannot keep the
+        state alive for ever."""
         self._forget_closed_connections()
-        return not self._connections
+        if not self._connections:
+            return True
+        self._parked_on_stop = self._parking is not None
+        return self._parked_on_stop
 
     async def on_stop(self) -> None:
-        """The node is stopping: tell the remaining clients to reconnect (elsewhere)."""
-        self._close_all(CloseCode.GOING_AWAY)
+        """Parked: hand the state to the parking. Otherwise the node is stopping: tell
+        the remaining clients to reconnect (elsewhere)."""
+        if self._parked_on_stop and self._parking is not None:
+            self._parked_on_stop = False
+            self._parking[self.user_id] = self
+            return
+        self.close_all(CloseCode.GOING_AWAY)
+
+    def close_all(self, code: CloseCode) -> None:
+        """Close every attached socket with `code` (a parked mailbox, at shutdown)."""
+        self._close_all(code)
 
     def _forget_closed_connections(self) -> None:
         self._connections = {c for c in self._connections if not c.closed}
 
 
-def user_mailbox_system(
-    *,
-    mailbox_size: int,
-    idle_timeout: float,
-    max_attempts: int = 3,
-    stats: UserMailboxStats | None = None,
-) -> ActorSystem[str, UserMessage]:
-    """An actor system of `UserMailbox`es keyed by user id, all counting into `stats`."""
-    shared_stats = UserMailboxStats() if stats is None else stats
-    return ActorSystem(
-        lambda user_id: UserMailbox(user_id, shared_stats),
-        mailbox_size=mailbox_size,
-        idle_timeout=idle_timeout,
-        max_attempts=max_attempts,
-        name="user-mailbox",
-    )
+class UserMailboxes(ActorSystem[str, UserMessage]):
+    """The user mailboxes of one node, keyed by user id, all counting into `stats`.
+
+    A user whose sockets stay open but quiet costs no actor: once the mailbox was idle
+    for `idle_timeout` it is parked, that is its actor stops (no task, no queue) and its
+    state waits in `_parking` until the next message for the user starts an actor with
+    it again. Most sockets are idle most of the time, and an actor's task and mailbox
+    were a good part of an idle socket's memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        mailbox_size: int,
+        idle_timeout: float,
+        max_attempts: int = 3,
+        stats: UserMailboxStats | None = None,
+    ) -> None:
+        self.stats = UserMailboxStats() if stats is None else stats
+        self._parking: dict[str, UserMailbox] = {}
+        super().__init__(
+            self._mailbox_of,
+            mailbox_size=mailbox_size,
+            idle_timeout=idle_timeout,
+            max_attempts=max_attempts,
+            name="user-mailbox",
+        )
+
+    def _mailbox_of(self, user_id: str) -> UserMailbox:
+        parked = self._parking.pop(user_id, None)
+        if parked is not None:
+            return parked
+        return UserMailbox(user_id, self.stats, self._parking)
+
+    def get(self, key: str) -> bool:
+        """True if `key` has a mailbox here, live or parked (it may hold sockets)."""
+        return super().get(key) or key in self._parking
+
+    @property
+    def parked(self) -> int:
+        """Users whose mailbox is parked (sockets open, no actor running)."""
+        return len(self._parking)
+
+    async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - as ActorSystem.stop
+        """Stop every actor, then close the parked mailboxes' sockets with GOING_AWAY as
+        a live actor's `on_stop` does."""
+        await super().stop(timeout)
+        parked, self._parking = self._parking, {}
+        for mailbox in parked.values():
+            mailbox.close_all(CloseCode.GOING_AWAY)

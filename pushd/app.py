@@ -16,7 +16,7 @@ from aiohttp import web
 
 from actors.channel_dispatch import ChannelDispatcher
 from actors.transport import CloseCode
-from actors.user_mailbox import UserMailboxStats, user_mailbox_system
+from actors.user_mailbox import UserMailboxes, UserMailboxStats
 from pushd import api
 from pushd.access.api_keys import API_KEY, ApiKeyVerifier, bootstrap_admin_key
 from pushd.access.audit_writer import AuditWriter
@@ -151,7 +151,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _mailboxes_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     stats = UserMailboxStats()
-    mailboxes = user_mailbox_system(
+    mailboxes = UserMailboxes(
         mailbox_size=config.actors.mailbox_size,
         idle_timeout=config.actors.idle_timeout,
         max_attempts=config.actors.max_attempts,

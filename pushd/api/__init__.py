@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable
 from importlib.metadata import version
 from typing import Any, cast
 
@@ -77,9 +78,10 @@ async def openapi(request: web.Request, _body: None, _query: None) -> Reply:
     return Reply(200, request.app[OPENAPI])
 
 
-async def websocket(request: web.Request, _body: None, _query: None) -> web.StreamResponse:
-    """Real-time delivery (pushd/realtime/ws.py)."""
-    return await ws.websocket(request)
+def websocket(request: web.Request, _body: None, _query: None) -> Awaitable[web.StreamResponse]:
+    """Real-time delivery (pushd/realtime/ws.py). Hands back the socket's coroutine
+    rather than awaiting it: a frame here would live as long as the socket."""
+    return ws.websocket(request)
 
 
 async def server_sent_events(

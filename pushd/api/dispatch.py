@@ -95,13 +95,15 @@ def _bind(
             return await _stream(request, reply, reply.body)
         return encode_reply(reply)
 
-    async def endpoint(request: web.Request) -> web.StreamResponse:
-        if not route.audited:
-            return await serve(request)
+    if not route.audited:
+        serve.__name__ = route.operation_id
+        return serve
+
+    async def audited(request: web.Request) -> web.StreamResponse:
         return await record_call(request, route.audit_action, serve)
 
-    endpoint.__name__ = route.operation_id
-    return endpoint
+    audited.__name__ = route.operation_id
+    return audited
 
 
 async def _stream(request: web.Request, reply: Reply, body: Streamed) -> web.StreamResponse:

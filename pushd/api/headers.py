@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from pushd.api.errors import Handler
@@ -68,16 +70,26 @@ async def add_response_headers(request: web.Request, response: web.StreamRespons
 
 
 @web.middleware
-async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+def cors_preflight(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Answer a CORS preflight for an existing route with 204, before authentication:
     browsers send it without credentials. Allowed origins get the Allow-* headers (added
     with Allow-Origin by `add_response_headers`); others get none, so the browser refuses.
+
+    A plain function that hands back the handler's awaitable, not a coroutine awaiting
+    it: a middleware coroutine stays alive, frame and all, for as long as the request
+    runs, and a WebSocket's request runs as long as the socket is open.
     """
     if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
-        return await handler(request)
+        return handler(request)
     unmatched = request.match_info.http_exception
     if not isinstance(unmatched, web.HTTPMethodNotAllowed):
-        return await handler(request)  # unknown route (404), or a real OPTIONS route
+        return handler(request)  # unknown route (404), or a real OPTIONS route
+    return _preflight(request, unmatched)
+
+
+async def _preflight(
+    request: web.Request, unmatched: web.HTTPMethodNotAllowed
+) -> web.StreamResponse:
     headers = {}
     if allowed_origin(request) is not None:
         headers = {

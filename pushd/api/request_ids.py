@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+from collections.abc import Awaitable
 from typing import Final
 
 from aiohttp import web
@@ -43,15 +44,17 @@ def request_id_of(request: web.BaseRequest) -> str:
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_id_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Outermost middleware: the id is known before anything can log or fail. The
     context variable is not reset afterwards on purpose: aiohttp runs each request in a
     task of its own, and the access-log line, written after this returns, belongs to it.
+    A plain function, not a coroutine, so that no frame of it stays alive for the life
+    of a WebSocket (headers.cors_preflight says why).
     """
     identifier = request_id_of(request)
     request[REQUEST_ID] = identifier
     logs.request_id.set(identifier)
-    return await handler(request)
+    return handler(request)
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:

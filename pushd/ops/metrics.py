@@ -121,7 +121,8 @@ class Metrics:
         )
         self.actors_passivated = self._counter(
             "pushd_mailbox_actors_passivated_total",
-            "User mailbox actors stopped after idling without sockets.",
+            "User mailbox actors stopped after idling (for good without sockets, parked "
+            "with them).",
         )
         self.messages_processed = self._counter(
             "pushd_mailbox_messages_processed_total",

@@ -342,25 +342,23 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     sockets = request.app[SOCKETS]
     sockets.add(ws, request.protocol)
+    # One frame fewer than a helper coroutine would cost: this one lives as long as the
+    # socket, and an idle socket's memory is mostly such frames.
+    quota = request.app[LIMITS].sockets
     try:
         authenticated = await _authenticate(request, ws)
-        if authenticated is not None:
-            await _admit(request, ws, *authenticated)
+        if authenticated is None:
+            return ws
+        token, auth = authenticated
+        # Refuse a socket over the user's quota on this node; serve the others.
+        if not quota.acquire(token.user_id):
+            cause = f"this user already has {quota.per_user} sockets open on this node"
+            await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, cause)
+            return ws
+        try:
+            await _serve(request, ws, token, auth)
+        finally:
+            quota.release(token.user_id)
     finally:
         sockets.discard(ws)
     return ws
-
-
-async def _admit(
-    request: web.Request, ws: web.WebSocketResponse, token: VerifiedToken, auth: AuthFrame
-) -> None:
-    """Refuse a socket over the user's quota on this node; serve the others."""
-    quota = request.app[LIMITS].sockets
-    if not quota.acquire(token.user_id):
-        cause = f"this user already has {quota.per_user} sockets open on this node"
-        await _close(ws, CloseCode.TOO_MANY_CONNECTIONS, cause)
-        return
-    try:
-        await _serve(request, ws, token, auth)
-    finally:
-        quota.release(token.user_id)

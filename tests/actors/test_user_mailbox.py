@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from actors.connection import Connection
-from actors.runtime import ActorSystem
 from actors.transport import CloseCode
 from actors.user_mailbox import (
     Attach,
@@ -16,15 +15,14 @@ from actors.user_mailbox import (
     Deliver,
     Detach,
     UserMailbox,
+    UserMailboxes,
     UserMailboxStats,
-    UserMessage,
-    user_mailbox_system,
 )
 from tests.actors.doubles import FakeSocket, closed, connect, eventually, writers_running
 
 IDLE = 0.05
 
-Mailboxes = ActorSystem[str, UserMessage]
+Mailboxes = UserMailboxes
 
 
 @pytest.fixture
@@ -35,7 +33,7 @@ def stats() -> UserMailboxStats:
 @pytest.fixture
 async def mailboxes(stats: UserMailboxStats) -> AsyncIterator[Mailboxes]:
     """A user mailbox system, stopped after the test."""
-    system = user_mailbox_system(mailbox_size=8, idle_timeout=IDLE, stats=stats)
+    system = UserMailboxes(mailbox_size=8, idle_timeout=IDLE, stats=stats)
     yield system
     await system.stop(timeout=1)
 
@@ -144,6 +142,38 @@ async def test_the_mailbox_is_idle_only_without_sockets(mailboxes: Mailboxes) ->
 
         await mailboxes.tell("u1", Detach(connection))
         await eventually(lambda: not mailboxes.get("u1"))
+
+
+async def test_an_idle_mailbox_with_sockets_is_parked_and_the_next_message_wakes_it(
+    mailboxes: Mailboxes,
+) -> None:
+    """Guards the memory of idle sockets: no actor (task, queue) for a quiet user."""
+    connection, socket = connect()
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        await eventually(lambda: mailboxes.parked == 1)
+        assert len(mailboxes) == 0  # no live actor
+        assert mailboxes.get("u1")  # but the user has a mailbox here, holding the socket
+
+        await mailboxes.tell("u1", Deliver(1, b"1"))
+        await eventually(lambda: socket.frames == [b"1"])
+        await eventually(lambda: mailboxes.parked == 1)
+        await mailboxes.tell("u1", Deliver(2, b"2"))
+        await eventually(lambda: socket.frames == [b"1", b"2"])
+        assert socket.close_code is None
+
+
+async def test_stopping_the_system_closes_the_sockets_of_parked_mailboxes(
+    mailboxes: Mailboxes,
+) -> None:
+    connection, socket = connect()
+    async with writers_running(connection):
+        await mailboxes.tell("u1", Attach(connection))
+        await eventually(lambda: mailboxes.parked == 1)
+        await mailboxes.stop(timeout=1)
+        await closed(connection)
+    assert socket.close_code == CloseCode.GOING_AWAY
+    assert not mailboxes.get("u1")
 
 
 async def test_a_socket_that_closed_without_detach_does_not_keep_the_mailbox_alive(
