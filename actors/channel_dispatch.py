@@ -50,6 +50,7 @@ from actors.channel_providers import Provider, ProviderPool
 from actors.channel_recorder import OutcomeRecorder
 from actors.channel_sender import PermanentSendError, SendError, SendReceipt, TransientSendError
 from actors.channel_stats import AttemptOutcome, ChannelObserver, ChannelStats, NotAttemptedReason
+from actors.channel_yield import InappFirst
 from actors.retry import Backoff
 from storage.areas.channel_deliveries import ChannelDeliveries
 from storage.errors import StorageError
@@ -105,7 +106,13 @@ class DispatchSettings:
     yield_backlog: int = 64
     """In-app work waiting (`inapp_backlog()`) from which the dispatcher yields the
     process to in-app delivery: it then runs at most `yield_sends` sends at a time, until
-    the backlog is under half of this. 0: never yield."""
+    the backlog is under half of this (actors/channel_yield.py). 0: the backlog alone
+    never makes it yield."""
+    yield_lag: float = 0.02
+    """Seconds one turn of the event loop takes from which, with in-app work waiting,
+    the dispatcher yields as well, until the (smoothed) turn is under half of this:
+    at max load requests wait for the loop, not in the backlog. 0: the lag never
+    makes it yield."""
     yield_sends: int = 2
     """Sends at a time while yielding: channel deliveries still progress under overload."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -122,6 +129,7 @@ class DispatchSettings:
                 ("flush_size", self.flush_size, self.flush_size >= 1, ">= 1"),
                 ("yield_backlog", self.yield_backlog, self.yield_backlog >= 0, ">= 0"),
                 ("yield_sends", self.yield_sends, self.yield_sends >= 1, ">= 1"),
+                ("yield_lag", self.yield_lag, self.yield_lag >= 0, ">= 0"),
             )
             if not ok
         ]
@@ -142,10 +150,10 @@ class ChannelDispatcher:
     `inapp_backlog` tells how much in-app work waits in this process (the ingest queue).
     Both share one event loop and one core: a channel send costs several in-app
     notifications' worth of CPU (a web push: key agreement, encryption, TLS), so under
-    overload the dispatcher yields (`DispatchSettings.yield_backlog`): the real-time path
-    keeps its rate, and the deliveries, safe in storage, go out once the burst is over,
-    with a trickle of `yield_sends` meanwhile. The cost is channel latency during the
-    overload, shown by the queue-age gauge.
+    overload the dispatcher yields (`yield_backlog`, `yield_lag`: actors/channel_yield.py):
+    the real-time path keeps its rate, and the deliveries, safe in storage, go out once
+    the burst is over, with a trickle of `yield_sends` meanwhile. The cost is channel
+    latency during the overload, shown by the queue-age gauge.
     """
 
     def __init__(
@@ -165,10 +173,12 @@ class ChannelDispatcher:
         # A digest's message (by its delivery id) -> the rows it stands for, until its
         # outcome is recorded on each of them (`_record`).
         self._digests: dict[str, Sequence[LeasedDelivery]] = {}
-        self._inapp_backlog = inapp_backlog
         self.providers = providers
         self._node_id = node_id
         self._settings = settings = DispatchSettings() if settings is None else settings
+        self._inapp_first = InappFirst(
+            inapp_backlog, yield_backlog=settings.yield_backlog, yield_lag=settings.yield_lag
+        )
         self.observer: ChannelObserver = ChannelStats() if observer is None else observer
         self._clock = clock
         self._recorder = OutcomeRecorder(
@@ -188,14 +198,17 @@ class ChannelDispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._backlog = False
-        self._yielding = False
-        self.yields = 0  # times the dispatcher started yielding to in-app delivery (a counter)
         self._stopped = False
 
     @property
     def yielding(self) -> bool:
         """Whether sends are held back for in-app delivery now (a gauge)."""
-        return self._yielding
+        return self._inapp_first.yielding
+
+    @property
+    def yields(self) -> int:
+        """Times the dispatcher started yielding to in-app delivery (a counter)."""
+        return self._inapp_first.yields
 
     @property
     def in_flight(self) -> int:
@@ -290,7 +303,7 @@ class ChannelDispatcher:
         # at a fixed pace instead, until the in-app backlog clears.
         wait_for, timeout = (
             (self._stopping, min(self._settings.poll_interval, YIELD_RECHECK))
-            if self._yielding
+            if self._inapp_first.yielding
             else (self._wake, self._settings.poll_interval)
         )
         with contextlib.suppress(TimeoutError):
@@ -304,8 +317,11 @@ class ChannelDispatcher:
     async def _lease_round(self) -> bool:
         """Lease what can start sending now and start it; True when more may be due
         than was leased (a backlog: ended sends should wake the next round)."""
+        # First, as it lets the loop turn (it measures the turn): the counts below are
+        # read after it.
+        yielding = await self._inapp_first.check()
         budget = min(self._settings.batch_size, self._max_unrecorded - self._unrecorded())
-        if self._yield_to_inapp():
+        if yielding:
             # No lease query either while the trickle is full: it would take the storage
             # worker from the in-app commits this is yielding to.
             budget = min(budget, self._settings.yield_sends - len(self._sends))
@@ -380,20 +396,6 @@ class ChannelDispatcher:
             self._recorder.add(
                 msgspec.structs.replace(outcome, delivery_id=member.id, attempt=member.attempts)
             )
-
-    def _yield_to_inapp(self) -> bool:
-        """Whether in-app delivery is behind, with hysteresis: yielding starts at
-        `yield_backlog` waiting and ends under half of it."""
-        threshold = self._settings.yield_backlog
-        if self._inapp_backlog is None or threshold == 0:
-            return False
-        waiting = self._inapp_backlog()
-        if self._yielding:
-            self._yielding = waiting * 2 >= threshold
-        elif waiting >= threshold:
-            self._yielding = True
-            self.yields += 1
-        return self._yielding
 
     def _unrecorded(self) -> int:
         return len(self._sends) + self._recorder.unwritten

@@ -11,7 +11,6 @@ comes once that transaction is committed: an item answered 202 is on disk.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Annotated
 
@@ -47,6 +46,7 @@ from pushd.appkeys import (
     STORAGE,
 )
 from pushd.ids import from_ms, now_ms
+from pushd.ingest.eager import gather_eagerly
 from pushd.ingest.group_commit import ClaimInFlightError
 from storage import IdempotencyConflictError, UnknownUserError
 from storage.records import IdempotencyClaim, NewNotification, NotificationRecord
@@ -281,9 +281,9 @@ async def _distinct_items(
             decoded.append((index, _decode(request, index, raw)))
         except _ItemRefusedError as refused:
             answers[index] = refused.result
-    found = await asyncio.gather(
-        *(_recipient(request, i, body) for i, body in decoded), return_exceptions=True
-    )
+    # Eagerly: an item naming its user by id resolves without waiting, and then needs
+    # no task of its own (pushd/ingest/eager.py).
+    found = await gather_eagerly(_recipient(request, i, body) for i, body in decoded)
     now = now_ms()
     items: list[_Item] = []
     first_of: dict[str, int] = {}
@@ -325,9 +325,7 @@ async def send_batch(request: web.Request, body: SendBatch, _query: None) -> Rep
                     answers[item.index] = _refusal(item.index, _in_use(item.body)).result
                     continue
             held.append(item)
-        prepared = await asyncio.gather(
-            *(_prepare(request, item) for item in held), return_exceptions=True
-        )
+        prepared = await gather_eagerly(_prepare(request, item) for item in held)
         to_send: list[tuple[_Item, NewNotification]] = []
         for item, result in zip(held, prepared, strict=True):
             if isinstance(result, NewNotification):

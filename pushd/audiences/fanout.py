@@ -51,6 +51,7 @@ from pushd.audiences.segments import SegmentError, matches, names_attributes, pa
 from pushd.channels.webhook_events import WebhookSubscribers, with_accepted_webhooks
 from pushd.config.settings import AudiencesConfig
 from pushd.ids import new_id, now_ms
+from pushd.ingest.eager import gather_eagerly
 from pushd.ingest.group_commit import NotificationIngest
 from pushd.ops.metrics import Metrics
 from pushd.routing.plan import ChannelPlan, ChannelPlanner, PlanError, Recipient
@@ -318,8 +319,13 @@ class Fanout:
             async with gate:
                 return await self._notification_for(job, user_id, now)
 
-        built = await asyncio.gather(*(build(u) for u in todo))
-        notifications = [n for n in built if n is not None]
+        # Eagerly: without a channel plan or template a user's notification is built
+        # without waiting, and then needs no task of its own (pushd/ingest/eager.py).
+        built = await gather_eagerly(build(u) for u in todo)
+        for outcome in built:
+            if isinstance(outcome, Exception):
+                raise outcome
+        notifications = [n for n in built if isinstance(n, NewNotification)]
         results = await self._parts.ingest.submit_many(notifications)
         committed = 0
         for result in results:

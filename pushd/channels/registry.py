@@ -105,6 +105,7 @@ def dispatch_settings(config: ChannelsConfig) -> DispatchSettings:
         shutdown_timeout=config.shutdown_timeout,
         yield_backlog=config.yield_backlog,
         yield_sends=config.yield_sends,
+        yield_lag=config.yield_lag,
         retry=RetryPolicy(
             backoff=Backoff(base=config.backoff_base, cap=config.backoff_cap),
             max_attempts=config.max_attempts,

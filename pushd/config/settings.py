@@ -250,6 +250,7 @@ class ChannelsConfig(_Section):
     shutdown_timeout: NonNegativeFloat = 5.0
     yield_backlog: Annotated[int, msgspec.Meta(ge=0)] = 64
     yield_sends: Positive = 2
+    yield_lag: NonNegativeFloat = 0.02
     public_url: str = ""
     plans: dict[str, list[PlanStep]] = msgspec.field(default_factory=dict)
     email: list[SmtpProviderConfig] = msgspec.field(default_factory=list)

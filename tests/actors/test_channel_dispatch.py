@@ -8,7 +8,9 @@ exact and instant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -532,6 +534,70 @@ async def test_without_an_inapp_backlog_the_dispatcher_never_yields(h: Harness) 
             await h.settled(delivery, "sent")
 
 
+@contextlib.asynccontextmanager
+async def slow_loop(turn: float) -> AsyncIterator[asyncio.Event]:
+    """The event loop of a server at max load: every turn, a callback holds it for
+    `turn` seconds (CPU, as request parsing and frame writing do), in a task of its own,
+    until the event yielded is set."""
+    fast_again = asyncio.Event()
+
+    async def hog() -> None:
+        while not fast_again.is_set():
+            busy_until = time.perf_counter() + turn
+            while time.perf_counter() < busy_until:
+                pass
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(hog())
+    try:
+        yield fast_again
+    finally:
+        fast_again.set()
+        await task
+
+
+async def test_a_slow_loop_with_inapp_work_waiting_makes_the_dispatcher_yield(
+    h: Harness,
+) -> None:
+    """At max load the requests wait in their sockets for the loop, not in the in-app
+    backlog, which stays far under `yield_backlog`: the loop's turn time must make the
+    dispatcher yield (issue #12, the push-step ratio), and a fast loop end the yield."""
+    relay, spec = email(concurrency=10)
+    relay.hold()
+    deliveries = [await h.notify() for _ in range(12)]
+    dispatcher = h.dispatcher(
+        spec, yield_backlog=64, yield_sends=2, yield_lag=0.02, inapp_backlog=lambda: 3
+    )
+    async with slow_loop(0.04) as fast_again, dispatcher:
+        await eventually(lambda: relay.in_flight == 2)
+        await asyncio.sleep(0.3)
+        assert dispatcher.yielding
+        assert relay.max_in_flight == 2
+        fast_again.set()  # the burst is over: full concurrency
+        await eventually(lambda: relay.in_flight > 2)
+        assert not dispatcher.yielding
+        relay.release()
+        for delivery in deliveries:
+            await h.settled(delivery, "sent")
+    assert len(relay.accepted) == 12
+    assert dispatcher.yields == 1
+
+
+async def test_a_slow_loop_without_inapp_work_keeps_full_concurrency(h: Harness) -> None:
+    """The dispatcher's own sends slow the loop too: with no in-app work waiting, a slow
+    loop alone must not throttle a channel-only load to the trickle."""
+    relay, spec = email(concurrency=5)
+    relay.hold()
+    deliveries = [await h.notify() for _ in range(5)]
+    dispatcher = h.dispatcher(spec, yield_lag=0.02, inapp_backlog=lambda: 0)
+    async with slow_loop(0.04), dispatcher:
+        await eventually(lambda: relay.in_flight == 5)
+        assert not dispatcher.yielding
+        relay.release()
+        for delivery in deliveries:
+            await h.settled(delivery, "sent")
+
+
 async def test_a_slow_provider_does_not_hold_back_another_channels_outcomes(
     h: Harness,
 ) -> None:
@@ -690,6 +756,7 @@ async def test_a_send_that_outlasts_most_of_its_lease_is_given_up_as_transient(
         ("flush_size", 0),
         ("yield_backlog", -1),
         ("yield_sends", 0),
+        ("yield_lag", -0.1),
     ],
 )
 def test_settings_that_cannot_work_are_refused_by_name(setting: str, value: float) -> None:
