@@ -433,10 +433,21 @@ class MemoryResult:
     sockets: int
     failed: int
     connect_seconds: float
+    rss_settled_kib: int
+    """RSS once the sockets stayed quiet past `actors.idle_timeout` (pushd parks the
+    mailboxes of users whose sockets are idle); the same reading for the relay."""
 
     @property
     def per_socket_kib(self) -> float:
         return (self.rss_sockets_kib - self.rss_idle_kib) / max(1, self.sockets)
+
+    @property
+    def per_socket_settled_kib(self) -> float:
+        return (self.rss_settled_kib - self.rss_idle_kib) / max(1, self.sockets)
+
+
+IDLE_SETTLE_SECONDS = 65.0
+"""pushd's default `actors.idle_timeout` (60 s) and a margin."""
 
 
 async def measure_memory(
@@ -464,13 +475,25 @@ async def measure_memory(
                 print(f"   memory: {connect['failed']} sockets failed: {connect['errors']}")
             await asyncio.sleep(3)
             with_sockets = rss_kib(server.pid)
+            # The relay keeps nothing per user that could settle; pushd parks idle users'
+            # mailboxes after actors.idle_timeout (60 s by default, not changed here).
+            if not relay:
+                await asyncio.sleep(IDLE_SETTLE_SECONDS)
+            settled = rss_kib(server.pid)
         result = MemoryResult(
-            idle, with_sockets, connect["connected"], connect["failed"], connect["seconds"]
+            idle,
+            with_sockets,
+            connect["connected"],
+            connect["failed"],
+            connect["seconds"],
+            settled,
         )
         print(
             f"   memory: RSS {idle / 1024:.1f} MiB with 0 sockets, "
             f"{with_sockets / 1024:.1f} MiB with {result.sockets:,} "
-            f"({connect['seconds']:.1f} s to open) -> {result.per_socket_kib:.1f} KiB/socket",
+            f"({connect['seconds']:.1f} s to open) -> {result.per_socket_kib:.1f} KiB/socket; "
+            f"{result.per_socket_settled_kib:.1f} KiB/socket once idle past the actor "
+            "idle timeout",
             flush=True,
         )
         return result

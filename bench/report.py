@@ -212,6 +212,10 @@ def report(
             [f"{m.rss_sockets_kib / 1024:.1f} MiB" if m else "n/a" for m in memory],
         ),
         row("RSS per idle socket", [f"{m.per_socket_kib:.1f} KiB" if m else "n/a" for m in memory]),
+        row(
+            "RSS per idle socket after the actor idle timeout (mailboxes parked)",
+            [f"{m.per_socket_settled_kib:.1f} KiB" if m else "n/a" for m in memory],
+        ),
         "",
         *anchor_section(results, args),
         "### Every run",
@@ -301,7 +305,9 @@ def report(
         f"server gets {args.memory_users:,} users and tokens; its VmRSS is read after 2 s "
         f"idle, then again 3 s after {args.memory_users:,} authenticated idle WebSockets "
         "were opened (100 handshakes at a time); the difference divided by the sockets is "
-        "the cost of one idle connection. The cluster shape uses a fresh PostgreSQL "
+        "the cost of one idle connection. pushd's RSS is read once more 65 s later, past "
+        "the default `actors.idle_timeout` (60 s), when the mailboxes of the idle users "
+        "are parked (docs/architecture.md, actors). The cluster shape uses a fresh PostgreSQL "
         "database and RabbitMQ vhost, dropped at the end. With `--profile`, one more "
         "max-load run per shape (not counted in the table) is sampled by `py-spy record` "
         "(100 Hz, idle waits excluded; a thread blocked on a lock still counts, so part of "
@@ -427,6 +433,17 @@ def anchor_section(results: list[ShapeResult], args: argparse.Namespace) -> list
                 f"**memory** per idle socket at {args.memory_users:,}, relay / pushd",
                 [
                     f"{a.per_socket_kib:.1f} / {p.per_socket_kib:.1f} KiB" if a and p else "n/a"
+                    for p, a in memory
+                ],
+            )
+        )
+        lines.append(
+            row(
+                "the same once idle past pushd's actor idle timeout, relay / pushd",
+                [
+                    f"{a.per_socket_settled_kib:.1f} / {p.per_socket_settled_kib:.1f} KiB"
+                    if a and p
+                    else "n/a"
                     for p, a in memory
                 ],
             )
