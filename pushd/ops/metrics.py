@@ -533,6 +533,11 @@ class CountedBus:
         self._metrics = metrics
         metrics.read_at_scrape(metrics.bus_reconnects, lambda: getattr(bus, "reconnects", 0))
 
+    @property
+    def backend(self) -> str:
+        """The counted backend's name (what the healthcheck shows, not this wrapper's)."""
+        return type(self._bus).__name__
+
     async def start(self, handler: MessageHandler) -> None:
         consumed = self._metrics.bus_consumed
 

@@ -24,6 +24,7 @@ async def test_unreachable_broker_makes_healthcheck_503(make_client: MakeClient)
     body = await response.json()
     assert body["status"] == "unavailable"
     assert body["bus"]["ok"] is False
+    assert body["bus"]["backend"] == "RabbitBus"  # what is behind the counting wrapper
     assert body["storage"]["ok"] is True
 
 
