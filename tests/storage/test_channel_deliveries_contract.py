@@ -348,6 +348,48 @@ async def test_outcomes_set_status_and_history_in_one_batch(storage: Storage) ->
     assert await lease(storage, "email", "sms", "webpush", now=NOW + LEASE_MS * 2) == []
 
 
+async def test_latest_failures_newest_first_within_the_scanned_range(storage: Storage) -> None:
+    """What the console lists: failed history rows only, newest first, paged by history
+    id, and never more than `scan` history rows looked at."""
+    await ada(storage)
+    deliveries = tuple(step(f"d{n}", "email") for n in range(1, 5))
+    await storage.insert_notifications([note("n1", "u1", deliveries=deliveries)])
+    await lease(storage, "email")
+    failed = [
+        DeliveryOutcome(
+            delivery_id=f"d{n}",
+            at=NOW + n,
+            status="failed",
+            provider="smtp",
+            error=f"refused {n}",
+            provider_code="550",
+        )
+        for n in (1, 3, 4)
+    ]
+    await storage.record_delivery_outcomes([failed[0], sent("d2"), *failed[1:]])
+
+    page = await storage.latest_failed_deliveries(before=None, limit=2, scan=100)
+    assert [(f.delivery_id, f.error, f.at) for f in page] == [
+        ("d4", "refused 4", NOW + 4),
+        ("d3", "refused 3", NOW + 3),
+    ]
+    first = page[0]
+    assert (first.notification_id, first.user_id, first.channel, first.provider) == (
+        "n1",
+        "u1",
+        "email",
+        "smtp",
+    )
+    assert (first.provider_code, first.attempts) == ("550", 1)
+    rest = await storage.latest_failed_deliveries(before=page[-1].history_id, limit=2, scan=100)
+    assert [f.delivery_id for f in rest] == ["d1"]  # d2's "sent" row is not a failure
+    # The scan bounds the work: the one history row before d3's is d2's "sent", so
+    # nothing comes back, though d1's failure lies further back.
+    assert (
+        await storage.latest_failed_deliveries(before=page[-1].history_id, limit=10, scan=1) == []
+    )
+
+
 async def test_a_retry_goes_back_to_the_queue_due_later(storage: Storage) -> None:
     await ada(storage)
     await storage.insert_notifications([note("n1", "u1", deliveries=(step("d1", "email"),))])
