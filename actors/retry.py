@@ -15,6 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+async def wait_until_set(event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
+    """Wait until `event` is set (True) or `timeout` seconds passed (False).
+
+    Not `asyncio.wait_for(event.wait(), timeout)`: on Python 3.11, when the event is set
+    in the same loop turn as the waiting task is cancelled, `wait_for` returns the
+    result and the cancellation is lost, so a loop built on it goes on running after
+    its owner cancelled it, and the owner's shutdown waits for ever (seen in the fan-out
+    supervisor when a finishing send set its wake-up as the app closed).
+    `asyncio.timeout` keeps the cancellation."""
+    if event.is_set():
+        return True
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
+    return event.is_set()
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Delays for attempt 0, 1, 2, ...: uniform in [0, min(cap, base * factor**attempt)]."""
@@ -53,8 +70,4 @@ class Backoff:
         if stop is None:
             await asyncio.sleep(pause)
             return True
-        if stop.is_set():
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), pause)
-        return not stop.is_set()
+        return not await wait_until_set(stop, pause)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.channel_dispatch import ChannelDispatcher
+from actors.retry import wait_until_set
 from pushd.access.rate_limits import Limits, RateLimitedError
 from pushd.api.schemas import SendNotification
 from pushd.api.templates import render_for
@@ -186,8 +187,7 @@ class Fanout:
                 await self._take_up_sends()
             except StorageError as exc:
                 log.warning("fan-out: cannot read the unfinished sends: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.poll_interval)
+            await wait_until_set(self._wake, self._config.poll_interval)
             self._wake.clear()
 
     async def _take_up_sends(self) -> None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import msgspec
 
-from actors.retry import Backoff
+from actors.retry import Backoff, wait_until_set
 from pushd.client.events import (
     Event,
     Frame,
@@ -343,8 +343,7 @@ class PushdClient:
             deadline = loop.time() + self._ack_delay
             while self._unacked < self._ack_every and loop.time() < deadline:
                 self._ack_wanted.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._ack_wanted.wait(), deadline - loop.time())
+                await wait_until_set(self._ack_wanted, deadline - loop.time())
             await self._send_ack(socket)
 
     async def _send_ack(self, socket: aiohttp.ClientWebSocketResponse) -> None:

@@ -18,12 +18,11 @@ loop commit concurrently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 
-from actors.retry import Backoff
+from actors.retry import Backoff, wait_until_set
 from pushd.bus import Bus
 from pushd.ids import now_ms
 from pushd.ingest.committed_publisher import CommittedPublisher
@@ -160,6 +159,5 @@ class ScheduledRelease:
     async def _sleep(self) -> None:
         # A wake-up set while releasing is kept: this sleep then returns at once, and
         # the extra poll finds the send or nothing.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        await wait_until_set(self._wake, self._poll_interval)
         self._wake.clear()

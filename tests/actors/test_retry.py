@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from actors.retry import Backoff
+from actors.retry import Backoff, wait_until_set
 
 
 def test_bound_grows_exponentially_up_to_the_cap() -> None:
@@ -69,3 +69,26 @@ async def test_wait_is_cancellable() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_waiting_for_an_event_ends_with_it_or_the_timeout() -> None:
+    event = asyncio.Event()
+    assert not await wait_until_set(event, 0.01)
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    assert await wait_until_set(event, 5)
+    assert await wait_until_set(event, 0)  # already set: at once
+
+
+async def test_a_cancellation_that_races_with_the_event_is_kept() -> None:
+    """Guards the Python 3.11 `asyncio.wait_for` race: the event set in the same loop
+    turn as the waiter is cancelled made `wait_for` return instead of raising, and the
+    fan-out supervisor built on it ran on after its owner cancelled it (a shutdown that
+    hung for ever)."""
+    for _ in range(10):
+        event = asyncio.Event()
+        waiter = asyncio.create_task(wait_until_set(event, 10))
+        await asyncio.sleep(0)  # the waiter now waits on the event
+        event.set()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
