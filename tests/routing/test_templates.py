@@ -280,8 +280,11 @@ def test_the_sandbox_caps_range() -> None:
 def test_template_mistakes_are_render_errors() -> None:
     with pytest.raises(TemplateRenderError, match="division by zero"):
         body_of("{{ 1 / 0 }}")
+    # A time bound far above what reaching the recursion limit takes, even on a busy
+    # machine (it took over the default 50 ms once, and the time bound answered first).
+    patient = TemplateRenderer(TemplateLimits(render_timeout=30.0))
     with pytest.raises(TemplateRenderError, match="too deeply"):
-        body_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
+        body_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", patient)
 
 
 def test_compiled_templates_are_cached_per_version_and_the_cache_is_bounded() -> None:
