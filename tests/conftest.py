@@ -47,10 +47,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put every slow test in one pytest-xdist group. scripts/test.sh runs the suite on
     several workers with `--dist loadgroup`: the quick tests spread over all of them, and
     the slow ones (real processes, cluster and fault tests with their own timing) run one
-    after another on a single worker, as they did before, never two at once."""
+    after another on a single worker, as they did before, never two at once.
+
+    The fault tests (tests/faults: load against real pushd processes, with latency
+    bars) go last: the slow group takes longer than the quick tests, so by then the
+    other workers are done and the fault tests measure a machine that is not also
+    running a thousand quick tests (with four workers, one missed its latency bar)."""
     for item in items:
         if item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.xdist_group("slow"))
+    items.sort(key=lambda item: item.nodeid.startswith("tests/faults/"))  # stable
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
