@@ -29,10 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import services
-from benchlib import write_marked_block
 from measure import RunResult, cpu_per_notification_us, loadgen_warning, measure, python_speed_us
-from report import machine, median, problems_of
-from rigs import add_placement_options, bench_main, shape_rig, shape_setup
+from report import median, problems_of
+from rigs import (
+    add_placement_options,
+    bench_main,
+    machine_sentence,
+    publish,
+    shape_rig,
+    shape_setup,
+)
 from services import REPO
 
 TARGET_PER_S = 40_000.0  # issue #14: delivered end to end, embedded defaults
@@ -224,19 +230,11 @@ async def run(args: argparse.Namespace, command: str) -> int:
         async with asyncio.timeout(args.deadline):
             for shape in args.shapes:
                 results.append(await run_shape(shape, args, Path(tmp)))
-    about = machine()
     header = (
         f"`bench/bulk.py`, {time.strftime('%Y-%m-%d')} ({(time.monotonic() - began) / 60:.1f} "
-        f"min), from the repository root. Machine: {about['cores']} cores, CPU {about['CPU']}, "
-        f"Python {about['Python']}, aiohttp {about['aiohttp']}; Python speed probe "
-        f"{speed:.1f} µs at the start, {python_speed_us():.1f} µs at the end "
-        "(bench/measure.py python_speed_us; lower is faster)."
+        f"min), from the repository root. {machine_sentence(speed)}"
     )
-    block = report(results, args, command, header)
-    print()
-    print(block)
-    write_marked_block(args.output, "bulk.py", block)
-    print(f"written to {args.output}")
+    publish(args.output, "bulk.py", report(results, args, command, header))
     return 0
 
 

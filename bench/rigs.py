@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import make_dir, raise_nofile_limit, write_text
-from measure import Rig, connect_receivers, wait_until_quiet
+from benchlib import make_dir, raise_nofile_limit, write_marked_block, write_text
+from measure import Rig, connect_receivers, python_speed_us, wait_until_quiet
+from report import machine
 from services import (
     BenchError,
     cluster_services,
@@ -161,3 +162,23 @@ def bench_main(
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
     return 1
+
+
+def machine_sentence(speed_at_start: float) -> str:
+    """The machine, the versions and the Python speed probe at the start and now, for a
+    bench's report header."""
+    about = machine()
+    return (
+        f"Machine: {about['cores']} cores, CPU {about['CPU']}, Python {about['Python']}, "
+        f"aiohttp {about['aiohttp']}; Python speed probe {speed_at_start:.1f} µs at the "
+        f"start, {python_speed_us():.1f} µs at the end (bench/measure.py python_speed_us; "
+        "lower is faster)."
+    )
+
+
+def publish(output: str, script: str, block: str) -> None:
+    """Print a bench's report and replace its marked block in `output`."""
+    print()
+    print(block)
+    write_marked_block(output, script, block)
+    print(f"written to {output}")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import aiohttp
 import services
-from benchlib import read_columns, read_json, write_marked_block
+from benchlib import read_columns, read_json
 from measure import (
     RECORD_COLUMNS,
     SETTLE_MAX_S,
@@ -45,8 +45,16 @@ from measure import (
     python_speed_us,
     wait_until_quiet,
 )
-from report import machine, median
-from rigs import ShapeSetup, add_placement_options, bench_main, shape_rig, shape_setup
+from report import median
+from rigs import (
+    ShapeSetup,
+    add_placement_options,
+    bench_main,
+    machine_sentence,
+    publish,
+    shape_rig,
+    shape_setup,
+)
 from services import REPO, BenchError
 
 RATIO_BAR = 0.5  # issue #14: at least half of what the relay does in the same run
@@ -322,21 +330,12 @@ async def run(args: argparse.Namespace, command: str) -> int:
             for subscribers in args.subscribers:
                 print(f"== {subscribers:,} subscribers", flush=True)
                 results.append(await run_subscribers(subscribers, args, Path(tmp)))
-    about = machine()
     header = (
         f"`bench/topic_fanout.py`, {time.strftime('%Y-%m-%d')} "
         f"({(time.monotonic() - began) / 60:.1f} min), from the repository root:\n\n"
-        f"```\n{command}\n```\n\n"
-        f"Machine: {about['cores']} cores, CPU {about['CPU']}, Python {about['Python']}, "
-        f"aiohttp {about['aiohttp']}; Python speed probe {speed:.1f} µs at the start, "
-        f"{python_speed_us():.1f} µs at the end (bench/measure.py python_speed_us; lower is "
-        "faster)."
+        f"```\n{command}\n```\n\n{machine_sentence(speed)}"
     )
-    block = report(results, args, header)
-    print()
-    print(block)
-    write_marked_block(args.output, "topic_fanout.py", block)
-    print(f"written to {args.output}")
+    publish(args.output, "topic_fanout.py", report(results, args, header))
     return 0
 
 

@@ -156,6 +156,10 @@ class ChannelMetrics:
         self.fallbacks.set(labels, 0)
         for reason in get_args(NotAttemptedReason):
             self.unattempted.set({"channel": channel, "reason": reason}, 0)
+        self._zero_queue(channel)
+        self.breaker_state.set(labels, 0)
+
+    def _zero_queue(self, channel: str) -> None:
         for gauge in (
             self.queue_due,
             self.queue_scheduled,
@@ -163,7 +167,6 @@ class ChannelMetrics:
             self.oldest_due_seconds,
         ):
             gauge.set({"channel": channel}, 0)
-        self.breaker_state.set(labels, 0)
 
     async def refresh(self) -> None:
         """Bring the read-at-scrape instruments up to date. A storage that does not
@@ -187,11 +190,5 @@ class ChannelMetrics:
             oldest = 0.0 if row.oldest_due_at is None else max(0, now - row.oldest_due_at) / 1000
             self.oldest_due_seconds.set(labels, oldest)
         for channel in self._channels_seen - seen:  # emptied since the last scrape
-            for gauge in (
-                self.queue_due,
-                self.queue_scheduled,
-                self.queue_sending,
-                self.oldest_due_seconds,
-            ):
-                gauge.set({"channel": channel}, 0)
+            self._zero_queue(channel)
         self._channels_seen |= seen
