@@ -3,7 +3,9 @@ outbox in front of a `Transport`, and a catch-up path that reads the user's back
 
 The actor only ever calls `offer`, `offer_notification` and `close_soon`, which never
 wait, so one slow socket cannot slow down the actor or the user's other sockets. The
-edge runs `run_writer` next to the socket's reader, in the connection's TaskGroup.
+writer runs beside the socket's reader: the WebSocket edge lets the connection start it
+on demand (`write_on_demand`: a task only while there is something to write, none for an
+idle socket), the SSE edge runs `run_writer` for the stream's life in its TaskGroup.
 
 Ordering is the connection's job, not the bus's: the socket's stream covers the seqs
 `since + 1, since + 2, ...` exactly once, in order. A live notification that continues
@@ -16,6 +18,7 @@ the backlog (storage) before it goes live again. The bus is only the wake-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,7 +55,34 @@ class Connection:
     overflowing outbox, or because the peer is gone) no frame is accepted any more and
     pending ones are dropped: a client that reconnects resumes from its own position,
     and the store still has every notification.
+
+    There is one per open socket, most of them idle: slots instead of a `__dict__`, and
+    the outbox and the writer task exist only while there is something to write.
     """
+
+    __slots__ = (
+        "_backlog",
+        "_catching_up",
+        "_close_request",
+        "_cursor",
+        "_epoch",
+        "_interrupted",
+        "_offers_while_stalled",
+        "_on_demand",
+        "_on_sent",
+        "_outbox",
+        "_queue_size",
+        "_sending",
+        "_started",
+        "_target",
+        "_transport",
+        "_visible",
+        "_writer_done",
+        "_writer_task",
+        "_writer_wakeup",
+        "connection_id",
+        "duplicates_skipped",
+    )
 
     def __init__(
         self,
@@ -82,14 +112,17 @@ class Connection:
         # consumer; its pending frames are dropped and it is closed with SLOW_CONSUMER,
         # so the client reconnects and resumes instead of the server buffering without
         # end or making the user's other sockets wait. Entries are (seq, frame), seq 0
-        # for frames outside the stream.
-        self._outbox: deque[tuple[int, bytes]] = deque()
-        # The writer task and the future it sleeps on while there is nothing to write.
-        # Not an asyncio.Event, and no current_task() per frame: those look the running
-        # loop up on every wait, which in CPython 3.11 is a getpid() system call, and the
-        # writer sleeps and wakes about once per frame.
+        # for frames outside the stream. None while empty: a deque allocates a block of
+        # 64 entries (about 0.6 kB) up front, and an idle socket has nothing to queue.
+        self._outbox: deque[tuple[int, bytes]] | None = None
+        # The writer task, and (`run_writer`) the future it sleeps on while there is
+        # nothing to write. Not an asyncio.Event, and no current_task() per frame: those
+        # look the running loop up on every wait, which in CPython 3.11 is a getpid()
+        # system call, and the writer sleeps and wakes about once per frame.
         self._writer_task: asyncio.Task[None] | None = None
         self._writer_wakeup: asyncio.Future[None] | None = None
+        self._on_demand = False
+        """`write_on_demand` was called: a writer task starts when there is work."""
         self._close_request: tuple[CloseCode, str] | None = None
         self._sending = False
         """A send is in flight: a close interrupts it by cancelling the writer task."""
@@ -109,7 +142,8 @@ class Connection:
 
     def __repr__(self) -> str:
         return (
-            f"<Connection {self.connection_id} cursor={self._cursor} pending={len(self._outbox)}>"
+            f"<Connection {self.connection_id} cursor={self._cursor} "
+            f"pending={len(self._outbox or ())}>"
         )
 
     @property
@@ -146,8 +180,7 @@ class Connection:
         if self.closed:
             return
         self._epoch += 1
-        self._outbox.clear()
-        self._outbox.append((UNSEQUENCED, marker))
+        self._outbox = deque([(UNSEQUENCED, marker)])
         self._target = self.known_last_seq
         self._cursor = since
         self._started = True
@@ -211,7 +244,7 @@ class Connection:
         if self.closed:
             return
         self._close_request = (code, code.reason(cause))
-        self._outbox.clear()
+        self._outbox = None
         self._wake_writer()
         if self._sending and not self._interrupted:
             # A client that stopped reading blocks `send` for good: interrupt it, or the
@@ -223,6 +256,33 @@ class Connection:
     async def wait_closed(self) -> None:
         """Return once the writer finished: the socket was closed or the peer is gone."""
         await self._writer_done.wait()
+
+    def write_on_demand(self) -> None:
+        """Write from now on, in a task of the connection's own that starts when there
+        is a frame to write, a backlog page to catch up or a close to make, and ends as
+        soon as there is none: an idle socket has no writer task. The edge calls
+        `stop_writing` when its handler ends. Instead of `run_writer`, never with it.
+
+        With thousands of idle sockets, a writer task per socket (the task, its two
+        coroutine frames, its wake-up future, the TaskGroup holding it) was over 2 kB of
+        each one's memory. A writer that fails with anything but `ConnectionError` (a
+        bug) is logged and closes the socket with RECONNECT: there is no TaskGroup to
+        take the error to the reader.
+        """
+        self._on_demand = True
+        self._wake_writer()
+
+    async def stop_writing(self) -> None:
+        """The edge's handler ends (its reader finished, or it was cancelled): cancel a
+        writer still running, wait for it, and leave the connection closed. The edge
+        owns the socket and releases it. Idempotent."""
+        self._on_demand = False
+        task = self._writer_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait((task,))  # not the writer's CancelledError: only the caller's
+        self._outbox = None
+        self._writer_done.set()
 
     async def run_writer(self) -> None:
         """Write frames to the transport until a close is requested, then close.
@@ -240,40 +300,83 @@ class Connection:
         except ConnectionError:
             pass  # the peer is gone: nothing left to write or to close gracefully
         finally:
-            self._outbox.clear()
+            self._outbox = None
             self._writer_done.set()
+
+    async def _write_on_demand(self) -> None:
+        """The writer task of `write_on_demand`: write until there is nothing left (then
+        end; the next frame starts another) or until a close is requested (then close)."""
+        ended = True
+        try:
+            await self._write_until_close_requested()
+            if self._close_request is None:
+                ended = False  # nothing left to write, the connection stays open
+                return
+            await self._transport.close(*self._close_request)
+        except ConnectionError:
+            pass  # the peer is gone: nothing left to write or to close gracefully
+        except Exception:
+            log.exception("connection %s: the writer failed; closing", self.connection_id)
+            if self._close_request is None:
+                self._close_request = (CloseCode.RECONNECT, CloseCode.RECONNECT.reason())
+            # Already logged: whatever the close raises adds nothing, and the socket is
+            # released by the edge's handler when its reader ends.
+            with contextlib.suppress(Exception):
+                await self._transport.close(*self._close_request)
+        finally:
+            if ended:
+                self._outbox = None
+                self._writer_done.set()
 
     def _enqueue(self, seq: int, frame: bytes) -> bool:
         if self.closed:
             return False
-        if len(self._outbox) >= self._queue_size:
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        elif len(outbox) >= self._queue_size:
             log.info("connection %s: slow consumer (outbox full)", self.connection_id)
             self.close_soon(CloseCode.SLOW_CONSUMER)
             return False
-        self._outbox.append((seq, frame))
+        outbox.append((seq, frame))
         self._wake_writer()
         return True
 
     def _wake_writer(self) -> None:
         wakeup = self._writer_wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if wakeup is not None:
+            if not wakeup.done():
+                wakeup.set_result(None)
+        elif self._on_demand and self._writer_task is None and self._has_work():
+            self._writer_task = asyncio.get_running_loop().create_task(self._write_on_demand())
+
+    def _has_work(self) -> bool:
+        return bool(self._outbox) or self._catching_up or self._close_request is not None
 
     def _catch_up_if_behind(self) -> None:
         self._catching_up = self._backlog is not None and self._cursor < self._target
         self._wake_writer()
 
     async def _write_until_close_requested(self) -> None:
+        """Returns when a close is requested, or (`write_on_demand`) when there is
+        nothing left to write, with `_writer_task` cleared: the next frame starts a new
+        writer, and no await comes between this look at the work and that."""
         while self._close_request is None:
-            if self._outbox:
-                seq, frame = self._outbox.popleft()
+            outbox = self._outbox
+            if outbox:
+                seq, frame = outbox.popleft()
                 if not await self._send(frame):
                     return
                 if seq and self._on_sent is not None:
                     self._on_sent(seq)
             elif self._catching_up:
                 await self._catch_up_one_page()
+            elif self._on_demand:
+                self._outbox = None
+                self._writer_task = None
+                return
             else:
+                self._outbox = None
                 assert self._writer_task is not None
                 # Checked above with no await since: whatever is queued from now on
                 # finds this future and wakes the writer.

@@ -117,7 +117,7 @@ class UserMailbox(Actor[UserMessage]):
     async def on_restart(self) -> None:
         """Keep the sockets (clients must not notice a retried message); only forget the
         ones that closed meanwhile."""
-        self._forget_closed_connections()
+        self.forget_closed_connections()
 
     async def on_dead_letter(self, message: UserMessage) -> None:
         """A message was given up on, so a socket may have missed a frame or never been
@@ -131,7 +131,7 @@ class UserMailbox(Actor[UserMessage]):
         """Stop: for good without sockets, parked with them (when there is a parking).
         Closed sockets are forgotten first, so that a lost `Detach` cannot keep the
         state alive for ever."""
-        self._forget_closed_connections()
+        self.forget_closed_connections()
         if not self._connections:
             return True
         self._parked_on_stop = self._parking is not None
@@ -150,18 +150,26 @@ class UserMailbox(Actor[UserMessage]):
         """Close every attached socket with `code` (a parked mailbox, at shutdown)."""
         self._close_all(code)
 
-    def _forget_closed_connections(self) -> None:
+    @property
+    def has_connections(self) -> bool:
+        """Whether a socket is attached (a mailbox without one is not kept parked)."""
+        return bool(self._connections)
+
+    def forget_closed_connections(self) -> None:
+        """Forget the sockets that closed, as `on_idle` does before the mailbox is parked:
+        one whose `Detach` was lost does not stay attached for ever."""
         self._connections = {c for c in self._connections if not c.closed}
 
 
 class UserMailboxes(ActorSystem[str, UserMessage]):
     """The user mailboxes of one node, keyed by user id, all counting into `stats`.
 
-    A user whose sockets stay open but quiet costs no actor: once the mailbox was idle
-    for `idle_timeout` it is parked, that is its actor stops (no task, no queue) and its
-    state waits in `_parking` until the next message for the user starts an actor with
-    it again. Most sockets are idle most of the time, and an actor's task and mailbox
-    were a good part of an idle socket's memory.
+    A user whose sockets stay open but quiet costs no actor: the user's state (the
+    connections) waits in `_parking`, without a task or a queue, and each message for the
+    user is applied to it at once (`tell`). Most sockets are idle most of the time, and
+    an actor's task and mailbox were a good part of an idle socket's memory. An actor
+    that does run (one started before, or for a message that could not be applied at
+    once) is parked again once it was idle for `idle_timeout`.
     """
 
     def __init__(
@@ -187,6 +195,44 @@ class UserMailboxes(ActorSystem[str, UserMessage]):
         if parked is not None:
             return parked
         return UserMailbox(user_id, self.stats, self._parking)
+
+    async def tell(self, key: str, message: UserMessage) -> None:
+        """As `ActorSystem.tell`, except for a user without a live actor: the message is
+        applied to the user's parked state at once, in the caller's task, with the same
+        supervision (`ActorSystem._handle`: retries, then `on_dead_letter`). A socket that
+        opens starts no actor only for it to be parked `idle_timeout` later, and a
+        notification to an idle user costs no actor start: the bus dispatcher, which
+        hands messages over one at a time, waited a loop turn for each actor's start, so
+        a burst to many parked users stalled delivery for seconds under load.
+
+        Safe without the actor's one-message-at-a-time: none of `UserMailbox`'s hooks
+        awaits (offers to a socket never wait), so a message is applied in one step, and
+        there is no message of the user's waiting in a mailbox (no live or stopping
+        actor). A stopping actor, or a stopping system, takes the usual path. A `tell`
+        woken by an actor's stop a moment ago may be overtaken, which is harmless: a
+        `Deliver` reaches a socket attached before it as one not started yet (it catches
+        up instead), a `CloseAll` closes a socket attached before it (the client
+        reconnects), and a detached socket is closing anyway.
+        """
+        if not self._without_actor(key):
+            await super().tell(key, message)
+            return
+        mailbox = self._parking.pop(key, None)
+        if mailbox is None:
+            if not isinstance(message, Attach):
+                return  # no socket of the user's here: nothing to deliver, close or detach
+            mailbox = UserMailbox(key, self.stats, self._parking)
+        try:
+            await self._handle(key, mailbox, message)
+        finally:
+            if isinstance(message, Attach | Detach):  # a Deliver drops the closed ones
+                mailbox.forget_closed_connections()
+            if mailbox.has_connections:
+                self._parking[key] = mailbox
+
+    def _without_actor(self, key: str) -> bool:
+        # The base class's own bookkeeping: accepting tells, no live actor, none stopping.
+        return self._accepting and key not in self._cells and key not in self._stopping
 
     def get(self, key: str) -> bool:
         """True if `key` has a mailbox here, live or parked (it may hold sockets)."""

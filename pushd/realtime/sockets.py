@@ -73,7 +73,10 @@ def _abort(connection: BaseProtocol | None) -> None:
 
 
 class WebSocketTransport:
-    """`actors.transport.Transport` over aiohttp's WebSocketResponse."""
+    """`actors.transport.Transport` over aiohttp's WebSocketResponse (one per open
+    socket: slots, no `__dict__`)."""
+
+    __slots__ = ("_connection", "_on_sent", "_ws")
 
     def __init__(
         self,

@@ -1,14 +1,15 @@
 """`GET /ws`: the native WebSocket endpoint (protocol 1.2, docs/protocol.md).
 
 One socket = one `Connection` owned by the user's mailbox actor; the connection keeps the
-socket's stream position and catches up from storage (`StoredBacklog`). The socket's reader (this
-handler) and its writer (`Connection.run_writer`) live in one TaskGroup: when either
-ends, both end, and the actor forgets the connection.
+socket's stream position and catches up from storage (`StoredBacklog`). The socket's reader is
+this handler; its writer is a task the connection starts only while it has something to
+write (`Connection.write_on_demand`), so that an idle socket keeps no task but aiohttp's.
+When the reader ends the connection is closed and its writer awaited; when the writer
+closes the socket the reader ends; either way the actor forgets the connection.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
@@ -197,7 +198,7 @@ def _refresh_mismatch(stream: _Stream, fresh: VerifiedToken) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stream:
     """One authenticated socket: its user, its connection and its token's lifetime."""
 
@@ -268,15 +269,15 @@ async def _serve(
         start_stream(connection, user, auth.since, token.expires_at_ms, newest_visible)
         lifetime = TokenLifetime(connection, token.expires_at_ms)
         lifetime.start()
+        connection.write_on_demand()
         try:
-            async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(connection.run_writer())
-                stream = _Stream(user_id, connection, lifetime, token.categories)
-                await _read_frames(request, ws, stream)
-                connection.close_soon(CloseCode.NORMAL)
-                await writer
+            stream = _Stream(user_id, connection, lifetime, token.categories)
+            await _read_frames(request, ws, stream)
+            connection.close_soon(CloseCode.NORMAL)
+            await connection.wait_closed()
         finally:
             lifetime.stop()
+            await connection.stop_writing()
     except ActorSystemStoppedError:
         await _close(ws, CloseCode.GOING_AWAY)
     finally:

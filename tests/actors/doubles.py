@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
 
 from actors.connection import Connection
 from actors.transport import CloseCode
@@ -75,6 +77,37 @@ async def writers_running(*connections: Connection) -> AsyncIterator[None]:
         yield
         for connection in connections:
             connection.close_soon(CloseCode.NORMAL, "test over")
+
+
+@asynccontextmanager
+async def writing_on_demand(*connections: Connection) -> AsyncIterator[None]:
+    """Let each connection write on demand, as the WebSocket edge does, for the duration
+    of the block; connections still open at the end are closed normally."""
+    for connection in connections:
+        connection.write_on_demand()
+    try:
+        yield
+        for connection in connections:
+            connection.close_soon(CloseCode.NORMAL, "test over")
+        for connection in connections:
+            await connection.wait_closed()
+    finally:
+        for connection in connections:
+            await connection.stop_writing()
+
+
+WritersRunning = Callable[..., AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture(params=["run_writer", "on_demand"])
+def writer_mode(request: pytest.FixtureRequest) -> WritersRunning:
+    """Each way an edge runs a connection's writer: a task for the socket's life (SSE),
+    or a task only while there is something to write (WebSocket)."""
+    modes: dict[str, WritersRunning] = {
+        "run_writer": writers_running,
+        "on_demand": writing_on_demand,
+    }
+    return modes[request.param]
 
 
 async def eventually(condition: Callable[[], bool], *, within: float = 1.0) -> None:

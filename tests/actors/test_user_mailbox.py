@@ -179,26 +179,91 @@ async def test_stopping_the_system_closes_the_sockets_of_parked_mailboxes(
 async def test_a_socket_that_closed_without_detach_does_not_keep_the_mailbox_alive(
     mailboxes: Mailboxes,
 ) -> None:
-    """Guards against a lost Detach pinning an actor (and its memory) for ever."""
+    """Guards against a lost Detach pinning an actor (and its memory) for ever: the
+    user's next message finds the socket closed, and the actor then stops for good."""
     connection, socket = connect()
     async with writers_running(connection):
         await mailboxes.tell("u1", Attach(connection))
         socket.vanish()
         connection.offer(b"x")
         await closed(connection)
+        await mailboxes.tell("u1", Deliver(1, b"1"))
         await eventually(lambda: not mailboxes.get("u1"))
 
 
-async def test_stopping_the_system_tells_clients_to_go_elsewhere(mailboxes: Mailboxes) -> None:
+async def test_a_socket_that_closed_without_detach_is_forgotten_by_the_next_socket(
+    mailboxes: Mailboxes,
+) -> None:
+    """The same with no message in between: the parked state forgets the closed socket
+    when the user's next socket comes and goes."""
+    connection, socket = connect()
+    other, _ = connect(connection_id="c2")
+    async with writers_running(connection, other):
+        await mailboxes.tell("u1", Attach(connection))
+        socket.vanish()
+        connection.offer(b"x")
+        await closed(connection)
+        await mailboxes.tell("u1", Attach(other))
+        await mailboxes.tell("u1", Detach(other))
+        assert not mailboxes.get("u1")
+
+
+async def test_a_user_with_open_sockets_costs_no_actor(mailboxes: Mailboxes) -> None:
+    """Guards the memory of idle sockets: attaching a socket parks the user's state at
+    once instead of starting an actor (task, queue, timers) that would wait
+    `idle_timeout` to be parked, and a message for the user is applied to that state
+    without starting one either."""
     connection, socket = connect()
     async with writers_running(connection):
         await mailboxes.tell("u1", Attach(connection))
+        assert (len(mailboxes), mailboxes.parked) == (0, 1)
         await mailboxes.tell("u1", Deliver(1, b"1"))
         await eventually(lambda: socket.frames == [b"1"])
-        await mailboxes.stop(timeout=1)
-        await closed(connection)
-    assert socket.close_code == CloseCode.GOING_AWAY
-    assert not mailboxes.get("u1")
+        assert (len(mailboxes), mailboxes.parked) == (0, 1)
+        await mailboxes.tell("u1", Detach(connection))
+        assert (len(mailboxes), mailboxes.parked) == (0, 0)
+        assert not mailboxes.get("u1")
+    assert mailboxes.actors_started == 0
+    assert mailboxes.messages_processed == 3
+
+
+async def test_a_message_for_a_parked_user_is_handed_over_without_waiting(
+    mailboxes: Mailboxes,
+) -> None:
+    """Guards delivery to idle users under load: the bus dispatcher hands messages over
+    one at a time, and when each `tell` to a parked user waited a loop turn for an
+    actor to start, a burst to 1,000 idle users stalled every frame for seconds. A tell
+    to a parked user must finish at its first step."""
+    pairs = [connect(connection_id=f"c{n}") for n in range(20)]
+    async with writers_running(*(connection for connection, _ in pairs)):
+        for n, (connection, _) in enumerate(pairs):
+            await mailboxes.tell(f"u{n}", Attach(connection))
+        for n in range(len(pairs)):
+            tell = mailboxes.tell(f"u{n}", Deliver(1, b"1"))
+            try:
+                tell.send(None)
+            except StopIteration:
+                continue
+            tell.close()
+            pytest.fail("a tell to a parked user waited for the loop")
+        await eventually(lambda: all(socket.frames == [b"1"] for _, socket in pairs))
+
+
+async def test_messages_for_a_parked_user_are_applied_in_tell_order(
+    mailboxes: Mailboxes,
+) -> None:
+    """A socket gets no frame told before its Attach, and every frame told after it."""
+    first, first_socket = connect(connection_id="c1")
+    second, second_socket = connect(connection_id="c2")
+    async with writers_running(first, second):
+        await mailboxes.tell("u1", Attach(first))
+        await mailboxes.tell("u1", Deliver(0, b"before"))
+        await mailboxes.tell("u1", Attach(second))
+        await mailboxes.tell("u1", Deliver(0, b"after"))
+        await eventually(lambda: len(second_socket.frames) == 1)
+        await eventually(lambda: len(first_socket.frames) == 2)
+    assert first_socket.frames == [b"before", b"after"]
+    assert second_socket.frames == [b"after"]
 
 
 class FailsOnce(Connection):

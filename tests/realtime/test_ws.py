@@ -12,6 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from actors.transport import CloseCode
+from pushd.appkeys import MAILBOXES
+from tests.actors.doubles import eventually
 from tests.app_client import TOKEN_SECRET, MakeClient, create_user, send, user_token
 
 Client = TestClient[Any, Any]
@@ -40,6 +42,31 @@ async def close_code_of(ws: WS) -> int | None:
         aiohttp.WSMsgType.CLOSING,
     ), message
     return ws.close_code
+
+
+def _connection_tasks() -> list[asyncio.Task[object]]:
+    """Tasks running a `Connection`'s writer."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").startswith("Connection.")
+    ]
+
+
+async def test_an_idle_socket_keeps_no_writer_task_and_starts_no_actor(client: Client) -> None:
+    """Guards the memory per idle socket (issue #16): once the welcome is written, an
+    authenticated socket that receives nothing has no writer task, and its user's
+    mailbox is parked without an actor from the start; a notification still arrives."""
+    user = await create_user(client)
+    ws, _ = await connect(client, await user_token(client, user["id"]))
+    mailboxes = client.app[MAILBOXES]
+    await eventually(lambda: not _connection_tasks())  # ends once the welcome is out
+    assert (len(mailboxes), mailboxes.actors_started) == (0, 0)
+    assert mailboxes.get(user["id"])
+
+    accepted = await send(client, user["id"])
+    assert (await next_notification(ws))["seq"] == accepted["seq"]
+    await ws.close()
 
 
 async def test_notification_reaches_every_socket_of_the_user(client: Client) -> None:
