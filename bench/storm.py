@@ -6,8 +6,11 @@ receiver process aborts every socket (no close frame: like a network cut) and re
 them all at once, each with `since` = the highest seq its user holds. Measured: how fast
 the sockets are back, how long until each one holds the seq its user had reached when
 it was welcomed again (caught up), the frames delivered per second and the POST-to-frame
-latency of what was posted during the storm, and whether every user ends with every
-seq exactly once and in order.
+latency of what was posted during the storm, whether every user ends with every
+seq exactly once and in order, and the server CPU the storm added (what the server spent
+in the `after` window beyond the steady load's CPU rate measured in the `before` window,
+per reconnected socket; meaningful only while the steady load leaves the server room:
+a server already saturated before the drop cannot spend more after it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from benchlib import cancel_unfinished, read_columns, read_json
+from benchlib import cancel_unfinished, cpu_seconds, read_columns, read_json
 from measure import RECORD_COLUMNS, Rig, load_command, percentile, wait_for_frames
 
 
@@ -53,6 +56,7 @@ class StormResult:
     wrong_user: int
     behind_at_end: int  # users whose highest seq held != their last stored seq
     failed_posts: int
+    added_cpu_ms_per_socket: float | None = None  # server CPU the storm added, per socket
 
 
 async def stored_last_seqs(url: str, key: str, user_ids: list[str]) -> list[int]:
@@ -93,10 +97,14 @@ async def measure_storm(rig: Rig, rate: float, before: float, after: float) -> S
     )
     load = asyncio.create_task(rig.loadgen.call(command, timeout=duration + 60))
     try:
+        await asyncio.sleep((start_ns - time.time_ns()) / 1e9)
+        steady_from = ServerCpu.now(rig.server.pid)
         await asyncio.sleep((storm_at_ns - time.time_ns()) / 1e9)
         storm_ns = time.time_ns()
+        storm_from = ServerCpu.now(rig.server.pid)
         storm = await rig.receivers.call({"cmd": "storm", "concurrency": 1000}, timeout=120)
         summary = await load
+        storm_to = ServerCpu.now(rig.server.pid)
     finally:
         await cancel_unfinished(load)
     accepted_count = int(summary["accepted"])
@@ -145,11 +153,42 @@ async def measure_storm(rig: Rig, rate: float, before: float, after: float) -> S
         wrong_user=int(dump["wrong_user"]),
         behind_at_end=sum(h != s for h, s in zip(highest, stored, strict=True)),
         failed_posts=sum(summary["statuses"].values()) + sum(summary["errors"].values()),
+        added_cpu_ms_per_socket=added_cpu_ms_per_socket(
+            steady_from, storm_from, storm_to, int(storm["connected"])
+        ),
     )
     print("   " + describe_storm(result), flush=True)
     for path in (accepted_file, records_file, highest_file):
         os.unlink(path)
     return result
+
+
+@dataclass(frozen=True)
+class ServerCpu:
+    """The server's CPU seconds (all threads) read at a monotonic instant."""
+
+    at: float
+    seconds: float | None
+
+    @classmethod
+    def now(cls, pid: int) -> ServerCpu:
+        return cls(time.monotonic(), cpu_seconds(pid))
+
+
+def added_cpu_ms_per_socket(
+    steady_from: ServerCpu, storm_from: ServerCpu, storm_to: ServerCpu, sockets: int
+) -> float | None:
+    """The server CPU of the storm window beyond the steady rate before it, per socket:
+    the dropped socket's teardown, its successor's handshake and catch-up (assuming the
+    notifications posted meanwhile cost what they cost before the drop). /proc counts
+    10 ms ticks: with 1,000 sockets, 0.01 ms per socket."""
+    readings = (steady_from.seconds, storm_from.seconds, storm_to.seconds)
+    if None in readings or not sockets or storm_from.at <= steady_from.at:
+        return None
+    steady, before, after = (float(r) for r in readings if r is not None)
+    steady_rate = (before - steady) / (storm_from.at - steady_from.at)
+    added = (after - before) - steady_rate * (storm_to.at - storm_from.at)
+    return 1000 * added / sockets
 
 
 def describe_storm(r: StormResult) -> str:
@@ -165,5 +204,10 @@ def describe_storm(r: StormResult) -> str:
         f"{r.p50_before_ms:.1f}/{r.p99_before_ms:.1f} ms, during {r.p50_storm_ms:.1f}/"
         f"{r.p99_storm_ms:.1f} ms (max {r.max_storm_ms:.1f}) | missing {r.missing} "
         f"dup {r.duplicates} out-of-order {r.out_of_order} gaps {r.gaps} wrong-user "
-        f"{r.wrong_user} behind at end {r.behind_at_end} failed POSTs {r.failed_posts}"
+        f"{r.wrong_user} behind at end {r.behind_at_end} failed POSTs {r.failed_posts} | "
+        f"server CPU added {_milliseconds(r.added_cpu_ms_per_socket)} per socket"
     )
+
+
+def _milliseconds(value: float | None) -> str:
+    return f"{value:.2f} ms" if value is not None else "n/a"

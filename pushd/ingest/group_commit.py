@@ -240,6 +240,14 @@ class NotificationIngest:
             for _, future in live:
                 _settle(future, exc)
             return []
+        except Exception as exc:
+            # A bug in what runs inside the commit (a value that cannot be encoded) fails
+            # this batch's requests, nothing was committed; the committer itself goes on
+            # serving the next batches (a dead committer would leave every send waiting).
+            log.exception("a notification batch could not be committed")
+            for _, future in live:
+                _settle(future, exc)
+            return []
         self.committed += len(records)
         self.batches += 1
         if self._on_commit is not None:

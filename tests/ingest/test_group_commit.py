@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pushd.bus import BusMessage
@@ -54,4 +55,22 @@ async def test_the_backlog_counts_the_single_sends_waiting_for_their_commit(
         with pytest.raises(UnknownUserError):
             await failed
         assert ingest.backlog == 0  # a refused send leaves the backlog too
+    await bus.close()
+
+
+async def test_a_batch_that_fails_inside_the_commit_fails_its_requests_not_the_committer(
+    tmp_path: Path,
+) -> None:
+    received: list[BusMessage] = []
+    bus = await started_bus(received)
+    async with storage_at(tmp_path / "db.sqlite") as store, running_ingest(store, bus) as ingest:
+        # What the API never lets through (its bodies are JSON), as a bug upstream might.
+        broken = msgspec.structs.replace(note("n-broken", "u1"), data={"x": object()})
+        async with asyncio.timeout(10):  # a dead committer would leave them waiting
+            with pytest.raises(TypeError):
+                await ingest.submit(broken)
+            assert await store.get_notification("n-broken") is None
+            # The committer still serves the next requests.
+            record = await ingest.submit(note("n-after", "u1"))
+        assert record.id == "n-after"
     await bus.close()
