@@ -10,7 +10,7 @@ from typing import assert_never
 import msgspec
 
 from actors.connection import UNSEQUENCED, Connection
-from actors.runtime import Actor, ActorSystem
+from actors.runtime import Actor, ActorSystem, ActorSystemStoppedError
 from actors.transport import CloseCode
 
 
@@ -59,24 +59,14 @@ class UserMailbox(Actor[UserMessage]):
     Holds the user's attached `Connection`s. A `Deliver` offers the same bytes object to
     each of them (each skips what its stream already covered, so an at-least-once
     redelivery is harmless); a connection that refuses it (slow consumer, or closed) is
-    forgotten — it is being closed and its client will resume.
-
-    Idle without sockets, it stops for good. Idle with sockets, it is parked when it was
-    given a `parking` (see `UserMailboxes`): its state (the connections) waits there
-    without a task or a queue until the next message for the user.
+    forgotten — it is being closed and its client will resume. Idle only without sockets.
+    `UserMailboxes` applies its messages without running it as an actor (see there).
     """
 
-    def __init__(
-        self,
-        user_id: str,
-        stats: UserMailboxStats | None = None,
-        parking: dict[str, UserMailbox] | None = None,
-    ) -> None:
+    def __init__(self, user_id: str, stats: UserMailboxStats | None = None) -> None:
         self.user_id = user_id
         self.stats = UserMailboxStats() if stats is None else stats
         self._connections: set[Connection] = set()
-        self._parking = parking
-        self._parked_on_stop = False
 
     @property
     def connections(self) -> frozenset[Connection]:
@@ -128,26 +118,17 @@ class UserMailbox(Actor[UserMessage]):
         self._close_all(CloseCode.RECONNECT)
 
     async def on_idle(self) -> bool:
-        """Stop: for good without sockets, parked with them (when there is a parking).
-        Closed sockets are forgotten first, so that a lost `Detach` cannot keep the
-        state alive for ever."""
+        """Idle only without sockets. Closed ones are forgotten first, so that a lost
+        `Detach` cannot keep the actor alive for ever."""
         self.forget_closed_connections()
-        if not self._connections:
-            return True
-        self._parked_on_stop = self._parking is not None
-        return self._parked_on_stop
+        return not self._connections
 
     async def on_stop(self) -> None:
-        """Parked: hand the state to the parking. Otherwise the node is stopping: tell
-        the remaining clients to reconnect (elsewhere)."""
-        if self._parked_on_stop and self._parking is not None:
-            self._parked_on_stop = False
-            self._parking[self.user_id] = self
-            return
+        """The node is stopping: tell the remaining clients to reconnect (elsewhere)."""
         self.close_all(CloseCode.GOING_AWAY)
 
     def close_all(self, code: CloseCode) -> None:
-        """Close every attached socket with `code` (a parked mailbox, at shutdown)."""
+        """Close every attached socket with `code`."""
         self._close_all(code)
 
     @property
@@ -156,20 +137,23 @@ class UserMailbox(Actor[UserMessage]):
         return bool(self._connections)
 
     def forget_closed_connections(self) -> None:
-        """Forget the sockets that closed, as `on_idle` does before the mailbox is parked:
-        one whose `Detach` was lost does not stay attached for ever."""
+        """Forget the sockets that closed: one whose `Detach` was lost does not stay
+        attached for ever."""
         self._connections = {c for c in self._connections if not c.closed}
 
 
 class UserMailboxes(ActorSystem[str, UserMessage]):
     """The user mailboxes of one node, keyed by user id, all counting into `stats`.
 
-    A user whose sockets stay open but quiet costs no actor: the user's state (the
-    connections) waits in `_parking`, without a task or a queue, and each message for the
-    user is applied to it at once (`tell`). Most sockets are idle most of the time, and
-    an actor's task and mailbox were a good part of an idle socket's memory. An actor
-    that does run (one started before, or for a message that could not be applied at
-    once) is parked again once it was idle for `idle_timeout`.
+    A user's mailbox is never run as an actor: its state (the connections) waits in
+    `_parking`, without a task or a queue, and each message for the user is applied to
+    it at once, in the teller's task, under the runtime's supervision (`tell`). Most
+    sockets are idle most of the time, and an actor's task and mailbox were a good part
+    of an idle socket's memory; the bus consumer, which hands messages over one at a
+    time, also waited a loop turn for each actor's start, so a burst to many idle users
+    stalled delivery for seconds under load. The system keeps the runtime's supervision
+    (retries, then `on_dead_letter`), its counters and its refusal of tells once
+    stopping.
     """
 
     def __init__(
@@ -183,45 +167,31 @@ class UserMailboxes(ActorSystem[str, UserMessage]):
         self.stats = UserMailboxStats() if stats is None else stats
         self._parking: dict[str, UserMailbox] = {}
         super().__init__(
-            self._mailbox_of,
+            lambda user_id: UserMailbox(user_id, self.stats),
             mailbox_size=mailbox_size,
             idle_timeout=idle_timeout,
             max_attempts=max_attempts,
             name="user-mailbox",
         )
 
-    def _mailbox_of(self, user_id: str) -> UserMailbox:
-        parked = self._parking.pop(user_id, None)
-        if parked is not None:
-            return parked
-        return UserMailbox(user_id, self.stats, self._parking)
-
     async def tell(self, key: str, message: UserMessage) -> None:
-        """As `ActorSystem.tell`, except for a user without a live actor: the message is
-        applied to the user's parked state at once, in the caller's task, with the same
-        supervision (`ActorSystem._handle`: retries, then `on_dead_letter`). A socket that
-        opens starts no actor only for it to be parked `idle_timeout` later, and a
-        notification to an idle user costs no actor start: the bus dispatcher, which
-        hands messages over one at a time, waited a loop turn for each actor's start, so
-        a burst to many parked users stalled delivery for seconds under load.
+        """Apply `message` to the user's state at once, in the caller's task, with the
+        runtime's supervision (`ActorSystem._handle`: retries, then `on_dead_letter`).
+        Raises `ActorSystemStoppedError` once `stop()` has begun, as `ActorSystem.tell`.
 
-        Safe without the actor's one-message-at-a-time: none of `UserMailbox`'s hooks
-        awaits (offers to a socket never wait), so a message is applied in one step, and
-        there is no message of the user's waiting in a mailbox (no live or stopping
-        actor). A stopping actor, or a stopping system, takes the usual path. A `tell`
-        woken by an actor's stop a moment ago may be overtaken, which is harmless: a
-        `Deliver` reaches a socket attached before it as one not started yet (it catches
-        up instead), a `CloseAll` closes a socket attached before it (the client
-        reconnects), and a detached socket is closing anyway.
+        Safe without an actor's one-message-at-a-time: none of `UserMailbox`'s hooks
+        awaits (offers to a socket never wait) and `_handle` retries without sleeping, so
+        a message is applied in one step and messages for a user in tell order.
         """
-        if not self._without_actor(key):
-            await super().tell(key, message)
-            return
+        if not self._accepting:
+            raise ActorSystemStoppedError(
+                f"actor system {self.name!r} is stopping: message for {key!r} refused"
+            )
         mailbox = self._parking.pop(key, None)
         if mailbox is None:
             if not isinstance(message, Attach):
                 return  # no socket of the user's here: nothing to deliver, close or detach
-            mailbox = UserMailbox(key, self.stats, self._parking)
+            mailbox = UserMailbox(key, self.stats)
         try:
             await self._handle(key, mailbox, message)
         finally:
@@ -230,22 +200,18 @@ class UserMailboxes(ActorSystem[str, UserMessage]):
             if mailbox.has_connections:
                 self._parking[key] = mailbox
 
-    def _without_actor(self, key: str) -> bool:
-        # The base class's own bookkeeping: accepting tells, no live actor, none stopping.
-        return self._accepting and key not in self._cells and key not in self._stopping
-
     def get(self, key: str) -> bool:
-        """True if `key` has a mailbox here, live or parked (it may hold sockets)."""
-        return super().get(key) or key in self._parking
+        """True if `key` has a mailbox here (it holds sockets)."""
+        return key in self._parking
 
     @property
     def parked(self) -> int:
-        """Users whose mailbox is parked (sockets open, no actor running)."""
+        """Users with a mailbox here (sockets open)."""
         return len(self._parking)
 
     async def stop(self, timeout: float) -> None:  # noqa: ASYNC109 - as ActorSystem.stop
-        """Stop every actor, then close the parked mailboxes' sockets with GOING_AWAY as
-        a live actor's `on_stop` does."""
+        """Refuse new tells, then close every user's sockets with GOING_AWAY, as a
+        stopping actor's `on_stop` does."""
         await super().stop(timeout)
         parked, self._parking = self._parking, {}
         for mailbox in parked.values():

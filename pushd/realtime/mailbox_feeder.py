@@ -11,11 +11,11 @@ from pushd.ops.metrics import Metrics
 class MailboxFeeder:
     """The bus handler of this node.
 
-    A message for a user with no mailbox here (live or parked) has no socket to go to on
-    this node (mailboxes exist while sockets are attached), so it is dropped: the
-    notification is in storage, and the client gets it when it resumes. Otherwise it is
-    applied to the user's parked state at once, or `tell` awaits space in a live actor's
-    mailbox, which holds back the bus (bounded by its prefetch): backpressure, no loss.
+    A message for a user with no mailbox here has no socket to go to on this node
+    (mailboxes exist while sockets are attached), so it is dropped: the notification is
+    in storage, and the client gets it when it resumes. Otherwise it is applied to the
+    user's mailbox at once; each socket's outbox is bounded (a socket that falls behind
+    is closed as a slow consumer and resumes), so nothing queues without bound.
     """
 
     def __init__(self, mailboxes: ActorSystem[str, UserMessage], metrics: Metrics) -> None:
